@@ -1,0 +1,35 @@
+# densenet-spec: `make demo` (the main job) and `make test` (every check) work on a fresh machine.
+VENV  := .venv
+BIN   := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint docs bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh
+	touch $(STAMP)
+
+demo: setup
+	mkdir -p out
+	$(BIN)/densenet-spec summary densenet121
+	$(BIN)/densenet-spec build densenet121 --to torch -o out/densenet121.py
+	$(BIN)/python out/densenet121.py
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+docs: setup
+	$(BIN)/python -m densenet_spec.docs docs
+
+bench: setup
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf out build dist .pytest_cache .mypy_cache .ruff_cache

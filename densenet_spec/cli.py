@@ -1,0 +1,301 @@
+"""The ``densenet-spec`` command.
+
+Results go to stdout, problems to stderr as one ``FILE:LINE:COL: field: message`` line each.
+Exit status: 0 success, 1 an invalid spec or input file (never a traceback), 2 wrong usage.
+Heavy imports (torch, onnx, graphviz) happen inside the commands that need them, so that
+``validate`` and ``summary`` answer at once.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .compiler import compile_spec
+from .errors import Problem, SpecError
+from .ir import IR
+from .loader import load_spec, preset_names
+from .outputs import emit
+from .schema import json_schema
+from .summary import HEADERS, stage_rows, stages, summary_json, summary_markdown
+
+app = typer.Typer(
+    name="densenet-spec",
+    help="Define, check, build, export and draw DenseNet-family networks from YAML specs.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+SpecArg = Annotated[str, typer.Argument(help="A spec file (YAML) or a preset name.", show_default=False)]
+StrictOpt = Annotated[bool, typer.Option("--strict", help="Treat warnings as errors.")]
+
+
+class SummaryFormat(str, Enum):
+    table = "table"
+    json = "json"
+    markdown = "markdown"
+
+
+class Target(str, Enum):
+    torch = "torch"
+    onnx = "onnx"
+    dot = "dot"
+    svg = "svg"
+    png = "png"
+    pdf = "pdf"
+    json = "json"
+
+
+class Detail(str, Enum):
+    blocks = "blocks"
+    layers = "layers"
+
+
+class RankDir(str, Enum):
+    LR = "LR"
+    TB = "TB"
+
+
+EXTENSIONS = {"torch": "py", "onnx": "onnx", "dot": "dot", "svg": "svg", "png": "png", "pdf": "pdf", "json": "json"}
+
+
+def _say_problems(problems: tuple[Problem, ...] | list[Problem]) -> None:
+    for problem in problems:
+        typer.echo(str(problem), err=True)
+
+
+@contextmanager
+def _reporting() -> Iterator[None]:
+    """Turn the errors a user can fix into messages on stderr and exit status 1."""
+    try:
+        yield
+    except SpecError as exc:
+        _say_problems(exc.problems)
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        typer.echo(f"{where}{exc.strerror or exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _compile(spec: str, strict: bool) -> IR:
+    ir = compile_spec(load_spec(spec), strict=strict)
+    _say_problems(ir.warnings)
+    return ir
+
+
+def _console() -> Console:
+    return Console(soft_wrap=False, width=max(120, shutil.get_terminal_size().columns))
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"densenet-spec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Define, check, build, export and draw DenseNet-family networks from YAML specs."""
+
+
+@app.command()
+def validate(
+    specs: Annotated[list[str], typer.Argument(help="Spec files or preset names.", show_default=False)],
+    strict: StrictOpt = False,
+) -> None:
+    """Check specs: schema, channel and spatial arithmetic. Prints one line per valid spec."""
+    failed = False
+    for spec in specs:
+        try:
+            with _reporting():
+                ir = _compile(spec, strict)
+                typer.echo(f"{spec}: ok ({ir.info.name}: {ir.params:,} params, {ir.macs / 1e9:.3f} GMACs)")
+        except typer.Exit:
+            failed = True
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def summary(
+    spec: SpecArg,
+    format: Annotated[SummaryFormat, typer.Option("--format", "-f", help="Output format.")] = SummaryFormat.table,
+    optimize: Annotated[
+        bool, typer.Option("--optimize", help="Apply the optimisation passes and show the saving per stage.")
+    ] = False,
+    strict: StrictOpt = False,
+) -> None:
+    """Channels, output sizes, parameters and MACs per stage (as in the paper's Table 1)."""
+    with _reporting():
+        ir = _compile(spec, strict)
+        optimized = _optimize(ir) if optimize else None
+    if format is SummaryFormat.json:
+        data = summary_json(optimized or ir)
+        if optimized is not None:
+            data["unoptimized"] = {"params": ir.params, "macs": ir.macs}
+        typer.echo(json.dumps(data, indent=2))
+    elif format is SummaryFormat.markdown:
+        typer.echo(summary_markdown(optimized or ir))
+    else:
+        _print_summary(ir, optimized)
+
+
+def _optimize(ir: IR) -> IR:
+    from .passes import optimize_ir
+
+    return optimize_ir(ir)
+
+
+def _print_summary(ir: IR, optimized: IR | None) -> None:
+    table = Table(title=f"{ir.info.name}: {ir.info.description}", title_justify="left")
+    for header in HEADERS:
+        table.add_column(header, justify="right" if header in ("params", "MACs") else "left")
+    rows = stage_rows(ir)
+    if optimized is not None:
+        table.add_column("MACs optimized", justify="right")
+        table.add_column("saved", justify="right")
+        base = [s.macs for s in stages(ir)] + [ir.macs]
+        new = [s.macs for s in stages(optimized)] + [optimized.macs]
+        rows = [(*row, f"{n:,}", f"{1 - n / b:.1%}" if b else "") for row, b, n in zip(rows, base, new, strict=True)]
+    for row in rows:
+        table.add_row(*row, end_section=row[0] == "head")
+    console = _console()
+    console.print(table)
+    console.print(
+        f"params {ir.params:,}   MACs {ir.macs:,} ({ir.macs / 1e9:.3f} G)   FLOPs {2 * ir.macs:,} (2 x MACs)   "
+        f"input {ir.info.input_channels}x{ir.info.input_size[0]}x{ir.info.input_size[1]}"
+    )
+
+
+@app.command()
+def build(
+    spec: SpecArg,
+    to: Annotated[Target, typer.Option("--to", "-t", help="What to emit.", show_default=False)],
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Output file; '-' for stdout. Default: ./<name>.<ext>.")
+    ] = None,
+    weights: Annotated[
+        Path | None, typer.Option("--weights", help="onnx: a state_dict or checkpoint file to export.")
+    ] = None,
+    opset: Annotated[int, typer.Option("--opset", help="onnx: the ONNX opset (13 or later).", min=13)] = 17,
+    seed: Annotated[int, typer.Option("--seed", help="onnx: seed of the initial weights when no --weights.")] = 0,
+    optimize: Annotated[bool, typer.Option("--optimize", help="onnx, json: apply the optimisation passes.")] = False,
+    detail: Annotated[Detail, typer.Option("--detail", help="Diagrams: one node per block or per layer.")] = (
+        Detail.blocks
+    ),
+    blocks: Annotated[
+        str | None, typer.Option("--blocks", help="Diagrams at layer detail: only these blocks, e.g. 1,3.")
+    ] = None,
+    rankdir: Annotated[RankDir, typer.Option("--rankdir", help="Diagrams: left-right or top-bottom.")] = RankDir.TB,
+    strict: StrictOpt = False,
+) -> None:
+    """Emit PyTorch source, an ONNX model, a diagram or the IR as JSON."""
+    with _reporting():
+        ir = _compile(spec, strict)
+        destination = output or f"{ir.info.name}.{EXTENSIONS[to.value]}"
+        if to is Target.torch:
+            from .backends.torch_source import generate_source
+
+            data: bytes | str = generate_source(ir)
+        elif to is Target.onnx:
+            data = _onnx_bytes(ir, weights, opset, seed, optimize)
+        elif to is Target.json:
+            data = json.dumps((_optimize(ir) if optimize else ir).to_json(), indent=1) + "\n"
+        else:
+            data = _diagram(ir, to.value, detail.value, _parse_blocks(blocks, ir), rankdir.value)
+        where = emit(destination, data)
+    if where != "stdout":
+        typer.echo(f"wrote {where} ({len(data):,} bytes)", err=True)
+
+
+def _onnx_bytes(ir: IR, weights: Path | None, opset: int, seed: int, optimize: bool) -> bytes:
+    from .backends.onnx import export_bytes
+    from .weights import initial_state_dict, load_state_dict
+
+    state = load_state_dict(weights, ir) if weights is not None else initial_state_dict(ir, seed)
+    return export_bytes(ir, state, opset=opset, optimize=optimize)
+
+
+def _parse_blocks(text: str | None, ir: IR) -> list[int] | None:
+    if text is None:
+        return None
+    count = len(ir.blocks())
+    try:
+        chosen = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        chosen = []
+    if not chosen or not all(1 <= b <= count for b in chosen):
+        raise typer.BadParameter(f"expected block numbers 1..{count} separated by commas, got {text!r}")
+    return chosen
+
+
+def _diagram(ir: IR, fmt: str, detail: str, blocks: list[int] | None, rankdir: str) -> bytes | str:
+    from .backends.graphviz import render, to_dot
+
+    source = to_dot(ir, detail=detail, blocks=blocks, rankdir=rankdir)
+    return source if fmt == "dot" else render(source, fmt)
+
+
+@app.command()
+def schema(
+    output: Annotated[str, typer.Option("--output", "-o", help="Output file; '-' for stdout.")] = "-",
+) -> None:
+    """The JSON Schema of the spec format (for editors: yaml-language-server, VS Code)."""
+    with _reporting():
+        emit(output, json.dumps(json_schema(), indent=2) + "\n")
+
+
+@app.command()
+def presets(
+    format: Annotated[SummaryFormat, typer.Option("--format", "-f", help="Output format.")] = SummaryFormat.table,
+) -> None:
+    """The shipped specs, with their parameters and MACs."""
+    rows = []
+    for name in preset_names():
+        ir = compile_spec(load_spec(name))
+        rows.append((name, ir))
+    if format is SummaryFormat.json:
+        typer.echo(json.dumps([{**summary_json(ir), "stages": None} for _, ir in rows], indent=2))
+        return
+    if format is SummaryFormat.markdown:
+        typer.echo(presets_markdown())
+        return
+    table = Table(title="densenet-spec presets", title_justify="left")
+    for header in ("preset", "input", "params", "GMACs", "description"):
+        table.add_column(header, justify="right" if header in ("params", "GMACs") else "left")
+    for name, ir in rows:
+        h, w = ir.info.input_size
+        table.add_row(name, f"{h}x{w}", f"{ir.params:,}", f"{ir.macs / 1e9:.3f}", ir.info.description)
+    _console().print(table)
+
+
+def presets_markdown() -> str:
+    """The presets as a Markdown table (also used by the generated docs)."""
+    lines = ["| preset | input | params | GMACs | description |", "|---|---|---:|---:|---|"]
+    for name in preset_names():
+        ir = compile_spec(load_spec(name))
+        h, w = ir.info.input_size
+        lines.append(f"| {name} | {h}x{w} | {ir.params:,} | {ir.macs / 1e9:.3f} | {ir.info.description} |")
+    return "\n".join(lines)
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app()
