@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
+from pathlib import Path
 
 from .errors import Problem, SpecError
+from .loader import preset_dir
 from .ir import IR, Layer, ModelInfo, Op, Size, conv, norm, pool, pooled, relu
 from .schema import FieldPath, Spec, format_path
 
@@ -21,6 +23,7 @@ MAX_DENSE_CONNECTIONS = 500_000
 MAX_PARAMS = 10**10
 
 Lowered = list[tuple[Layer, list[str]]]
+FieldProblems = list[tuple[FieldPath, str]]
 
 
 def compile_spec(spec: Spec, *, strict: bool = False) -> IR:
@@ -46,21 +49,31 @@ def compile_spec(spec: Spec, *, strict: bool = False) -> IR:
     return ir
 
 
-def _raise(spec: Spec, problems: list[tuple[FieldPath, str]]) -> None:
+def _raise(spec: Spec, problems: FieldProblems) -> None:
     if problems:
         raise SpecError(Problem(spec.source.locate(path), format_path(path), message) for path, message in problems)
 
 
 def _info(spec: Spec) -> ModelInfo:
-    where = spec.source.locate(())
     return ModelInfo(
         name=spec.name,
         description=spec.description,
-        source=where.file if where else "<python>",
+        source=_origin(spec),
         input_channels=spec.input.channels,
         input_size=spec.input.hw,
         num_classes=spec.num_classes,
     )
+
+
+def _origin(spec: Spec) -> str:
+    """Where the spec came from, the same on every machine for a preset."""
+    where = spec.source.locate(())
+    if where is None:
+        return "<python>"
+    path = Path(where.file)
+    if path.suffix == ".yaml" and path.resolve().parent == preset_dir().resolve():
+        return f"preset {path.stem}"
+    return where.file
 
 
 # ----------------------------------------------------------------------------- lowering
@@ -157,7 +170,7 @@ def _classifier(c_in: int, num_classes: int, size: Size) -> Layer:
 # ----------------------------------------------------------------------------- spec checks
 
 
-def _check_scale(spec: Spec) -> list[tuple[FieldPath, str]]:
+def _check_scale(spec: Spec) -> FieldProblems:
     """Refuse a spec too big to build, from arithmetic alone, before building anything."""
     blocks = spec.block_layers
     total = sum(n for n, _ in blocks)
@@ -179,8 +192,8 @@ def _check_scale(spec: Spec) -> list[tuple[FieldPath, str]]:
     return []
 
 
-def _check_lowered(spec: Spec, lowered: Lowered) -> list[tuple[FieldPath, str]]:
-    problems = []
+def _check_lowered(spec: Spec, lowered: Lowered) -> FieldProblems:
+    problems: FieldProblems = []
     for layer, _ in lowered:
         if layer.kind == "transition" and layer.out_channels < 1:
             problems.append(
@@ -231,9 +244,9 @@ def _smallest_input(spec: Spec, axis: int) -> int:
     return high
 
 
-def _compression_warnings(spec: Spec, ir: IR) -> list[tuple[FieldPath, str]]:
+def _compression_warnings(spec: Spec, ir: IR) -> FieldProblems:
     theta = _theta(spec)
-    out = []
+    out: FieldProblems = []
     for layer in ir.layers():
         if layer.kind == "transition" and (theta * layer.in_channels).denominator != 1:
             exact = float(theta * layer.in_channels)

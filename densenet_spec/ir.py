@@ -22,9 +22,7 @@ import networkx as nx
 from .errors import Problem
 
 Size = tuple[int, int]
-OpKind = Literal[
-    "conv", "batchnorm", "relu", "maxpool", "avgpool", "dropout", "global_avgpool", "flatten", "linear"
-]
+OpKind = Literal["conv", "batchnorm", "relu", "maxpool", "avgpool", "dropout", "global_avgpool", "flatten", "linear"]
 LayerKind = Literal["conv", "norm", "relu", "pool", "dense_layer", "transition", "classifier"]
 
 
@@ -73,6 +71,24 @@ class Op:
         if self.kind == "linear":
             return self.in_channels * self.out_channels + self.out_channels
         return 0
+
+    def tensors(self) -> dict[str, tuple[int, ...]]:
+        """The op's state_dict entries (``weight``, ``running_mean``, ...) and their shapes."""
+        c_in, c_out = self.in_channels, self.out_channels
+        if self.kind == "conv":
+            shapes: dict[str, tuple[int, ...]] = {"weight": (c_out, c_in, self.kernel, self.kernel)}
+            return shapes | ({"bias": (c_out,)} if self.bias else {})
+        if self.kind == "batchnorm":
+            return {
+                "weight": (c_in,),
+                "bias": (c_in,),
+                "running_mean": (c_in,),
+                "running_var": (c_in,),
+                "num_batches_tracked": (),
+            }
+        if self.kind == "linear":
+            return {"weight": (c_out, c_in), "bias": (c_out,)}
+        return {}
 
     @property
     def macs(self) -> int:
@@ -214,6 +230,15 @@ class IR:
     @property
     def macs(self) -> int:
         return sum(layer.macs for layer in self.layers())
+
+    def state_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every state_dict key the network's modules have, with its shape, in module order."""
+        return {
+            f"{op.path}.{key}": shape
+            for layer in self.layers()
+            for op in layer.ops
+            for key, shape in op.tensors().items()
+        }
 
     @property
     def output(self) -> Layer:

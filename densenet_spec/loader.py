@@ -28,9 +28,7 @@ MAX_BYTES = 1 << 20
 MAX_NODES = 10_000
 MAX_DEPTH = 32
 
-_SAFE_TAGS = frozenset(
-    tag for tag in yaml.SafeLoader.yaml_constructors if tag and tag.startswith("tag:yaml.org,2002:")
-)
+_SAFE_TAGS = frozenset(tag for tag in yaml.SafeLoader.yaml_constructors if tag and tag.startswith("tag:yaml.org,2002:"))
 
 
 # ----------------------------------------------------------------------------- presets
@@ -212,7 +210,7 @@ def _load_tree(path: Path, chain: tuple[Path, ...] = ()) -> MappingNode:
         return node
     where, target = found
     parent_path = _resolve_extends(where, target, path)
-    here = chain + (path.resolve(),)
+    here = (*chain, path.resolve())
     if parent_path in here:
         names = " -> ".join(_display(p) for p in (*here, parent_path))
         raise SpecError([_problem(where, f"extends cycle: {names}", "extends")])

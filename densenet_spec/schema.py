@@ -181,8 +181,7 @@ class Spec(_Model):
     )
     bottleneck_width: PositiveInt | None = Field(
         4,
-        description="DenseNet-B: a 1x1 convolution to bottleneck_width * k maps before each 3x3; "
-        "null for none.",
+        description="DenseNet-B: a 1x1 convolution to bottleneck_width * k maps before each 3x3; null for none.",
     )
     compression: float = Field(
         0.5,

@@ -82,7 +82,7 @@ HEADERS = ("stage", "output size", "layers", "channels", "params", "MACs")
 
 def stage_rows(ir: IR) -> list[tuple[str, ...]]:
     """Table rows (the header is :data:`HEADERS`), then a totals row."""
-    rows = [
+    rows: list[tuple[str, ...]] = [
         (
             s.name,
             f"{s.output_size[0]}x{s.output_size[1]}",

@@ -1,0 +1,75 @@
+"""The presets against the outside references: torchvision's counts and the paper's tables."""
+
+from __future__ import annotations
+
+import jsonschema
+import pytest
+import yaml
+
+from densenet_spec import compile_spec, load_spec
+from densenet_spec.loader import preset_dir
+from densenet_spec.schema import json_schema
+
+from .conftest import PRESETS
+
+# torchvision's published parameter counts and "GFLOPS" (which are GMACs) at 224x224.
+TORCHVISION = {
+    "densenet121": (7_978_856, 2.834),
+    "densenet161": (28_681_000, 7.728),
+    "densenet169": (14_149_480, 3.36),
+    "densenet201": (20_013_928, 4.291),
+}
+
+# Huang et al. 2017, Table 2: parameters in millions, CIFAR-10 at 32x32.
+PAPER_CIFAR = {
+    "densenet-40-k12": 1.0,
+    "densenet-100-k12": 7.0,
+    "densenet-100-k24": 27.2,
+    "densenet-bc-100-k12": 0.8,
+    "densenet-bc-250-k24": 15.3,
+    "densenet-bc-190-k40": 25.6,
+}
+
+
+@pytest.mark.parametrize("name", sorted(TORCHVISION))
+def test_torchvision_params_and_macs(name: str) -> None:
+    params, gmacs = TORCHVISION[name]
+    ir = compile_spec(load_spec(name))
+    assert ir.params == params
+    assert round(ir.macs / 1e9, 3) == gmacs
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_CIFAR))
+def test_paper_cifar_params(name: str) -> None:
+    ir = compile_spec(load_spec(name))
+    assert round(ir.params / 1e6, 1) == PAPER_CIFAR[name]
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_is_valid_under_json_schema(name: str) -> None:
+    data = yaml.safe_load((preset_dir() / f"{name}.yaml").read_text())
+    jsonschema.validate(data, json_schema())
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_compiles_strictly_and_names_its_source(name: str) -> None:
+    spec = load_spec(name)
+    assert spec.name == name
+    assert "Huang et al. 2017" in spec.description
+    assert compile_spec(spec, strict=True).warnings == ()
+
+
+def test_json_schema_rejects_what_the_loader_rejects() -> None:
+    schema = json_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    bad = [
+        {"name": "x", "growth_rate": 12, "blocks": [1], "growth_rat": 1},
+        {"name": "x", "growth_rate": 0, "blocks": [1]},
+        {"name": "x", "growth_rate": 12, "blocks": []},
+        {"name": "x", "growth_rate": 12, "blocks": [1], "compression": 0},
+        {"growth_rate": 12, "blocks": [1]},
+    ]
+    for data in bad:
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(data, schema)
+    jsonschema.validate({"name": "child", "extends": "densenet121", "growth_rate": 48}, schema)
