@@ -20,7 +20,7 @@ from .ir import IR
 
 # Old torchvision checkpoints name dense-layer modules `norm.1`, `conv.2`, ... (before module
 # names could not hold dots); today's names are `norm1`, `conv2`.
-_OLD_TORCHVISION = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12])\.(weight|bias|running_mean|running_var)$")
+_OLD_TORCHVISION = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12])\.(weight|bias|running_mean|running_var|num_batches_tracked)$")
 
 
 def read_checkpoint(path: Path) -> dict[str, Tensor]:
@@ -70,7 +70,12 @@ def check_state_dict(state: Mapping[str, Tensor], ir: IR, file: str = "<state_di
     """Every key of ``state`` that does not fit the IR's modules, by name."""
     where = Location(file)
     expected = ir.state_shapes()
-    problems = [Problem(where, "", f"missing key {key} (shape {list(shape)})") for key, shape in expected.items() if key not in state]
+    # num_batches_tracked may be absent (checkpoints older than torch 0.4.1); nothing reads it at inference.
+    problems = [
+        Problem(where, "", f"missing key {key} (shape {list(shape)})")
+        for key, shape in expected.items()
+        if key not in state and not key.endswith("num_batches_tracked")
+    ]
     for key, value in state.items():
         if key not in expected:
             problems.append(Problem(where, "", f"unexpected key {key}"))
