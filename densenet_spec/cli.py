@@ -22,7 +22,7 @@ from rich.table import Table
 
 from . import __version__
 from .compiler import compile_spec
-from .errors import Problem, SpecError
+from .errors import Problem, SpecError, ToolError
 from .ir import IR
 from .loader import load_spec, preset_names
 from .outputs import emit
@@ -83,6 +83,9 @@ def _reporting() -> Iterator[None]:
         yield
     except SpecError as exc:
         _say_problems(exc.problems)
+        raise typer.Exit(1) from None
+    except ToolError as exc:
+        typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""

@@ -68,3 +68,7 @@ class SpecError(Exception):
 def spec_error(message: str, *, field: str = "", file: str | None = None) -> SpecError:
     """Shorthand for a SpecError with one problem, located at the start of ``file``."""
     return SpecError([Problem(Location(file) if file else None, field, message)])
+
+
+class ToolError(Exception):
+    """Something outside the spec is missing or failed (a program, a file system); exit status 1."""

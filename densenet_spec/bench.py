@@ -1,0 +1,296 @@
+"""Timing a network the way ``densenet-spec bench`` and ``benchmarks/`` do.
+
+A configuration is warmed up, then timed over repeated runs; the result holds every time, so the
+median and spread come from one run. On the CPU, peak memory is the peak RSS of a child process
+that runs only that benchmark (``python -m densenet_spec.bench CONFIG``); on CUDA it is the
+allocator's peak. The floor is the time the network's MACs take at the machine's measured
+convolution rate: what a perfect implementation would approach.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
+
+Mode = Literal["eval", "train"]
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What to run; every flag off is the plain eager model."""
+
+    spec: str
+    batch: int = 8
+    device: str = "cpu"
+    mode: Mode = "eval"
+    optimize: bool = False
+    memory_efficient: bool = False
+    channels_last: bool = False
+    amp: bool = False
+    compile: bool = False
+    onnxruntime: bool = False
+    warmup: int = 2
+    repeat: int = 10
+    threads: int | None = None
+
+    def label(self) -> str:
+        flags = [name for name in ("optimize", "memory_efficient", "channels_last", "amp", "compile", "onnxruntime")]
+        on = [name.replace("_", "-") for name in flags if getattr(self, name)]
+        return f"{self.mode} {self.device} b{self.batch}" + (f" {'+'.join(on)}" if on else " eager")
+
+    def baseline(self) -> BenchConfig:
+        """The same spec, batch, device and mode with every option off."""
+        return BenchConfig(self.spec, self.batch, self.device, self.mode, warmup=self.warmup, repeat=self.repeat)
+
+
+@dataclass
+class BenchResult:
+    config: BenchConfig
+    times: list[float]
+    macs: int
+    setup_s: float
+    peak_memory: int | None = None
+    conv_gflops: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    @property
+    def spread(self) -> float:
+        """Half the distance between the fastest and slowest run, relative to the median."""
+        return (max(self.times) - min(self.times)) / 2 / self.median
+
+    @property
+    def images_per_s(self) -> float:
+        return self.config.batch / self.median
+
+    @property
+    def floor_s(self) -> float | None:
+        """Seconds the MACs take at the measured convolution rate (backward counted as 2x forward)."""
+        if not self.conv_gflops:
+            return None
+        passes = 3 if self.config.mode == "train" else 1
+        return 2 * self.macs * self.config.batch * passes / (self.conv_gflops * 1e9)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "config": asdict(self.config),
+            "label": self.config.label(),
+            "times_s": self.times,
+            "median_s": self.median,
+            "spread": self.spread,
+            "images_per_s": self.images_per_s,
+            "setup_s": self.setup_s,
+            "peak_memory_bytes": self.peak_memory,
+            "macs_per_image": self.macs,
+            "conv_gflops": self.conv_gflops,
+            "floor_s": self.floor_s,
+            **self.extra,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BenchResult:
+        return cls(
+            BenchConfig(**data["config"]),
+            data["times_s"],
+            data["macs_per_image"],
+            data["setup_s"],
+            data["peak_memory_bytes"],
+            data["conv_gflops"],
+        )
+
+
+# ----------------------------------------------------------------------------- building a step
+
+
+def make_step(config: BenchConfig) -> tuple[Callable[[], None], int]:
+    """A function that runs one timed iteration, and the network's MACs per image."""
+    import torch
+
+    from .backends.torch_module import as_ir, build_model
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    ir = as_ir(config.spec)
+    device = torch.device(config.device)
+    x = torch.randn(config.batch, ir.info.input_channels, *ir.info.input_size)
+    if config.onnxruntime:
+        return _onnxruntime_step(config, ir, x), ir.macs
+    model = build_model(ir, seed=0, memory_efficient=config.memory_efficient)
+    if config.optimize and config.mode == "eval":
+        from .optimize import optimize_for_inference
+
+        model = optimize_for_inference(model)
+    model = model.to(device)
+    x = x.to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.to(memory_format=torch.channels_last)
+    runner: Callable[[torch.Tensor], torch.Tensor] = torch.compile(model) if config.compile else model  # type: ignore[assignment]
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    if config.mode == "eval":
+        model.eval()
+
+        def step() -> None:
+            with torch.inference_mode(), amp:
+                runner(x)
+            sync()
+
+        return step, ir.macs
+
+    model.train()
+    labels = torch.randint(0, ir.info.num_classes, (config.batch,), device=device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def train_step() -> None:
+        with amp:
+            loss = torch.nn.functional.cross_entropy(runner(x), labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        sync()
+
+    return train_step, ir.macs
+
+
+def _onnxruntime_step(config: BenchConfig, ir: Any, x: Any) -> Callable[[], None]:
+    import onnxruntime as ort
+
+    from .backends.onnx import export_bytes
+    from .weights import initial_state_dict
+
+    if config.mode != "eval" or config.device != "cpu":
+        raise ValueError("--onnxruntime runs inference on the CPU only (--mode eval --device cpu)")
+    data = export_bytes(ir, initial_state_dict(ir, 0), optimize=config.optimize)
+    options = ort.SessionOptions()
+    if config.threads:
+        options.intra_op_num_threads = config.threads
+    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    feed = {"input": x.numpy()}
+
+    def step() -> None:
+        session.run(None, feed)
+
+    return step
+
+
+def conv_gflops(device: str = "cpu", seconds: float = 0.5) -> float:
+    """This machine's rate on a typical DenseNet convolution (3x3, 128 -> 32 maps at 28x28, batch 8)."""
+    import torch
+
+    conv = torch.nn.Conv2d(128, 32, 3, padding=1, bias=False).to(device).eval()
+    x = torch.randn(8, 128, 28, 28, device=device)
+    flops = 2 * 8 * 32 * 28 * 28 * 128 * 9
+    with torch.inference_mode():
+        conv(x)
+        runs, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            conv(x)
+            runs += 1
+        if device == "cuda":
+            torch.cuda.synchronize()
+    return flops * runs / (time.perf_counter() - start) / 1e9
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def time_step(step: Callable[[], None], warmup: int, repeat: int, progress: Progress | None = None) -> list[float]:
+    total = warmup + repeat
+    times = []
+    for i in range(total):
+        start = time.perf_counter()
+        step()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+        if progress:
+            progress(i + 1, total)
+    return times
+
+
+def run_here(config: BenchConfig, progress: Progress | None = None) -> BenchResult:
+    """Run ``config`` in this process (peak memory only on CUDA)."""
+    import torch
+
+    start = time.perf_counter()
+    step, macs = make_step(config)
+    setup = time.perf_counter() - start
+    if config.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times = time_step(step, config.warmup, config.repeat, progress)
+    peak = torch.cuda.max_memory_allocated() if config.device == "cuda" else None
+    return BenchResult(config, times, macs, setup, peak, conv_gflops(config.device))
+
+
+def run_isolated(config: BenchConfig, progress: Progress | None = None) -> BenchResult:
+    """Run ``config`` in a child process that does nothing else, to measure its peak RSS."""
+    command = [sys.executable, "-m", "densenet_spec.bench", json.dumps(asdict(config))]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert child.stderr is not None and child.stdout is not None
+    errors = []
+    for line in child.stderr:
+        if line.startswith("progress "):
+            done, total = map(int, line.split()[1].split("/"))
+            if progress:
+                progress(done, total)
+        else:
+            errors.append(line)
+    output = child.stdout.read()
+    if child.wait() != 0:
+        raise RuntimeError("benchmark child failed:\n" + "".join(errors[-20:]))
+    return BenchResult.from_json(json.loads(output))
+
+
+def run_compare(
+    config: BenchConfig, other: BenchConfig, progress: Progress | None = None
+) -> tuple[BenchResult, BenchResult]:
+    """Time two configurations alternately, so that drift in the machine affects both alike."""
+    results = []
+    steps = []
+    for cfg in (config, other):
+        start = time.perf_counter()
+        step, macs = make_step(cfg)
+        steps.append(step)
+        results.append(BenchResult(cfg, [], macs, time.perf_counter() - start))
+    total = (config.warmup + config.repeat) * 2
+    done = 0
+    for i in range(config.warmup + config.repeat):
+        for step, result in zip(steps, results, strict=True):
+            start = time.perf_counter()
+            step()
+            if i >= config.warmup:
+                result.times.append(time.perf_counter() - start)
+            done += 1
+            if progress:
+                progress(done, total)
+    rate = conv_gflops(config.device)
+    return replace(results[0], conv_gflops=rate), replace(results[1], conv_gflops=rate)
+
+
+def _child_main(argv: list[str]) -> None:
+    import resource
+
+    config = BenchConfig(**json.loads(argv[0]))
+
+    def report(done: int, total: int) -> None:
+        print(f"progress {done}/{total}", file=sys.stderr, flush=True)
+
+    result = run_here(config, report)
+    if result.peak_memory is None:
+        result.peak_memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    print(json.dumps(result.to_json()))
+
+
+if __name__ == "__main__":
+    _child_main(sys.argv[1:])

@@ -1,0 +1,105 @@
+"""Diagrams: what is drawn, determinism (golden DOT), rendering and its absence."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from densenet_spec import compile_spec, load_spec
+from densenet_spec.backends.graphviz import render, to_dot
+from densenet_spec.cli import app
+
+from .conftest import TESTS
+
+GOLDEN = TESTS / "golden"
+EDGE = re.compile(r'^\s*"?([\w.]+)"? -> "?([\w.]+)"?(?: \[(.*)\])?$')
+HAS_DOT = shutil.which("dot") is not None
+
+
+def _edges(dot: str) -> list[tuple[str, str, str]]:
+    return [m.groups("") for line in dot.splitlines() if (m := EDGE.match(line))]  # type: ignore[misc]
+
+
+def test_layer_detail_draws_every_ir_edge_with_one_colour_per_source() -> None:
+    ir = compile_spec(load_spec("densenet-bc-100-k12"))
+    dot = to_dot(ir, detail="layers")
+    edges = _edges(dot)
+    assert len(edges) == ir.graph.number_of_edges()
+    assert {(a, b) for a, b, _ in edges} == set(ir.graph.edges)
+    colours: dict[str, set[str]] = {}
+    for source, _, attrs in edges:
+        colours.setdefault(source, set()).add(re.search(r'color="([^"]+)"', attrs).group(1))  # type: ignore[union-attr]
+    assert all(len(c) == 1 for c in colours.values())
+    for number in (1, 2, 3):
+        assert f"subgraph cluster_denseblock{number}" in dot
+    assert "features.denseblock2.denselayer3\\n132 -> 12 ch, 16x16" in dot
+    assert "features.conv0" in dot and "features.transition1" in dot and "classifier" in dot
+
+
+def test_blocks_option_limits_the_layer_view() -> None:
+    ir = compile_spec(load_spec("densenet-bc-100-k12"))
+    dot = to_dot(ir, detail="layers", blocks=[2])
+    edges = _edges(dot)
+    # 16 layers: 136 dense connections into them, 17 into transition2.
+    assert len(edges) == 16 * 17 // 2 + 17
+    assert "denseblock1.denselayer1" not in dot and "denseblock3" not in dot
+    assert "features.transition1" in dot and "features.transition2" in dot
+
+
+def test_block_detail_has_one_node_per_stage() -> None:
+    ir = compile_spec(load_spec("densenet121"))
+    dot = to_dot(ir, detail="blocks", rankdir="LR")
+    assert "rankdir=LR" in dot
+    assert len(_edges(dot)) == 8
+    assert "denseblock3\\n24 layers, k=32\\n256 -> 1024 ch, 14x14" in dot
+
+
+@pytest.mark.parametrize(
+    ("name", "detail"), [("densenet121", "blocks"), ("densenet-bc-100-k12", "layers")], ids=["blocks", "layers"]
+)
+def test_dot_matches_golden(name: str, detail: str) -> None:
+    dot = to_dot(compile_spec(load_spec(name)), detail=detail)
+    assert dot == to_dot(compile_spec(load_spec(name)), detail=detail)
+    golden = GOLDEN / f"{name}.{detail}.dot"
+    if os.environ.get("DENSENET_SPEC_UPDATE_GOLDEN"):
+        golden.write_text(dot)
+    assert dot == golden.read_text(), "regenerate with DENSENET_SPEC_UPDATE_GOLDEN=1"
+
+
+@pytest.mark.skipif(not HAS_DOT, reason="needs Graphviz's dot (apt-get install graphviz)")
+@pytest.mark.parametrize("fmt", ["svg", "png", "pdf"])
+def test_cli_renders(fmt: str, tmp_path: Path) -> None:
+    out = tmp_path / f"d.{fmt}"
+    result = CliRunner().invoke(app, ["build", "densenet-40-k12", "--to", fmt, "--detail", "layers", "--blocks", "1", "-o", str(out)])
+    assert result.exit_code == 0, result.stderr
+    magic = {"svg": b"<?xml", "png": b"\x89PNG", "pdf": b"%PDF"}[fmt]
+    assert out.read_bytes().startswith(magic)
+
+
+def test_without_dot_only_dot_output_works(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no `dot` anywhere
+    runner = CliRunner()
+    out = tmp_path / "d.png"
+    result = runner.invoke(app, ["build", "densenet-40-k12", "--to", "png", "-o", str(out)])
+    assert result.exit_code == 1
+    assert "apt-get install graphviz" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+    assert runner.invoke(app, ["build", "densenet-40-k12", "--to", "dot", "-o", str(tmp_path / "d.dot")]).exit_code == 0
+
+
+def test_bad_blocks_option_is_usage_error() -> None:
+    result = CliRunner().invoke(app, ["build", "densenet121", "--to", "dot", "--detail", "layers", "--blocks", "1,9"])
+    assert result.exit_code == 2
+    assert "1..4" in result.stderr
+
+
+@pytest.mark.skipif(not HAS_DOT, reason="needs Graphviz's dot (apt-get install graphviz)")
+def test_render_returns_svg_text() -> None:
+    svg = render(to_dot(compile_spec(load_spec("densenet121"))), "svg")
+    assert b"denseblock4" in svg
