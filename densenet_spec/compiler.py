@@ -14,8 +14,8 @@ from fractions import Fraction
 from pathlib import Path
 
 from .errors import Problem, SpecError
-from .loader import preset_dir
 from .ir import IR, Layer, ModelInfo, Op, Size, conv, norm, pool, pooled, relu
+from .loader import preset_dir
 from .schema import FieldPath, Spec, format_path
 
 MAX_DENSE_LAYERS = 10_000

@@ -20,7 +20,9 @@ from .ir import IR
 
 # Old torchvision checkpoints name dense-layer modules `norm.1`, `conv.2`, ... (before module
 # names could not hold dots); today's names are `norm1`, `conv2`.
-_OLD_TORCHVISION = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12])\.(weight|bias|running_mean|running_var|num_batches_tracked)$")
+_OLD_TORCHVISION = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12])\.(weight|bias|running_mean|running_var|num_batches_tracked)$"
+)
 
 
 def read_checkpoint(path: Path) -> dict[str, Tensor]:
@@ -44,7 +46,13 @@ def read_checkpoint(path: Path) -> dict[str, Tensor]:
             break
     if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
         raise SpecError(
-            [Problem(where, "", "expected a state_dict (names to tensors), or a dict with one under 'state_dict' or 'model'")]
+            [
+                Problem(
+                    where,
+                    "",
+                    "expected a state_dict (names to tensors), or a dict with one under 'state_dict' or 'model'",
+                )
+            ]
         )
     return _normalise_keys(dict(obj))
 
@@ -54,7 +62,13 @@ def _read_safetensors(path: Path) -> dict[str, Tensor]:
         from safetensors.torch import load_file
     except ImportError:
         raise SpecError(
-            [Problem(Location(str(path)), "", "reading .safetensors needs the safetensors package: pip install safetensors")]
+            [
+                Problem(
+                    Location(str(path)),
+                    "",
+                    "reading .safetensors needs the safetensors package: pip install safetensors",
+                )
+            ]
         ) from None
     return dict(load_file(str(path)))
 

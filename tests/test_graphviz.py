@@ -75,7 +75,9 @@ def test_dot_matches_golden(name: str, detail: str) -> None:
 @pytest.mark.parametrize("fmt", ["svg", "png", "pdf"])
 def test_cli_renders(fmt: str, tmp_path: Path) -> None:
     out = tmp_path / f"d.{fmt}"
-    result = CliRunner().invoke(app, ["build", "densenet-40-k12", "--to", fmt, "--detail", "layers", "--blocks", "1", "-o", str(out)])
+    result = CliRunner().invoke(
+        app, ["build", "densenet-40-k12", "--to", fmt, "--detail", "layers", "--blocks", "1", "-o", str(out)]
+    )
     assert result.exit_code == 0, result.stderr
     magic = {"svg": b"<?xml", "png": b"\x89PNG", "pdf": b"%PDF"}[fmt]
     assert out.read_bytes().startswith(magic)

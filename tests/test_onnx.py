@@ -31,7 +31,9 @@ def test_onnxruntime_matches_torch(name: str, tmp_path: Path) -> None:
     path = export_onnx(ir, tmp_path / f"{name}.onnx", state_dict=model.state_dict())
     session = _session(path)
     for batch in (1, 3):
-        x = torch.randn(batch, ir.info.input_channels, *ir.info.input_size, generator=torch.Generator().manual_seed(batch))
+        x = torch.randn(
+            batch, ir.info.input_channels, *ir.info.input_size, generator=torch.Generator().manual_seed(batch)
+        )
         (actual,) = session.run(None, {"input": x.numpy()})
         with torch.no_grad():
             expected = model(x).numpy()
@@ -132,7 +134,9 @@ def test_checkpoint_with_code_is_refused(tmp_path: Path) -> None:
 
     checkpoint = tmp_path / "evil.pt"
     checkpoint.write_bytes(pickle.dumps({"state_dict": Evil()}))
-    result = CliRunner().invoke(app, ["build", "densenet-40-k12", "--to", "onnx", "--weights", str(checkpoint), "-o", "-"])
+    result = CliRunner().invoke(
+        app, ["build", "densenet-40-k12", "--to", "onnx", "--weights", str(checkpoint), "-o", "-"]
+    )
     assert result.exit_code == 1
     assert "cannot read the checkpoint safely" in result.stderr
     assert "this must not run" not in result.stdout

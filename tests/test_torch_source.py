@@ -72,7 +72,9 @@ def test_source_is_ruff_clean(tmp_path: Path, config: str) -> None:
     check = subprocess.run([sys.executable, "-m", "ruff", "check", *flags, str(path)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout
     if config == "isolated":  # formatted for ruff's defaults (88 columns), as a user's project would have it
-        fmt = subprocess.run([sys.executable, "-m", "ruff", "format", "--check", *flags, str(path)], capture_output=True)
+        fmt = subprocess.run(
+            [sys.executable, "-m", "ruff", "format", "--check", *flags, str(path)], capture_output=True
+        )
         assert fmt.returncode == 0, fmt.stdout
 
 
@@ -102,7 +104,9 @@ def test_build_to_torch_default_path_and_stdout(tmp_path: Path, monkeypatch: pyt
 
 def test_spec_file_source_header_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "mine.yaml").write_text('name: mine\ndescription: "A test: \\\\ with \\"quotes\\""\nextends: densenet-40-k12\n')
+    (tmp_path / "mine.yaml").write_text(
+        'name: mine\ndescription: "A test: \\\\ with \\"quotes\\""\nextends: densenet-40-k12\n'
+    )
     source = generate_source(compile_spec(load_spec("mine.yaml")))
     assert "from mine.yaml;" in source
     compile(source, "mine.py", "exec")

@@ -84,9 +84,7 @@ def test_ddp_two_processes_equal_single_process(memory_efficient: bool, tmp_path
     """
     out = tmp_path / "grads.pt"
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    mp.spawn(
-        _ddp_worker, args=(2, str(tmp_path / "store"), memory_efficient, str(out)), nprocs=2, join=True
-    )
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "store"), memory_efficient, str(out)), nprocs=2, join=True)
     distributed = torch.load(out, weights_only=True)
     model = build_model(TINY_BC, seed=0, memory_efficient=memory_efficient).train()
     images, labels = synthetic_batch(8)

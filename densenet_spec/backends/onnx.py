@@ -63,9 +63,7 @@ class _Emitter:
         if op.kind == "conv":
             inputs = [x, self.weight(op, "weight")] + ([self.weight(op, "bias")] if op.bias else [])
             k, s, p = op.kernel, op.stride, op.padding
-            return helper.make_node(
-                "Conv", inputs, [out], name=name, kernel_shape=[k, k], strides=[s, s], pads=[p] * 4
-            )
+            return helper.make_node("Conv", inputs, [out], name=name, kernel_shape=[k, k], strides=[s, s], pads=[p] * 4)
         if op.kind == "batchnorm":
             keys = ("weight", "bias", "running_mean", "running_var")
             return helper.make_node(

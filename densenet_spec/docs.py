@@ -1,0 +1,307 @@
+"""Generate docs/ from the code: ``python -m densenet_spec.docs docs`` (or ``make docs``).
+
+Every page and diagram under docs/ comes from here, so that the spec reference follows the
+schema, the presets page follows the presets, the CLI reference follows the commands, and every
+diagram is drawn by the tool itself. ``tests/test_docs.py`` fails when docs/ is out of date.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .backends.graphviz import render, to_dot
+from .cli import presets_markdown
+from .compiler import compile_spec
+from .errors import SpecError
+from .loader import load_spec, preset_names
+from .schema import Spec, json_schema
+from .summary import summary_markdown
+
+TUTORIAL_SPEC = """\
+# A wider DenseNet-121: growth rate 48 instead of 32, and a 100-class head.
+name: densenet121-k48-c100
+description: DenseNet-121 with k=48 for a 100-class task
+extends: densenet121
+growth_rate: 48
+num_classes: 100
+"""
+
+INDEX = """\
+# densenet-spec
+
+A compiler for DenseNet-family networks. Write a short YAML spec; densenet-spec validates it,
+checks the channel and spatial arithmetic, lowers it to a graph of layers and dense connections,
+and emits a runnable `torch.nn.Module`, standalone PyTorch source, an ONNX model, Graphviz
+diagrams and a cost summary. Version {version}.
+
+- [Spec reference](spec-reference.md): every field, its type, default and range.
+- [Presets](presets.md): the shipped specs with their parameters, MACs and diagrams.
+- [Write your own variant](tutorial.md): a new DenseNet in five lines with `extends`.
+- [Command line](cli.md): every command and option.
+
+## Install
+
+```bash
+git clone <this repository> && cd densenet-spec
+make demo        # creates .venv (CPU torch, the package, Graphviz), builds densenet121
+make test        # ruff, mypy and every test
+```
+
+Or into an environment of your own: `pip install torch` (the CPU or CUDA build you want), then
+`pip install .`; for svg/png/pdf diagrams, Graphviz's `dot` (`apt-get install graphviz`).
+
+## Quickstart
+
+```bash
+densenet-spec summary densenet121                  # channels, sizes, params, MACs per stage
+densenet-spec build densenet121 --to torch         # ./densenet121.py, standalone PyTorch source
+densenet-spec build densenet121 --to onnx          # ./densenet121.onnx
+densenet-spec build densenet-bc-100-k12 --to svg --detail layers --blocks 1
+```
+
+```python
+from densenet_spec import build_model
+model = build_model("densenet121", memory_efficient=True)   # torchvision's module names
+```
+
+A block of DenseNet-BC (k=12, 100 layers), every dense connection drawn:
+
+![densenet-bc-100-k12, block 1](diagrams/densenet-bc-100-k12.block1.svg)
+"""
+
+TUTORIAL = """\
+# Write your own variant
+
+A spec that `extends` another names only what changes. Start from a preset (or from a spec
+file of your own, by a path relative to the child):
+
+```yaml
+{spec}```
+
+Save it as `densenet121-k48-c100.yaml` and check it:
+
+```console
+$ densenet-spec validate densenet121-k48-c100.yaml
+densenet121-k48-c100.yaml: ok (densenet121-k48-c100: {params:,} params, {gmacs:.3f} GMACs)
+```
+
+Mappings merge key by key (`input: {{size: 160}}` keeps the parent's `channels`) and lists
+replace (`blocks: [6, 12, 24]` is three blocks, not seven). Then look at what it costs:
+
+{summary}
+Draw it (`densenet-spec build densenet121-k48-c100.yaml --to svg`):
+
+![densenet121-k48-c100](diagrams/densenet121-k48-c100.blocks.svg)
+
+Build it for training (`densenet-spec build densenet121-k48-c100.yaml --to torch` writes
+standalone source; `build_model("densenet121-k48-c100.yaml")` gives the module in process), or
+export it (`--to onnx`). When something is wrong, every problem is reported at once, with its
+place and a fix. For this `broken.yaml`:
+
+```yaml
+{broken}```
+
+```console
+$ densenet-spec validate broken.yaml
+{messages}
+```
+"""
+
+BROKEN_SPEC = """\
+name: Tiny Net
+extends: densenet121
+growth_rat: 24
+compression: 1.5
+"""
+
+
+def _type_of(prop: dict[str, Any], defs: dict[str, Any]) -> str:
+    if "$ref" in prop:
+        return f"mapping ({prop['$ref'].rsplit('/', 1)[-1]})"
+    if "anyOf" in prop or "oneOf" in prop:
+        return " or ".join(_type_of(p, defs) for p in prop.get("anyOf", prop.get("oneOf", [])))
+    if prop.get("type") == "array":
+        items = prop.get("items", {})
+        count = f"{prop['minItems']} " if prop.get("minItems") == prop.get("maxItems") and "minItems" in prop else ""
+        return f"list of {count}{_type_of(items, defs) if items else 'items'}"
+    if "const" in prop:
+        return f"'{prop['const']}'"
+    return str(prop.get("type", "any"))
+
+
+def _range_of(prop: dict[str, Any]) -> str:
+    parts = []
+    for p in [prop, *prop.get("anyOf", []), *prop.get("oneOf", [])]:
+        if "minimum" in p:
+            parts.append(f">= {p['minimum']}")
+        if "exclusiveMinimum" in p:
+            parts.append(f"> {p['exclusiveMinimum']}")
+        if "maximum" in p:
+            parts.append(f"<= {p['maximum']}")
+        if "exclusiveMaximum" in p:
+            parts.append(f"< {p['exclusiveMaximum']}")
+        if "pattern" in p:
+            parts.append(f"matches `{p['pattern']}`")
+    return ", ".join(dict.fromkeys(parts))
+
+
+def _field_rows(title: str, schema: dict[str, Any], defs: dict[str, Any], required: list[str]) -> list[str]:
+    rows = [f"### {title}", "", schema.get("description", ""), ""]
+    rows += ["| field | type | default | range | description |", "|---|---|---|---|---|"]
+    for name, prop in schema["properties"].items():
+        default = "required" if name in required else f"`{prop['default']}`" if "default" in prop else "computed"
+        if prop.get("default") is None and name not in required and "default" in prop:
+            default = "`null`"
+        kind = _type_of(prop, defs)
+        rows.append(f"| `{name}` | {kind} | {default} | {_range_of(prop)} | {prop.get('description', '')} |")
+    return [*rows, ""]
+
+
+def spec_reference() -> str:
+    schema = json_schema()
+    defs = schema.get("$defs", {})
+    lines = [
+        "# Spec reference (format v1)",
+        "",
+        "Generated from the schema (`densenet-spec schema` prints it as JSON Schema). Unknown keys are",
+        "errors; integers must be integers; `name`, `growth_rate` and `blocks` are required unless the",
+        "spec `extends` another. Stem channels default to 2 x growth_rate.",
+        "",
+    ]
+    lines += _field_rows("Top level", schema, defs, ["name", "growth_rate", "blocks"])
+    for name, sub in defs.items():
+        lines += _field_rows(name, sub, defs, sub.get("required", []))
+    return "\n".join(lines)
+
+
+def presets_page() -> str:
+    lines = [
+        "# Presets",
+        "",
+        "Loadable by name wherever a spec file is accepted. MACs count the convolutions and the",
+        "linear layer at each preset's input size (FLOPs = 2 x MACs).",
+        "",
+        presets_markdown(),
+        "",
+    ]
+    for name in preset_names():
+        lines += [f"## {name}", "", f"![{name}](diagrams/{name}.blocks.svg)", ""]
+    return "\n".join(lines)
+
+
+def cli_reference() -> str:
+    import typer
+
+    try:
+        from typer._click import Context  # typer >= 0.22 carries its own click
+    except ImportError:  # pragma: no cover - older typer
+        from click import Context  # type: ignore[no-redef,import-not-found,unused-ignore]
+
+    from .cli import app
+
+    group = typer.main.get_command(app)
+    root = Context(group, info_name="densenet-spec", terminal_width=100, max_content_width=100)
+    sections = ["# Command line", "", "```", group.get_help(root), "```", ""]
+    for name, command in group.commands.items():  # type: ignore[attr-defined]
+        ctx = Context(command, info_name=name, parent=root, terminal_width=100, max_content_width=100)
+        sections += [f"## {name}", "", "```", command.get_help(ctx), "```", ""]
+    return "\n".join(sections)
+
+
+def pages() -> dict[str, str]:
+    """Every generated text file under docs/, by relative path."""
+    child = compile_spec(_tutorial_spec())
+    summary = summary_markdown(child).split("\n", 4)[4]  # without the title and description
+    tutorial = TUTORIAL.format(
+        spec=TUTORIAL_SPEC,
+        params=child.params,
+        gmacs=child.macs / 1e9,
+        summary=summary,
+        broken=BROKEN_SPEC,
+        messages=_broken_messages(),
+    )
+    out = {
+        "index.md": INDEX.format(version=__version__),
+        "spec-reference.md": spec_reference(),
+        "presets.md": presets_page(),
+        "tutorial.md": tutorial,
+        "cli.md": cli_reference(),
+        "examples/densenet121-k48-c100.yaml": TUTORIAL_SPEC,
+    }
+    for name, dot in diagrams().items():
+        out[f"diagrams/{name}.dot"] = dot
+    return out
+
+
+def _load_text(text: str, name: str) -> Spec:
+    """Load a spec written in these docs, as a user would from a file of that name."""
+    with tempfile.TemporaryDirectory() as tmp, _chdir(Path(tmp)):
+        Path(name).write_text(text)
+        return load_spec(name)
+
+
+@contextlib.contextmanager
+def _chdir(path: Path) -> Iterator[None]:  # contextlib.chdir is Python 3.11+
+    old = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def _tutorial_spec() -> Spec:
+    return _load_text(TUTORIAL_SPEC, "densenet121-k48-c100.yaml")
+
+
+def _broken_messages() -> str:
+    try:
+        compile_spec(_load_text(BROKEN_SPEC, "broken.yaml"))
+    except SpecError as exc:
+        return "\n".join(str(p) for p in exc.problems)
+    raise AssertionError("the broken example in the tutorial is valid")
+
+
+def diagrams() -> dict[str, str]:
+    """DOT of every diagram in docs/, by name (rendered to SVG beside it)."""
+    out = {f"{name}.blocks": to_dot(compile_spec(load_spec(name))) for name in preset_names()}
+    out["densenet-bc-100-k12.block1"] = to_dot(
+        compile_spec(load_spec("densenet-bc-100-k12")), detail="layers", blocks=[1]
+    )
+    out["densenet121-k48-c100.blocks"] = to_dot(compile_spec(_tutorial_spec()))
+    return out
+
+
+def generate(root: Path) -> list[Path]:
+    """Write docs/ under ``root``; returns the files written."""
+    written = []
+    for relative, text in pages().items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text if text.endswith("\n") else text + "\n")
+        written.append(path)
+        if relative.endswith(".dot"):
+            svg = path.with_suffix(".svg")
+            svg.write_bytes(render(text, "svg"))
+            written.append(svg)
+    return written
+
+
+def main(argv: list[str]) -> None:
+    root = Path(argv[0] if argv else "docs")
+    if (root / "diagrams").exists():
+        shutil.rmtree(root / "diagrams")
+    files = generate(root)
+    print(f"wrote {len(files)} files under {root}/")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
