@@ -146,12 +146,12 @@ class Transition(nn.Sequential):
 class DenseNet(nn.Module):
     """``features`` (stem, blocks, transitions, final norm), then ``head`` and ``classifier``."""
 
-    def __init__(self, features: nn.Sequential, head: nn.Sequential, classifier: nn.Module, info: Any) -> None:
+    def __init__(self, features: nn.Sequential, head: nn.Sequential, classifier: nn.Module, ir: IR) -> None:
         super().__init__()
         self.features = features
         self.head = head
         self.classifier = classifier
-        self.info = info
+        self.ir = ir  # what the model was built from, for optimize_for_inference and exports
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.head(self.features(x)))  # type: ignore[no-any-return]
@@ -185,7 +185,7 @@ def modules_from_ir(ir: IR, memory_efficient: bool = False) -> DenseNet:
                 features.add_module(name, module)
     if classifier is None:
         raise ValueError("the IR has no linear classifier")
-    return DenseNet(features, head, classifier, ir.info)
+    return DenseNet(features, head, classifier, ir)
 
 
 def _local(layer: Layer) -> str:
