@@ -53,9 +53,17 @@ def main() -> None:
     parser.add_argument("--spec", default="densenet121")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--only", choices=["eval", "train"], help="run one half")
     args = parser.parse_args()
     base = BenchConfig(args.spec, args.batch, repeat=args.repeat, threads=2)
 
+    if args.only != "train":
+        _eval_targets(base, args)
+    if args.only != "eval":
+        _train_targets(base, args)
+
+
+def _eval_targets(base: BenchConfig, args: argparse.Namespace) -> None:
     print(f"== eval forward, {args.spec}, batch {args.batch}, timed alternately")
     eager, fast = run_compare(base, BenchConfig(**{**asdict(base), "optimize": True}))
     print(f"eager (torchvision structure) {_ms(eager)}")
@@ -73,6 +81,8 @@ def main() -> None:
     )
     print(f"optimize_for_inference vs onnxruntime: {onnx_plain.median / fast.median:.2f}x (stretch >= 1.0x)")
 
+
+def _train_targets(base: BenchConfig, args: argparse.Namespace) -> None:
     print(f"\n== train step (SGD), {args.spec}, batch {args.batch}, one child process each")
     train = BenchConfig(**{**asdict(base), "mode": "train", "repeat": max(3, args.repeat // 2)})
     lean_config = BenchConfig(**{**asdict(train), "memory_efficient": True})

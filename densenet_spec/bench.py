@@ -125,19 +125,21 @@ def make_step(config: BenchConfig) -> tuple[Callable[[], None], int]:
     x = torch.randn(config.batch, ir.info.input_channels, *ir.info.input_size)
     if config.onnxruntime:
         return _onnxruntime_step(config, ir, x), ir.macs
-    model = build_model(ir, seed=0, memory_efficient=config.memory_efficient)
+    model: torch.nn.Module = build_model(ir, seed=0, memory_efficient=config.memory_efficient).to(device)
     if config.optimize and config.mode == "eval":
         from .optimize import optimize_for_inference
 
-        model = optimize_for_inference(model)
-    model = model.to(device)
+        model = optimize_for_inference(model)  # type: ignore[arg-type]
     x = x.to(device)
     if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         x = x.to(memory_format=torch.channels_last)
-    runner: Callable[[torch.Tensor], torch.Tensor] = torch.compile(model) if config.compile else model  # type: ignore[assignment]
+    runner: Callable[[torch.Tensor], torch.Tensor] = torch.compile(model) if config.compile else model
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
 
     if config.mode == "eval":
         model.eval()
@@ -156,7 +158,7 @@ def make_step(config: BenchConfig) -> tuple[Callable[[], None], int]:
     def train_step() -> None:
         with amp:
             loss = torch.nn.functional.cross_entropy(runner(x), labels)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         sync()

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -287,6 +287,127 @@ def presets(
         h, w = ir.info.input_size
         table.add_row(name, f"{h}x{w}", f"{ir.params:,}", f"{ir.macs / 1e9:.3f}", ir.info.description)
     _console().print(table)
+
+
+class Device(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class BenchMode(str, Enum):
+    eval = "eval"
+    train = "train"
+
+
+class TableOrJson(str, Enum):
+    table = "table"
+    json = "json"
+
+
+@app.command()
+def bench(
+    spec: SpecArg,
+    batch: Annotated[int, typer.Option("--batch", "-b", min=1, help="Images per step.")] = 8,
+    device: Annotated[Device, typer.Option("--device", help="Where to run.")] = Device.cpu,
+    mode: Annotated[BenchMode, typer.Option("--mode", help="eval: forward only; train: an SGD step.")] = (
+        BenchMode.eval
+    ),
+    optimize: Annotated[
+        bool, typer.Option("--optimize", help="eval: optimize_for_inference / optimised ONNX.")
+    ] = False,
+    memory_efficient: Annotated[bool, typer.Option("--memory-efficient", help="Recompute concat-BN-ReLU.")] = False,
+    channels_last: Annotated[bool, typer.Option("--channels-last", help="channels_last model and input.")] = False,
+    amp: Annotated[bool, typer.Option("--amp", help="bfloat16 autocast.")] = False,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (slow to start).")] = False,
+    onnxruntime: Annotated[bool, typer.Option("--onnxruntime", help="Run the ONNX export in onnxruntime.")] = False,
+    compare: Annotated[
+        bool, typer.Option("--compare", help="Also run the plain configuration, alternately, and print the ratio.")
+    ] = False,
+    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed runs first.")] = 2,
+    repeat: Annotated[int, typer.Option("--repeat", min=1, help="Timed runs.")] = 10,
+    format: Annotated[TableOrJson, typer.Option("--format", "-f", help="Output format.")] = TableOrJson.table,
+) -> None:
+    """Time a spec: median and spread, images/s, peak memory, and the floor from its MACs."""
+    from .bench import BenchConfig, BenchResult, run_compare, run_here, run_isolated
+
+    with _reporting():
+        _compile(spec, strict=False)
+    config = BenchConfig(
+        spec,
+        batch,
+        device.value,
+        mode.value,
+        optimize,
+        memory_efficient,
+        channels_last,
+        amp,
+        compile,
+        onnxruntime,
+        warmup,
+        repeat,
+    )
+    if device is Device.cuda:
+        import torch
+
+        if not torch.cuda.is_available():
+            typer.echo("--device cuda: no CUDA device is available here", err=True)
+            raise typer.Exit(1)
+    with _progress(config.label()) as advance:
+        try:
+            if compare:
+                results: list[BenchResult] = list(run_compare(config, config.baseline(), advance))
+            elif device is Device.cpu:
+                results = [run_isolated(config, advance)]
+            else:
+                results = [run_here(config, advance)]
+        except (RuntimeError, ValueError) as exc:
+            typer.echo(f"bench: {str(exc).strip().splitlines()[-1]}", err=True)
+            raise typer.Exit(1) from None
+    if format is TableOrJson.json:
+        data = [r.to_json() for r in results]
+        payload: object = (
+            data[0] if len(data) == 1 else {"results": data, "ratio": results[1].median / results[0].median}
+        )
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    _print_bench(results)
+
+
+@contextmanager
+def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task(f"bench {label}", total=None)
+
+        def advance(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        yield advance
+
+
+def _print_bench(results: list[Any]) -> None:
+    table = Table(title=f"bench {results[0].config.spec}", title_justify="left")
+    for header in ("configuration", "median", "spread", "images/s", "peak memory", "floor (MACs)", "setup"):
+        table.add_column(header, justify="left" if header == "configuration" else "right")
+    for r in results:
+        memory = f"{r.peak_memory / 2**20:,.0f} MiB" if r.peak_memory else "-"
+        floor = f"{r.floor_s * 1e3:.1f} ms ({r.floor_s / r.median:.0%})" if r.floor_s else "-"
+        table.add_row(
+            r.config.label(),
+            f"{r.median * 1e3:.1f} ms",
+            f"+-{r.spread:.0%}",
+            f"{r.images_per_s:.1f}",
+            memory,
+            floor,
+            f"{r.setup_s:.1f} s",
+        )
+    console = _console()
+    console.print(table)
+    if len(results) == 2:
+        speedup = results[1].median / results[0].median
+        console.print(f"{results[0].config.label()} runs {speedup:.2f}x as fast as {results[1].config.label()}")
 
 
 def presets_markdown() -> str:

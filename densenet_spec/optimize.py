@@ -11,8 +11,10 @@ channels_last, where the CPU convolutions are fastest.
 from __future__ import annotations
 
 from collections.abc import Mapping
+
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .backends.torch_module import DenseNet, op_module
 from .ir import IR, Layer, Op
@@ -21,18 +23,65 @@ from .passes import optimize_with_state
 EPS = 1e-5
 
 
+def _affine(op: Op, state: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """An eval-mode BN as ``x * scale + shift`` per channel (float64)."""
+    g = {k: state[f"{op.path}.{k}"].double() for k in ("weight", "bias", "running_mean", "running_var")}
+    scale = g["weight"] / torch.sqrt(g["running_var"] + EPS)
+    return scale, g["bias"] - g["running_mean"] * scale
+
+
 class NormReLU(nn.Module):
-    """Eval-mode BN then ReLU as ``max(x * scale + shift, 0)``, one pass over memory."""
+    """Eval-mode BN then ReLU as ``max(x * scale + shift, 0)``."""
 
     def __init__(self, op: Op, state: Mapping[str, Tensor]) -> None:
         super().__init__()
-        g = {k: state[f"{op.path}.{k}"].double() for k in ("weight", "bias", "running_mean", "running_var")}
-        scale = g["weight"] / torch.sqrt(g["running_var"] + EPS)
+        scale, shift = _affine(op, state)
+        self.scale: Tensor
+        self.shift: Tensor
         self.register_buffer("scale", scale.float().view(1, -1, 1, 1))
-        self.register_buffer("shift", (g["bias"] - g["running_mean"] * scale).float().view(1, -1, 1, 1))
+        self.register_buffer("shift", shift.float().view(1, -1, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.addcmul(self.shift, x, self.scale).relu_()
+
+
+class Clamp(nn.Module):
+    """BN-ReLU with its affine part moved into the next linear op: one clamp per element.
+
+    ``relu(s*x + b) = s * clamp(x, lo, hi) + b`` per channel, with ``lo = -b/s`` for ``s > 0`` and
+    ``hi = -b/s`` for ``s < 0``; ``s`` and ``b`` then fold into the weights and bias of the 1x1
+    convolution or linear layer that follows (average pools between them commute).
+    """
+
+    def __init__(self, scale: Tensor, shift: Tensor) -> None:
+        super().__init__()
+        edge = torch.where(scale != 0, -shift / scale, torch.zeros_like(scale))
+        inf = torch.full_like(scale, float("inf"))
+        lo = torch.where(scale > 0, edge, torch.where(scale < 0, -inf, torch.zeros_like(scale)))
+        hi = torch.where(scale < 0, edge, torch.where(scale > 0, inf, torch.zeros_like(scale)))
+        self.lo: Tensor
+        self.hi: Tensor
+        self.register_buffer("lo", lo.float().view(1, -1, 1, 1))
+        self.register_buffer("hi", hi.float().view(1, -1, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.clamp(x, self.lo, self.hi)
+
+
+def _fold_affine_into(module: nn.Module, scale: Tensor, shift: Tensor) -> None:
+    """Make ``module`` (1x1 conv or linear) compute ``module(scale * c + const)`` from ``c``."""
+    assert isinstance(module, nn.Conv2d | nn.Linear)
+    const = torch.where(scale != 0, shift, shift.clamp(min=0))  # s == 0: relu(b) is the whole output
+    weight = module.weight.detach().double()
+    flat = weight.reshape(weight.shape[0], weight.shape[1])
+    bias = flat @ const + (module.bias.detach().double() if module.bias is not None else 0.0)
+    scaled = flat * scale.view(1, -1)
+    with torch.no_grad():
+        module.weight.copy_(scaled.reshape(weight.shape).float())
+    module.bias = nn.Parameter(bias.float())
+
+
+_LINEAR_AFTER_POOL = ("avgpool", "global_avgpool", "flatten")
 
 
 def _ops_module(ops: tuple[Op, ...], state: Mapping[str, Tensor]) -> nn.Sequential:
@@ -48,19 +97,40 @@ def _ops_module(ops: tuple[Op, ...], state: Mapping[str, Tensor]) -> nn.Sequenti
     return modules
 
 
-def _split_norm_relu(layer: Layer, state: Mapping[str, Tensor]) -> tuple[nn.Module, nn.Sequential]:
-    """A layer that starts with BN-ReLU as (fused NormReLU, the rest)."""
+def _split_norm_relu(norm: Op, rest: tuple[Op, ...], state: Mapping[str, Tensor]) -> tuple[nn.Module, nn.Sequential]:
+    """BN-ReLU then ``rest`` as (pre-activation, the rest's modules), folding where exact.
+
+    When the next op that mixes channels is a 1x1 convolution or the linear layer (possibly behind
+    average pools), the BN's affine folds into it and only a clamp remains; before a 3x3
+    convolution (zero padding makes its response to a constant uneven) BN-ReLU stays one fused
+    multiply-add and ReLU.
+    """
+    body = _ops_module(rest, state)
+    kinds = [op.kind for op in rest if op.kind != "dropout"]
+    target_index = next((i for i, kind in enumerate(kinds) if kind not in _LINEAR_AFTER_POOL), None)
+    if target_index is not None:
+        target_op = [op for op in rest if op.kind != "dropout"][target_index]
+        if (
+            target_op.kind == "conv" and target_op.kernel == 1 and target_op.padding == 0
+        ) or target_op.kind == "linear":
+            scale, shift = _affine(norm, state)
+            _fold_affine_into(body[target_index], scale, shift)
+            return Clamp(scale, shift), body
+    return NormReLU(norm, state), body
+
+
+def _norm_relu_layer(layer: Layer, state: Mapping[str, Tensor]) -> tuple[nn.Module, nn.Sequential]:
     first, second, *rest = layer.ops
     if first.kind != "batchnorm" or second.kind != "relu":
         raise ValueError(f"{layer.name}: expected BN then ReLU first, got {first.kind}, {second.kind}")
-    return NormReLU(first, state), _ops_module(tuple(rest), state)
+    return _split_norm_relu(first, tuple(rest), state)
 
 
 class BufferedLayer(nn.Module):
     def __init__(self, layer: Layer, state: Mapping[str, Tensor]) -> None:
         super().__init__()
         self.in_channels, self.out_channels = layer.in_channels, layer.out_channels
-        self.pre, self.body = _split_norm_relu(layer, state)
+        self.pre, self.body = _norm_relu_layer(layer, state)
 
     def forward(self, buffer: Tensor) -> None:
         end = self.in_channels + self.out_channels
@@ -96,9 +166,11 @@ class FastDenseNet(nn.Module):
         for name, layers in ir.stages().items():
             if name.startswith("denseblock"):
                 stages.append(BufferedBlock(layers, state))
+            elif name == "stem":
+                stages.append(_fuse_conv_bn(_ops_module(tuple(op for layer in layers for op in layer.ops), state)))
             else:
                 for layer in layers:
-                    stages.extend(_layer_modules(layer, state))
+                    stages.extend(_layer_modules(layer, ir, state))
         self.stages = nn.Sequential(*stages)
         self.eval()
 
@@ -111,14 +183,29 @@ class FastDenseNet(nn.Module):
         return super().train(False)
 
 
-def _layer_modules(layer: Layer, state: Mapping[str, Tensor]) -> list[nn.Module]:
+def _fuse_conv_bn(modules: nn.Sequential) -> nn.Sequential:
+    """Fold each eval-mode BN into the convolution right before it (the stem's conv0 and norm0)."""
+    out = nn.Sequential()
+    items = list(modules.named_children())
+    for name, module in items:
+        previous = out[-1] if len(out) else None
+        if isinstance(module, nn.BatchNorm2d) and isinstance(previous, nn.Conv2d):
+            out[-1] = fuse_conv_bn_eval(previous.eval(), module.eval())
+        else:
+            out.add_module(name, module)
+    return out
+
+
+def _layer_modules(layer: Layer, ir: IR, state: Mapping[str, Tensor]) -> list[nn.Module]:
     ops = layer.ops
-    if layer.name == "features.norm5":
-        return [NormReLU(ops[0], state)]  # with the head's leading ReLU, dropped below
-    if layer.kind == "classifier" and ops[0].kind == "relu":
-        return [_ops_module(ops[1:], state)]
+    if layer.name == "features.norm5":  # with the head: norm5, then ReLU, pool, flatten, linear
+        head = ir.layer("classifier").ops
+        if head[0].kind == "relu":
+            return list(_split_norm_relu(ops[0], head[1:], state))
+    if layer.kind == "classifier" and ir.layer("features.norm5").ops[-1].kind == "batchnorm":
+        return []  # emitted with norm5
     if len(ops) > 1 and ops[0].kind == "batchnorm" and ops[1].kind == "relu":
-        return list(_split_norm_relu(layer, state))
+        return list(_norm_relu_layer(layer, state))
     return [_ops_module(ops, state)]
 
 

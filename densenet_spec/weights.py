@@ -59,7 +59,7 @@ def read_checkpoint(path: Path) -> dict[str, Tensor]:
 
 def _read_safetensors(path: Path) -> dict[str, Tensor]:
     try:
-        from safetensors.torch import load_file
+        from safetensors.torch import load_file  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         raise SpecError(
             [

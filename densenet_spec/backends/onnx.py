@@ -134,7 +134,8 @@ def export_bytes(ir: IR, state: Mapping[str, Any], *, opset: int = 17, optimize:
         from ..passes import optimize_with_state
 
         ir, state = optimize_with_state(ir, state)
-    return to_onnx(ir, state, opset=opset).SerializeToString(deterministic=True)
+    data: bytes = to_onnx(ir, state, opset=opset).SerializeToString(deterministic=True)
+    return data
 
 
 def export_onnx(
@@ -163,7 +164,7 @@ def export_onnx(
     if state_dict is None:
         state_dict = initial_state_dict(ir, seed)
     else:
-        problems = check_state_dict(state_dict, ir)  # type: ignore[arg-type]
+        problems = check_state_dict(state_dict, ir)
         if problems:
             raise SpecError(problems)
     data = export_bytes(ir, state_dict, opset=opset, optimize=optimize)

@@ -20,8 +20,8 @@ from collections import OrderedDict
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn import functional
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 from ..compiler import compile_spec
@@ -77,7 +77,7 @@ class DenseLayer(nn.Sequential):
         first_conv = next(i for i, m in enumerate(ops.values()) if isinstance(m, nn.Conv2d))
         self._recomputed = names[: first_conv + 1]
 
-    def forward(self, inputs: list[Tensor]) -> Tensor:  # type: ignore[override]
+    def forward(self, inputs: list[Tensor]) -> Tensor:
         recompute = self.memory_efficient and self.training and torch.is_grad_enabled()
         if recompute and any(t.requires_grad for t in inputs):
             x = self._checkpointed_head(inputs)
@@ -99,7 +99,7 @@ class DenseLayer(nn.Sequential):
             first_call, calls = calls == 0, calls + 1
             x = torch.cat(tensors, 1) if len(tensors) > 1 else tensors[0]
             for name, module in head_modules.items():
-                x = norms[name](x, first_call) if name in norms else module(x)  # type: ignore[misc]
+                x = norms[name](x, first_call) if name in norms else module(x)
             return x
 
         out: Tensor = checkpoint(head, *inputs, use_reentrant=False, context_fn=_KEEP_CONVOLUTIONS)
@@ -126,7 +126,7 @@ class _OnceBatchNorm:
     def __call__(self, x: Tensor, first_call: bool) -> Tensor:
         bn = self.bn
         mean, var = (bn.running_mean, bn.running_var) if first_call else self.spare
-        return F.batch_norm(x, mean, var, bn.weight, bn.bias, True, self.factor, bn.eps)
+        return functional.batch_norm(x, mean, var, bn.weight, bn.bias, True, self.factor, bn.eps)
 
 
 class DenseBlock(nn.ModuleDict):

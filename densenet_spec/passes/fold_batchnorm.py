@@ -23,7 +23,9 @@ EPS = 1e-5
 
 
 def _pairs(layer: Layer) -> list[tuple[Op, Op]]:
-    return [(a, b) for a, b in zip(layer.ops, layer.ops[1:], strict=False) if a.kind == "conv" and b.kind == "batchnorm"]
+    return [
+        (a, b) for a, b in zip(layer.ops, layer.ops[1:], strict=False) if a.kind == "conv" and b.kind == "batchnorm"
+    ]
 
 
 def _folded(layer: Layer) -> tuple[Op, ...] | None:
@@ -50,7 +52,10 @@ class FoldBatchNorm:
             for conv, bn in _pairs(layer):
                 weight = torch.as_tensor(state[f"{conv.path}.weight"]).double()
                 bias = torch.as_tensor(state[f"{conv.path}.bias"]).double() if conv.bias else 0.0
-                g = {k: torch.as_tensor(state[f"{bn.path}.{k}"]).double() for k in ("weight", "bias", "running_mean", "running_var")}
+                g = {
+                    k: torch.as_tensor(state[f"{bn.path}.{k}"]).double()
+                    for k in ("weight", "bias", "running_mean", "running_var")
+                }
                 scale = g["weight"] / torch.sqrt(g["running_var"] + EPS)
                 dtype = torch.as_tensor(state[f"{conv.path}.weight"]).dtype
                 out[f"{conv.path}.weight"] = (weight * scale[:, None, None, None]).to(dtype)
