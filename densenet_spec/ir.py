@@ -244,8 +244,8 @@ class IR:
     def output(self) -> Layer:
         return self.layer(next(reversed(list(self.graph.nodes))))
 
-    def to_json(self) -> dict[str, Any]:
-        """A plain-data view of the whole graph (``build --to json``)."""
+    def totals_json(self) -> dict[str, Any]:
+        """The model-wide facts and costs, as plain data (the head of every JSON view)."""
         return {
             "name": self.info.name,
             "description": self.info.description,
@@ -254,6 +254,13 @@ class IR:
             "passes": list(self.info.passes),
             "params": self.params,
             "macs": self.macs,
+            "flops": 2 * self.macs,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """A plain-data view of the whole graph (``build --to json``)."""
+        return {
+            **self.totals_json(),
             "layers": [
                 {
                     **{k: v for k, v in _node_attrs(layer).items() if k != "layer"},

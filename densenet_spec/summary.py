@@ -65,14 +65,7 @@ def _describe(op: Op) -> str:
 def summary_json(ir: IR) -> dict[str, Any]:
     """The ``summary --format json`` object."""
     return {
-        "name": ir.info.name,
-        "description": ir.info.description,
-        "input": {"channels": ir.info.input_channels, "size": list(ir.info.input_size)},
-        "num_classes": ir.info.num_classes,
-        "passes": list(ir.info.passes),
-        "params": ir.params,
-        "macs": ir.macs,
-        "flops": 2 * ir.macs,
+        **ir.totals_json(),
         "stages": [{**asdict(s), "output_size": list(s.output_size)} for s in stages(ir)],
     }
 
