@@ -91,11 +91,10 @@ def stage_rows(ir: IR) -> list[tuple[str, ...]]:
 
 
 def summary_markdown(ir: IR) -> str:
-    lines = [
-        f"# {ir.info.name}",
-        "",
-        ir.info.description,
-        "",
+    lines = [f"# {ir.info.name}", ""]
+    if ir.info.description:
+        lines += [ir.info.description, ""]
+    lines += [
         "| " + " | ".join(HEADERS) + " |",
         "|" + "---|" * len(HEADERS),
     ]

@@ -8,6 +8,7 @@ package when it is installed. Every missing, unexpected or mis-shaped key is rep
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,12 +35,13 @@ def read_checkpoint(path: Path) -> dict[str, Tensor]:
         if path.suffix == ".safetensors":
             obj: Any = _read_safetensors(path)
         else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # pickle protocol notices; the refusal itself is reported
+                warnings.simplefilter("ignore")
+                obj = torch.load(path, map_location="cpu", weights_only=True)
     except SpecError:
         raise
     except Exception as exc:  # a corrupt file or one holding objects: no traceback, just why
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SpecError([Problem(where, "", f"cannot read the checkpoint safely: {reason}")]) from None
+        raise SpecError([Problem(where, "", f"cannot read the checkpoint safely: {_reason(exc)}")]) from None
     for key in ("state_dict", "model"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]
@@ -55,6 +57,16 @@ def read_checkpoint(path: Path) -> dict[str, Tensor]:
             ]
         )
     return _normalise_keys(dict(obj))
+
+
+def _reason(exc: Exception) -> str:
+    """The useful part of a loading error (torch's advice to pass weights_only=False is not)."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        detail = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
+        return " ".join(detail.split()) + "; only tensors and plain containers are accepted"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else f"not a torch checkpoint ({type(exc).__name__})"
 
 
 def _read_safetensors(path: Path) -> dict[str, Tensor]:
