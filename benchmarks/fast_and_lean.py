@@ -3,8 +3,8 @@
 Eval: the optimised model (optimize_for_inference) against the unoptimised torchvision-structured
 model, timed alternately; onnxruntime on the same weights, plain and --optimize ONNX.
 Train: plain, memory_efficient (recompute concat-BN-ReLU, keep the 1x1 output) and
-torchvision-style checkpointing (recompute the 1x1 convolution too), each in its own child
-process for its peak RSS.
+torchvision-style checkpointing (recompute the 1x1 convolution too): step times alternated in one
+process, peak RSS each from a child process of its own.
 
 Run: .venv/bin/python benchmarks/fast_and_lean.py [--spec densenet121] [--batch 8] [--repeat 10]
 """
@@ -12,33 +12,82 @@ Run: .venv/bin/python benchmarks/fast_and_lean.py [--spec densenet121] [--batch 
 from __future__ import annotations
 
 import argparse
-import json
 import resource
+import statistics
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 
-from densenet_spec.bench import BenchConfig, BenchResult, run_compare, run_here
+import torch
+from torch.utils.checkpoint import checkpoint
+
+from densenet_spec import build_model
+from densenet_spec.backends.torch_module import DenseLayer
+from densenet_spec.bench import BenchConfig, BenchResult, run_compare, time_step
+
+
+class TorchvisionStyleLayer(DenseLayer):
+    """torchvision's memory_efficient: checkpoint concat-BN-ReLU-conv1x1, recomputing the conv too."""
+
+    def forward(self, inputs: list[torch.Tensor]) -> torch.Tensor:
+        if not (self.memory_efficient and self.training):
+            return super().forward(inputs)
+        norm, relu, conv, *rest = self
+
+        def bottleneck(*tensors: torch.Tensor) -> torch.Tensor:
+            return conv(relu(norm(torch.cat(tensors, 1))))  # type: ignore[no-any-return]
+
+        out = checkpoint(bottleneck, *inputs, use_reentrant=False)
+        for module in rest:
+            out = module(out)
+        return out  # type: ignore[no-any-return]
+
+
+def train_step(spec: str, batch: int, variant: str) -> Callable[[], None]:
+    """One SGD step of ``spec``: plain, memory_efficient (ours) or torchvision-style checkpointing."""
+    model = build_model(spec, seed=0, memory_efficient=variant != "plain").train()
+    if variant == "torchvision_style":
+        for module in model.modules():
+            if isinstance(module, DenseLayer):
+                module.__class__ = TorchvisionStyleLayer
+    ir = model.ir
+    x = torch.randn(batch, ir.info.input_channels, *ir.info.input_size)
+    labels = torch.randint(0, ir.info.num_classes, (batch,))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step() -> None:
+        loss = torch.nn.functional.cross_entropy(model(x), labels)
+        loss.backward()  # type: ignore[no-untyped-call]
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
 
 
 def _child(argv: list[str]) -> None:
-    """Run one train configuration; with torchvision_style, recompute the 1x1 convolution too."""
-    config = BenchConfig(**json.loads(argv[0]))
-    if argv[1] == "torchvision_style":
-        from torch.utils.checkpoint import noop_context_fn
+    """Run steps of one train variant; print the peak of live tensors in a step and the peak RSS."""
+    from torch.profiler import ProfilerActivity, profile
 
-        from densenet_spec.backends import torch_module
+    spec, batch, variant = argv[0], int(argv[1]), argv[2]
+    torch.set_num_threads(2)
+    step = train_step(spec, batch, variant)
+    step()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
+    live = peak = 0
+    for _, nbytes in events:
+        live += nbytes
+        peak = max(peak, live)
+    print(peak, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 
-        torch_module._KEEP_CONVOLUTIONS = noop_context_fn  # type: ignore[assignment]
-    result = run_here(config)
-    result.peak_memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps(result.to_json()))
 
-
-def _isolated(config: BenchConfig, variant: str) -> BenchResult:
-    command = [sys.executable, __file__, "--child", json.dumps(asdict(config)), variant]
-    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    return BenchResult.from_json(json.loads(out))
+def _peaks(spec: str, batch: int, variant: str) -> tuple[int, int]:
+    """(peak bytes of tensors alive during one step, peak RSS of the process), from a child process."""
+    command = [sys.executable, __file__, "--child", spec, str(batch), variant]
+    tensors, rss = subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()
+    return int(tensors), int(rss)
 
 
 def _ms(result: BenchResult) -> str:
@@ -83,22 +132,30 @@ def _eval_targets(base: BenchConfig, args: argparse.Namespace) -> None:
 
 
 def _train_targets(base: BenchConfig, args: argparse.Namespace) -> None:
-    print(f"\n== train step (SGD), {args.spec}, batch {args.batch}, one child process each")
-    train = BenchConfig(**{**asdict(base), "mode": "train", "repeat": max(3, args.repeat // 2)})
-    lean_config = BenchConfig(**{**asdict(train), "memory_efficient": True})
-    plain = _isolated(train, "plain")
-    lean = _isolated(lean_config, "lean")
-    tv = _isolated(lean_config, "torchvision_style")
-    gib = 2**30
-    for label, result in (("plain", plain), ("memory_efficient", lean), ("torchvision-style checkpoint", tv)):
-        peak = (result.peak_memory or 0) / gib
-        print(f"{label:29s} {_ms(result)}  peak RSS {peak:.2f} GiB")
-    print(f"memory_efficient time / plain time: {lean.median / plain.median:.2f}x (target <= 1.10x)")
-    print(f"torchvision-style time / plain:     {tv.median / plain.median:.2f}x")
-    print(
-        f"memory_efficient peak / torchvision-style peak: {(lean.peak_memory or 0) / (tv.peak_memory or 1):.2f} "
-        "(target <= 1.00)"
-    )
+    print(f"\n== train step (SGD), {args.spec}, batch {args.batch}: times alternated in one process")
+    variants = ("plain", "memory_efficient", "torchvision_style")
+    torch.set_num_threads(2)
+    steps = {variant: train_step(args.spec, args.batch, variant) for variant in variants}
+    for step in steps.values():
+        step()  # warm-up
+    times: dict[str, list[float]] = {variant: [] for variant in variants}
+    for _ in range(max(3, args.repeat // 2)):
+        for variant, step in steps.items():
+            times[variant] += time_step(step, 0, 1)
+    median = {variant: statistics.median(t) for variant, t in times.items()}
+    peaks = {variant: _peaks(args.spec, args.batch, variant) for variant in variants}
+    peak = {variant: tensors for variant, (tensors, _) in peaks.items()}
+    for variant in variants:
+        tensors, rss = peaks[variant]
+        print(
+            f"{variant:18s} {median[variant] * 1e3:7.0f} ms   tensors alive at peak {tensors / 2**20:6.0f} MiB"
+            f"   process peak RSS {rss / 2**30:.2f} GiB"
+        )
+    lean_time, tv_time = (median[v] / median["plain"] for v in ("memory_efficient", "torchvision_style"))
+    print(f"memory_efficient time / plain:             {lean_time:.2f}x (target <= 1.10x)")
+    print(f"torchvision_style time / plain:            {tv_time:.2f}x")
+    ratio = peak["memory_efficient"] / peak["torchvision_style"]
+    print(f"memory_efficient peak / torchvision_style: {ratio:.2f} (tensors alive; target <= 1.00)")
 
 
 if __name__ == "__main__":

@@ -6,15 +6,14 @@ equal the IR's op paths (``features.denseblock1.denselayer1.conv1``), so torchvi
 load with ``strict=True``.
 
 ``memory_efficient`` recomputes each dense layer's concatenation, first BN and ReLU during the
-backward pass (non-reentrant checkpointing) instead of keeping them: those are the tensors that
-grow with depth. The first convolution's output is small (``bottleneck_width * k`` maps) and is
-kept, so the convolution is not run twice. The first BN updates its running statistics only in
-the real forward, not again when recomputed.
+backward pass instead of keeping them: those are the tensors that grow with depth. It uses
+saved-tensor hooks (non-reentrant: the autograd graph is the plain one, only what it saves
+changes), so the first convolution is not run again and its output, ``bottleneck_width * k``
+maps, is kept as usual; the running BN statistics move once, in the forward pass.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 from collections import OrderedDict
 from typing import Any
@@ -22,7 +21,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.nn import functional
-from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 from ..compiler import compile_spec
 from ..ir import IR, Layer, Op
@@ -57,76 +55,85 @@ def _modules(ops: tuple[Op, ...]) -> OrderedDict[str, nn.Module]:
     return OrderedDict((op.name, op_module(op)) for op in ops)
 
 
-def _keep_convolutions(ctx: Any, func: Any, *args: Any, **kwargs: Any) -> CheckpointPolicy:
-    if func is torch.ops.aten.convolution.default:
-        return CheckpointPolicy.MUST_SAVE
-    return CheckpointPolicy.PREFER_RECOMPUTE
-
-
-_KEEP_CONVOLUTIONS = functools.partial(create_selective_checkpoint_contexts, _keep_convolutions)
-
-
 class DenseLayer(nn.Sequential):
     """Concatenates the block input and the earlier layers' outputs, then runs its ops in order."""
 
     def __init__(self, ops: OrderedDict[str, nn.Module], memory_efficient: bool = False) -> None:
         super().__init__(ops)
         self.memory_efficient = memory_efficient
-        names = list(ops)
-        # The ops recomputed under memory_efficient: up to and including the first convolution.
-        first_conv = next(i for i, m in enumerate(ops.values()) if isinstance(m, nn.Conv2d))
-        self._recomputed = names[: first_conv + 1]
+        first = list(ops.values())[:3]
+        kinds = (nn.BatchNorm2d, nn.ReLU, nn.Conv2d)
+        self._recomputable = len(first) == 3 and all(isinstance(m, k) for m, k in zip(first, kinds, strict=True))
 
     def forward(self, inputs: list[Tensor]) -> Tensor:
-        recompute = self.memory_efficient and self.training and torch.is_grad_enabled()
-        if recompute and any(t.requires_grad for t in inputs):
-            x = self._checkpointed_head(inputs)
-            rest = list(self._modules.values())[len(self._recomputed) :]
-        else:
-            x = torch.cat(inputs, 1) if len(inputs) > 1 else inputs[0]
-            rest = list(self._modules.values())
-        for module in rest:
-            x = module(x)
-        return x
-
-    def _checkpointed_head(self, inputs: list[Tensor]) -> Tensor:
-        head_modules = {name: self._modules[name] for name in self._recomputed}
-        norms = {name: _OnceBatchNorm(m) for name, m in head_modules.items() if isinstance(m, nn.BatchNorm2d)}
-        calls = 0
-
-        def head(*tensors: Tensor) -> Tensor:
-            nonlocal calls
-            first_call, calls = calls == 0, calls + 1
-            x = torch.cat(tensors, 1) if len(tensors) > 1 else tensors[0]
-            for name, module in head_modules.items():
-                x = norms[name](x, first_call) if name in norms else module(x)
+        x = torch.cat(inputs, 1) if len(inputs) > 1 else inputs[0]
+        lean = self.memory_efficient and self._recomputable and self.training and torch.is_grad_enabled()
+        if not (lean and any(t.requires_grad for t in inputs)):
+            for module in self:
+                x = module(x)
             return x
+        norm, relu, conv, *rest = self
+        recompute = _Recompute(inputs, norm)
+        with torch.autograd.graph.saved_tensors_hooks(recompute.pack, recompute.unpack):
+            recompute.x = x
+            y = recompute.y = norm(x)
+            out = conv(relu(y))  # ReLU is in place: what it and the conv save is y itself
+        recompute.forget()
+        for module in rest:
+            out = module(out)
+        return out  # type: ignore[no-any-return]
 
-        out: Tensor = checkpoint(head, *inputs, use_reentrant=False, context_fn=_KEEP_CONVOLUTIONS)
-        return out
 
+class _Recompute:
+    """Saved-tensor hooks that keep a recipe instead of the concatenation and its BN-ReLU output.
 
-class _OnceBatchNorm:
-    """A training-mode BN whose running statistics move in the forward pass only.
-
-    Recomputation must run the very same ops (selective checkpointing checks), so it runs the
-    same ``batch_norm`` on spare copies of the statistics, made before the checkpointed region.
+    Autograd saves the concatenation (for BN's backward) and the BN-ReLU output (for the ReLU's
+    and the convolution's backward): the tensors that grow with depth. Each is packed as a token;
+    the first unpack in the backward pass recomputes both from the layer's inputs, with the same
+    batch statistics and without touching the running ones, and each is let go after its last
+    unpack. The convolution is not recomputed.
     """
 
-    def __init__(self, bn: nn.BatchNorm2d) -> None:
-        self.bn = bn
-        self.factor = bn.momentum if bn.momentum is not None else 0.0
-        if bn.num_batches_tracked is not None:
-            bn.num_batches_tracked.add_(1)
-            if bn.momentum is None:
-                self.factor = 1.0 / float(bn.num_batches_tracked)
-        running = (bn.running_mean, bn.running_var)
-        self.spare = tuple(t.clone() if t is not None else None for t in running)
+    def __init__(self, inputs: list[Tensor], norm: nn.BatchNorm2d) -> None:
+        self.inputs = list(inputs)  # the block appends to its list after this layer
+        self.norm = norm
+        self.x: Tensor | None = None
+        self.y: Tensor | None = None
+        self._pending = {"x": 0, "y": 0}
+        self._cache: dict[str, Tensor] = {}
 
-    def __call__(self, x: Tensor, first_call: bool) -> Tensor:
-        bn = self.bn
-        mean, var = (bn.running_mean, bn.running_var) if first_call else self.spare
-        return functional.batch_norm(x, mean, var, bn.weight, bn.bias, True, self.factor, bn.eps)
+    def pack(self, tensor: Tensor) -> Any:
+        for kind in ("x", "y"):
+            if tensor is getattr(self, kind):
+                self._pending[kind] += 1
+                return (kind, self)
+        return tensor
+
+    @staticmethod
+    def unpack(packed: Any) -> Tensor:
+        if not isinstance(packed, tuple):
+            return packed  # type: ignore[no-any-return]
+        kind, recompute = packed
+        return recompute.take(kind)  # type: ignore[no-any-return]
+
+    def forget(self) -> None:
+        self.x = self.y = None
+
+    def take(self, kind: str) -> Tensor:
+        if not self._cache:
+            self._cache = self._recompute()
+        tensor = self._cache[kind]
+        self._pending[kind] -= 1
+        if self._pending[kind] == 0:
+            del self._cache[kind]
+        return tensor
+
+    def _recompute(self) -> dict[str, Tensor]:
+        norm = self.norm
+        with torch.no_grad():
+            x = torch.cat(self.inputs, 1) if len(self.inputs) > 1 else self.inputs[0]
+            y = functional.batch_norm(x, None, None, norm.weight, norm.bias, True, 0.0, norm.eps).relu_()
+        return {"x": x, "y": y}
 
 
 class DenseBlock(nn.ModuleDict):
