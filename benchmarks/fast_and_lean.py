@@ -12,6 +12,7 @@ Run: .venv/bin/python benchmarks/fast_and_lean.py [--spec densenet121] [--batch 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import subprocess
@@ -24,7 +25,7 @@ from torch.utils.checkpoint import checkpoint
 
 from densenet_spec import build_model
 from densenet_spec.backends.torch_module import DenseLayer
-from densenet_spec.bench import BenchConfig, BenchResult, run_compare, time_step
+from densenet_spec.bench import CHILD_ENV, BenchConfig, BenchResult, run_compare, time_step
 
 
 class TorchvisionStyleLayer(DenseLayer):
@@ -72,7 +73,9 @@ def _child(argv: list[str]) -> None:
     spec, batch, variant = argv[0], int(argv[1]), argv[2]
     torch.set_num_threads(2)
     step = train_step(spec, batch, variant)
-    step()
+    for _ in range(3):
+        step()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # before the profiler adds its own
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         step()
     events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
@@ -80,13 +83,14 @@ def _child(argv: list[str]) -> None:
     for _, nbytes in events:
         live += nbytes
         peak = max(peak, live)
-    print(peak, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    print(peak, rss)
 
 
 def _peaks(spec: str, batch: int, variant: str) -> tuple[int, int]:
     """(peak bytes of tensors alive during one step, peak RSS of the process), from a child process."""
     command = [sys.executable, __file__, "--child", spec, str(batch), variant]
-    tensors, rss = subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()
+    env = {**os.environ, **CHILD_ENV}
+    tensors, rss = subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout.split()
     return int(tensors), int(rss)
 
 

@@ -1,15 +1,17 @@
 """densenet121 on this machine: build time, eval forward and train step at batch 8, plain and memory_efficient.
 
 Run: .venv/bin/python benchmarks/torch_backend.py [--spec densenet121] [--batch 8] [--repeat 10]
-Each configuration runs in its own child process, so that its peak RSS is its own.
+Times: plain and memory_efficient alternately in one process. Peak RSS: each configuration again
+in a child process of its own.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
-from densenet_spec.bench import BenchConfig, BenchResult, run_isolated
+from densenet_spec.bench import BenchConfig, run_compare, run_isolated
 
 
 def build_time(spec: str, repeat: int = 5) -> float:
@@ -23,15 +25,6 @@ def build_time(spec: str, repeat: int = 5) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def row(result: BenchResult, base: BenchResult | None) -> str:
-    ratio = f"{result.median / base.median:5.2f}x" if base else "    - "
-    memory = f"{result.peak_memory / 2**30:5.2f} GiB" if result.peak_memory else "   -    "
-    return (
-        f"{result.config.label():40s} {result.median * 1e3:8.1f} ms  +-{result.spread:4.0%}  "
-        f"{result.images_per_s:7.1f} img/s  peak RSS {memory}  time vs plain {ratio}"
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--spec", default="densenet121")
@@ -40,10 +33,16 @@ def main() -> None:
     args = parser.parse_args()
     print(f"{args.spec}: build_model (compile + modules + init) {build_time(args.spec) * 1e3:.0f} ms (median of 5)")
     for mode in ("eval", "train"):
-        plain = run_isolated(BenchConfig(args.spec, args.batch, mode=mode, repeat=args.repeat))
-        lean = run_isolated(BenchConfig(args.spec, args.batch, mode=mode, memory_efficient=True, repeat=args.repeat))
-        print(row(plain, None))
-        print(row(lean, plain))
+        plain = BenchConfig(args.spec, args.batch, mode=mode, repeat=args.repeat, threads=2)
+        lean = replace(plain, memory_efficient=True)
+        timed = run_compare(plain, lean)  # alternately: the machine's drift hits both alike
+        for config, result in zip((plain, lean), timed, strict=True):
+            rss = run_isolated(replace(config, warmup=1, repeat=2)).peak_memory or 0
+            ratio = result.median / timed[0].median
+            print(
+                f"{config.label():34s} {result.median * 1e3:7.1f} ms +-{result.spread:4.0%}  "
+                f"{result.images_per_s:5.1f} img/s  peak RSS {rss / 2**30:.2f} GiB  time vs plain {ratio:.2f}x"
+            )
 
 
 if __name__ == "__main__":

@@ -2,14 +2,15 @@
 
 A configuration is warmed up, then timed over repeated runs; the result holds every time, so the
 median and spread come from one run. On the CPU, peak memory is the peak RSS of a child process
-that runs only that benchmark (``python -m densenet_spec.bench CONFIG``); on CUDA it is the
-allocator's peak. The floor is the time the network's MACs take at the machine's measured
+that runs only that benchmark (``python -m densenet_spec.bench CONFIG``, see :data:`CHILD_ENV`);
+on CUDA it is the allocator's peak. The floor is the time the network's MACs take at the machine's measured
 convolution rate: what a perfect implementation would approach.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -235,10 +236,26 @@ def run_here(config: BenchConfig, progress: Progress | None = None) -> BenchResu
     return BenchResult(config, times, macs, setup, peak, conv_gflops(config.device))
 
 
+# glibc keeps freed blocks of the sizes it saw freed lately on its heap, so a process's RSS peak
+# depends on the order of past allocations. With a fixed mmap threshold, every tensor above 64 KiB
+# is its own mapping, returned when freed: the RSS peak then follows the memory actually in use.
+# Those mappings cost page faults, so the times come from a second child with the usual malloc.
+CHILD_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
+
+
 def run_isolated(config: BenchConfig, progress: Progress | None = None) -> BenchResult:
-    """Run ``config`` in a child process that does nothing else, to measure its peak RSS."""
+    """Run ``config`` in child processes that do nothing else: times from one, peak RSS from another."""
+    result = _run_child(config, {}, progress)
+    memory = _run_child(replace(config, warmup=1, repeat=1), CHILD_ENV, None)
+    result.peak_memory = memory.peak_memory
+    return result
+
+
+def _run_child(config: BenchConfig, env: dict[str, str], progress: Progress | None) -> BenchResult:
     command = [sys.executable, "-m", "densenet_spec.bench", json.dumps(asdict(config))]
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **env}
+    )
     assert child.stderr is not None and child.stdout is not None
     errors = []
     for line in child.stderr:

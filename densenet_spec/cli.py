@@ -222,6 +222,8 @@ def build(
         elif to is Target.json:
             data = json.dumps((_optimize(ir) if optimize else ir).to_json(), indent=1) + "\n"
         else:
+            if blocks is not None and detail is not Detail.layers:
+                raise typer.BadParameter("--blocks selects blocks of the layer view: add --detail layers")
             data = _diagram(ir, to.value, detail.value, _parse_blocks(blocks, ir), rankdir.value)
         where = emit(destination, data)
     if where != "stdout":

@@ -105,3 +105,9 @@ def test_bad_blocks_option_is_usage_error() -> None:
 def test_render_returns_svg_text() -> None:
     svg = render(to_dot(compile_spec(load_spec("densenet121"))), "svg")
     assert b"denseblock4" in svg
+
+
+def test_blocks_without_layer_detail_is_usage_error() -> None:
+    result = CliRunner().invoke(app, ["build", "densenet121", "--to", "dot", "--blocks", "1"])
+    assert result.exit_code == 2
+    assert "--detail layers" in result.stderr

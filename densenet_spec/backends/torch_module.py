@@ -73,6 +73,7 @@ class DenseLayer(nn.Sequential):
                 x = module(x)
             return x
         norm, relu, conv, *rest = self
+        assert isinstance(norm, nn.BatchNorm2d)  # checked in __init__ (_recomputable)
         recompute = _Recompute(inputs, norm)
         with torch.autograd.graph.saved_tensors_hooks(recompute.pack, recompute.unpack):
             recompute.x = x
