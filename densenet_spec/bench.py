@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal
 
 Mode = Literal["eval", "train"]
@@ -297,9 +298,23 @@ def run_compare(
     return replace(results[0], conv_gflops=rate), replace(results[1], conv_gflops=rate)
 
 
-def _child_main(argv: list[str]) -> None:
+def peak_rss() -> int:
+    """This process's peak resident set, in bytes.
+
+    ``VmHWM`` belongs to the process's current memory map; ``getrusage``'s ``ru_maxrss`` can
+    instead carry over the parent's resident set from before ``exec``.
+    """
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
     import resource
 
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
+
+
+def _child_main(argv: list[str]) -> None:
     config = BenchConfig(**json.loads(argv[0]))
 
     def report(done: int, total: int) -> None:
@@ -307,7 +322,7 @@ def _child_main(argv: list[str]) -> None:
 
     result = run_here(config, report)
     if result.peak_memory is None:
-        result.peak_memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+        result.peak_memory = peak_rss()
     print(json.dumps(result.to_json()))
 
 
