@@ -29,7 +29,10 @@ docs: setup
 	$(BIN)/python -m densenet_spec.docs docs
 
 bench: setup
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
+	$(BIN)/python benchmarks/torch_backend.py
+	$(BIN)/python benchmarks/onnx_export.py
+	$(BIN)/python benchmarks/fast_and_lean.py
 
 clean:
 	rm -rf out build dist .pytest_cache .mypy_cache .ruff_cache

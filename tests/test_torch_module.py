@@ -189,3 +189,10 @@ def test_random_specs_torch_is_the_oracle_of_the_ir(spec: Spec) -> None:
         expected = (layer.out_channels,) if layer.kind == "classifier" else (layer.out_channels, *layer.out_size)
         assert shapes[layer.name] == expected, layer.name
     assert counter.get_total_flops() == 2 * 2 * ir.macs  # batch of 2
+
+
+def test_memory_efficient_with_sync_batchnorm_runs_the_plain_path() -> None:
+    lean = nn.SyncBatchNorm.convert_sync_batchnorm(build_model(SMALL, seed=0, memory_efficient=True)).train()
+    plain = build_model(SMALL, seed=0).train()
+    x = _input(compile_spec(SMALL), batch=2)
+    torch.testing.assert_close(lean(x), plain(x), atol=1e-5, rtol=0)

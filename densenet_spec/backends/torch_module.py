@@ -61,20 +61,16 @@ class DenseLayer(nn.Sequential):
     def __init__(self, ops: OrderedDict[str, nn.Module], memory_efficient: bool = False) -> None:
         super().__init__(ops)
         self.memory_efficient = memory_efficient
-        first = list(ops.values())[:3]
-        kinds = (nn.BatchNorm2d, nn.ReLU, nn.Conv2d)
-        self._recomputable = len(first) == 3 and all(isinstance(m, k) for m, k in zip(first, kinds, strict=True))
 
     def forward(self, inputs: list[Tensor]) -> Tensor:
         x = torch.cat(inputs, 1) if len(inputs) > 1 else inputs[0]
-        lean = self.memory_efficient and self._recomputable and self.training and torch.is_grad_enabled()
-        if not (lean and any(t.requires_grad for t in inputs)):
+        lean = self.memory_efficient and self.training and torch.is_grad_enabled()
+        if not (lean and self._recomputable() and any(t.requires_grad for t in inputs)):
             for module in self:
                 x = module(x)
             return x
         norm, relu, conv, *rest = self
-        assert isinstance(norm, nn.BatchNorm2d)  # checked in __init__ (_recomputable)
-        recompute = _Recompute(inputs, norm)
+        recompute = _Recompute(inputs, norm)  # type: ignore[arg-type]
         with torch.autograd.graph.saved_tensors_hooks(recompute.pack, recompute.unpack):
             recompute.x = x
             y = recompute.y = norm(x)
@@ -83,6 +79,12 @@ class DenseLayer(nn.Sequential):
         for module in rest:
             out = module(out)
         return out  # type: ignore[no-any-return]
+
+    def _recomputable(self) -> bool:
+        """BN-ReLU-conv first. A SyncBatchNorm (whose statistics span devices) runs the plain path."""
+        first = list(self)[:3]
+        kinds = (nn.BatchNorm2d, nn.ReLU, nn.Conv2d)
+        return len(first) == 3 and all(type(m) is k for m, k in zip(first, kinds, strict=True))
 
 
 class _Recompute:
