@@ -33,9 +33,9 @@ def compile_spec(spec: Spec, *, strict: bool = False) -> IR:
         SpecError: the spec cannot be built (too big, inputs too small, a transition keeping no
             maps), or, with ``strict``, it has warnings (a compression that is not exact).
     """
-    _raise(spec, _check_scale(spec))
-    lowered = _lower(spec, spec.input.hw)
-    _raise(spec, _check_lowered(spec, lowered))
+    _raise(spec, _check_counts(spec))
+    lowered = _lower(spec, spec.input.hw)  # layer records only: nothing the size of the network
+    _raise(spec, _check_params(lowered) or _check_lowered(spec, lowered))
     ir = IR(_info(spec))
     for layer, inputs in lowered:
         ir.add_layer(layer, inputs)
@@ -170,8 +170,8 @@ def _classifier(c_in: int, num_classes: int, size: Size) -> Layer:
 # ----------------------------------------------------------------------------- spec checks
 
 
-def _check_scale(spec: Spec) -> FieldProblems:
-    """Refuse a spec too big to build, from arithmetic alone, before building anything."""
+def _check_counts(spec: Spec) -> FieldProblems:
+    """Refuse a spec with too many layers or connections to lower, from arithmetic alone."""
     blocks = spec.block_layers
     total = sum(n for n, _ in blocks)
     if total > MAX_DENSE_LAYERS:
@@ -186,7 +186,12 @@ def _check_scale(spec: Spec) -> FieldProblems:
                 f"the largest block has {largest:,} layers; split it into more blocks",
             )
         ]
-    params = sum(layer.params for layer, _ in _lower(spec, (1, 1)))
+    return []
+
+
+def _check_params(lowered: Lowered) -> FieldProblems:
+    """Refuse a network too big to build, from the layer records, before any tensor exists."""
+    params = sum(layer.params for layer, _ in lowered)
     if params > MAX_PARAMS:
         return [((), f"{params:,} parameters is too many to build (at most {MAX_PARAMS:,})")]
     return []

@@ -105,16 +105,14 @@ def _split_norm_relu(norm: Op, rest: tuple[Op, ...], state: Mapping[str, Tensor]
     convolution (zero padding makes its response to a constant uneven) BN-ReLU stays one fused
     multiply-add and ReLU.
     """
-    body = _ops_module(rest, state)
-    kinds = [op.kind for op in rest if op.kind != "dropout"]
-    target_index = next((i for i, kind in enumerate(kinds) if kind not in _LINEAR_AFTER_POOL), None)
-    if target_index is not None:
-        target_op = [op for op in rest if op.kind != "dropout"][target_index]
-        if (
-            target_op.kind == "conv" and target_op.kernel == 1 and target_op.padding == 0
-        ) or target_op.kind == "linear":
+    body = _ops_module(rest, state)  # dropout is left out: identity at inference
+    kept = [op for op in rest if op.kind != "dropout"]
+    index = next((i for i, op in enumerate(kept) if op.kind not in _LINEAR_AFTER_POOL), None)
+    if index is not None:
+        target = kept[index]
+        if (target.kind == "conv" and target.kernel == 1 and target.padding == 0) or target.kind == "linear":
             scale, shift = _affine(norm, state)
-            _fold_affine_into(body[target_index], scale, shift)
+            _fold_affine_into(body[index], scale, shift)
             return Clamp(scale, shift), body
     return NormReLU(norm, state), body
 
