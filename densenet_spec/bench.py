@@ -43,7 +43,7 @@ class BenchConfig:
     threads: int | None = None
 
     def label(self) -> str:
-        flags = [name for name in ("optimize", "memory_efficient", "channels_last", "amp", "compile", "onnxruntime")]
+        flags = ("optimize", "memory_efficient", "channels_last", "amp", "compile", "onnxruntime")
         on = [name.replace("_", "-") for name in flags if getattr(self, name)]
         return f"{self.mode} {self.device} b{self.batch}" + (f" {'+'.join(on)}" if on else " eager")
 

@@ -8,6 +8,7 @@ diagram is drawn by the tool itself. ``tests/test_docs.py`` fails when docs/ is 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import sys
@@ -258,6 +259,7 @@ def _chdir(path: Path) -> Iterator[None]:  # contextlib.chdir is Python 3.11+
         os.chdir(old)
 
 
+@functools.cache
 def _tutorial_spec() -> Spec:
     return _load_text(TUTORIAL_SPEC, "densenet121-k48-c100.yaml")
 

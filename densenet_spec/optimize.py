@@ -194,14 +194,18 @@ def _fuse_conv_bn(modules: nn.Sequential) -> nn.Sequential:
     return out
 
 
+def _head_fused(ir: IR) -> bool:
+    """Whether norm5 (one BN) and the classifier's leading ReLU become one pre-activation."""
+    norm5, head = ir.layer("features.norm5").ops, ir.layer("classifier").ops
+    return len(norm5) == 1 and norm5[0].kind == "batchnorm" and head[0].kind == "relu"
+
+
 def _layer_modules(layer: Layer, ir: IR, state: Mapping[str, Tensor]) -> list[nn.Module]:
     ops = layer.ops
-    if layer.name == "features.norm5":  # with the head: norm5, then ReLU, pool, flatten, linear
-        head = ir.layer("classifier").ops
-        if head[0].kind == "relu":
-            return list(_split_norm_relu(ops[0], head[1:], state))
-    if layer.kind == "classifier" and ir.layer("features.norm5").ops[-1].kind == "batchnorm":
-        return []  # emitted with norm5
+    if layer.name in ("features.norm5", "classifier") and _head_fused(ir):
+        if layer.kind == "classifier":
+            return []  # emitted with norm5
+        return list(_split_norm_relu(ops[0], ir.layer("classifier").ops[1:], state))
     if len(ops) > 1 and ops[0].kind == "batchnorm" and ops[1].kind == "relu":
         return list(_norm_relu_layer(layer, state))
     return [_ops_module(ops, state)]
