@@ -26,7 +26,7 @@ test: lint
 	$(BIN)/python -m pytest -q
 
 docs: setup
-	$(BIN)/python -m densenet_spec.docs docs
+	$(BIN)/python scripts/gen_docs.py docs
 
 bench: setup
 	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"

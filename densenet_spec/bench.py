@@ -118,7 +118,7 @@ def make_step(config: BenchConfig) -> tuple[Callable[[], None], int]:
     """A function that runs one timed iteration, and the network's MACs per image."""
     import torch
 
-    from .backends.torch_module import as_ir, build_model
+    from .api import as_ir, build_model, optimize_for_inference
 
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -127,11 +127,8 @@ def make_step(config: BenchConfig) -> tuple[Callable[[], None], int]:
     x = torch.randn(config.batch, ir.info.input_channels, *ir.info.input_size)
     if config.onnxruntime:
         return _onnxruntime_step(config, ir, x), ir.macs
-    model: torch.nn.Module = build_model(ir, seed=0, memory_efficient=config.memory_efficient).to(device)
-    if config.optimize and config.mode == "eval":
-        from .optimize import optimize_for_inference
-
-        model = optimize_for_inference(model)  # type: ignore[arg-type]
+    plain = build_model(ir, seed=0, memory_efficient=config.memory_efficient).to(device)
+    model: torch.nn.Module = optimize_for_inference(plain) if config.optimize and config.mode == "eval" else plain
     x = x.to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -171,12 +168,11 @@ def make_step(config: BenchConfig) -> tuple[Callable[[], None], int]:
 def _onnxruntime_step(config: BenchConfig, ir: Any, x: Any) -> Callable[[], None]:
     import onnxruntime as ort
 
-    from .backends.onnx import export_bytes
-    from .weights import initial_state_dict
+    from .api import emit
 
     if config.mode != "eval" or config.device != "cpu":
         raise ValueError("--onnxruntime runs inference on the CPU only (--mode eval --device cpu)")
-    data = export_bytes(ir, initial_state_dict(ir, 0), optimize=config.optimize)
+    data = emit(ir, "onnx", {"seed": 0, "optimize": config.optimize})
     options = ort.SessionOptions()
     if config.threads:
         options.intra_op_num_threads = config.threads

@@ -20,14 +20,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import __version__
+from . import __version__, api
+from .backends import TARGETS
 from .compiler import compile_spec
 from .errors import Problem, SpecError, ToolError
-from .ir import IR
+from .ir import IR, format_size
 from .loader import load_spec, preset_names
 from .outputs import emit
 from .schema import json_schema
-from .summary import HEADERS, stage_rows, stages, summary_json, summary_markdown
+from .summary import HEADERS, presets_markdown, stage_rows, stages, summary_json, summary_markdown
 
 app = typer.Typer(
     name="densenet-spec",
@@ -48,14 +49,7 @@ class SummaryFormat(str, Enum):
     markdown = "markdown"
 
 
-class Target(str, Enum):
-    torch = "torch"
-    onnx = "onnx"
-    dot = "dot"
-    svg = "svg"
-    png = "png"
-    pdf = "pdf"
-    json = "json"
+Target = Enum("Target", [(name, name) for name in TARGETS], type=str)  # type: ignore[misc]
 
 
 class Detail(str, Enum):
@@ -66,9 +60,6 @@ class Detail(str, Enum):
 class RankDir(str, Enum):
     LR = "LR"
     TB = "TB"
-
-
-EXTENSIONS = {"torch": "py", "onnx": "onnx", "dot": "dot", "svg": "svg", "png": "png", "pdf": "pdf", "json": "json"}
 
 
 def _say_problems(problems: tuple[Problem, ...] | list[Problem]) -> None:
@@ -161,9 +152,7 @@ def summary(
 
 
 def _optimize(ir: IR) -> IR:
-    from .passes import optimize_ir
-
-    return optimize_ir(ir)
+    return api.optimize(ir)[0]
 
 
 def _print_summary(ir: IR, optimized: IR | None) -> None:
@@ -183,79 +172,106 @@ def _print_summary(ir: IR, optimized: IR | None) -> None:
     console.print(table)
     console.print(
         f"params {ir.params:,}   MACs {ir.macs:,} ({ir.macs / 1e9:.3f} G)   FLOPs {2 * ir.macs:,} (2 x MACs)   "
-        f"input {ir.info.input_channels}x{ir.info.input_size[0]}x{ir.info.input_size[1]}"
+        f"input {format_size((ir.info.input_channels, *ir.info.input_size))}"
     )
 
 
 @app.command()
 def build(
     spec: SpecArg,
-    to: Annotated[Target, typer.Option("--to", "-t", help="What to emit.", show_default=False)],
+    to: Annotated[
+        Target,
+        typer.Option("--to", "-t", help="What to emit: " + "; ".join(f"{t.name}: {t.help}" for t in TARGETS.values())),
+    ],
     output: Annotated[
-        str | None, typer.Option("--output", "-o", help="Output file; '-' for stdout. Default: ./<name>.<ext>.")
+        str | None,
+        typer.Option(
+            "--output", "-o", help="Output file; '-' for stdout. Default: ./<name>.<ext> (torch: a module name)."
+        ),
     ] = None,
     weights: Annotated[
-        Path | None, typer.Option("--weights", help="onnx: a state_dict or checkpoint file to export.")
+        Path | None, typer.Option("--weights", help="A state_dict or checkpoint file to export.")
     ] = None,
-    opset: Annotated[int, typer.Option("--opset", help="onnx: the ONNX opset (13 or later).", min=13)] = 17,
-    seed: Annotated[int, typer.Option("--seed", help="onnx: seed of the initial weights when no --weights.")] = 0,
-    optimize: Annotated[bool, typer.Option("--optimize", help="onnx, json: apply the optimisation passes.")] = False,
-    detail: Annotated[Detail, typer.Option("--detail", help="Diagrams: one node per block or per layer.")] = (
-        Detail.blocks
-    ),
+    opset: Annotated[
+        int | None, typer.Option("--opset", help="The ONNX opset (13 or later; default 17).", min=13)
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Seed of the initial weights when no --weights (default 0).")
+    ] = None,
+    optimize: Annotated[
+        bool | None,
+        typer.Option("--optimize", help="Apply the optimisation passes (BN folding, pool first).", show_default=False),
+    ] = None,
+    detail: Annotated[
+        Detail | None, typer.Option("--detail", help="Diagrams: one node per block (default) or per layer.")
+    ] = None,
     blocks: Annotated[
         str | None, typer.Option("--blocks", help="Diagrams at layer detail: only these blocks, e.g. 1,3.")
     ] = None,
-    rankdir: Annotated[RankDir, typer.Option("--rankdir", help="Diagrams: left-right or top-bottom.")] = RankDir.TB,
+    rankdir: Annotated[
+        RankDir | None, typer.Option("--rankdir", help="Diagrams: top-bottom (default) or left-right.")
+    ] = (None),
     strict: StrictOpt = False,
 ) -> None:
-    """Emit PyTorch source, an ONNX model, a diagram or the IR as JSON."""
+    """Emit PyTorch source, an ONNX model, a diagram or the IR as JSON.
+
+    Each target takes its own options (`--help` lists them by target); an option given to a target
+    it does not apply to is a usage error.
+    """
+    target = TARGETS[to.value]
+    given: dict[str, Any] = {
+        name: value
+        for name, value in {
+            "weights": weights,
+            "opset": opset,
+            "seed": seed,
+            "optimize": optimize,
+            "detail": detail.value if detail else None,
+            "blocks": blocks,
+            "rankdir": rankdir.value if rankdir else None,
+        }.items()
+        if value is not None
+    }
+    wrong = sorted(set(given) - target.options)
+    if wrong:
+        options = ", ".join(f"--{name}" for name in wrong)
+        typer.echo(
+            f"error: {options} does not apply to --to {target.name}; it takes {target.describe_options()}", err=True
+        )
+        raise typer.Exit(2)
+    if "blocks" in given and given.get("detail") != "layers":
+        typer.echo("error: --blocks selects blocks of the layer view: add --detail layers", err=True)
+        raise typer.Exit(2)
     with _reporting():
         ir = _compile(spec, strict)
-        destination = output or f"{ir.info.name}.{EXTENSIONS[to.value]}"
-        if to is Target.torch:
-            from .backends.torch_source import generate_source
-
-            data: bytes | str = generate_source(ir)
-        elif to is Target.onnx:
-            data = _onnx_bytes(ir, weights, opset, seed, optimize)
-        elif to is Target.json:
-            data = json.dumps((_optimize(ir) if optimize else ir).to_json(), indent=1) + "\n"
-        else:
-            if blocks is not None and detail is not Detail.layers:
-                raise typer.BadParameter("--blocks selects blocks of the layer view: add --detail layers")
-            data = _diagram(ir, to.value, detail.value, _parse_blocks(blocks, ir), rankdir.value)
+        if "blocks" in given:
+            given["blocks"] = _parse_blocks(given["blocks"], ir)
+        destination = output or _default_output(ir, target.name)
+        data = api.emit(ir, target.name, given)
         where = emit(destination, data)
     if where != "stdout":
         typer.echo(f"wrote {where} ({len(data):,} bytes)", err=True)
 
 
-def _onnx_bytes(ir: IR, weights: Path | None, opset: int, seed: int, optimize: bool) -> bytes:
-    from .backends.onnx import export_bytes
-    from .weights import initial_state_dict, load_state_dict
+def _default_output(ir: IR, target: str) -> str:
+    """``./<name>.<ext>``; Python source gets an importable module name."""
+    if target == "torch":
+        from .backends.torch_source import module_name
 
-    state = load_state_dict(weights, ir) if weights is not None else initial_state_dict(ir, seed)
-    return export_bytes(ir, state, opset=opset, optimize=optimize)
+        return f"{module_name(ir.info.name)}.py"
+    return f"{ir.info.name}.{TARGETS[target].extension}"
 
 
-def _parse_blocks(text: str | None, ir: IR) -> list[int] | None:
-    if text is None:
-        return None
+def _parse_blocks(text: str, ir: IR) -> list[int]:
     count = len(ir.blocks())
     try:
         chosen = sorted({int(part) for part in text.split(",") if part.strip()})
     except ValueError:
         chosen = []
     if not chosen or not all(1 <= b <= count for b in chosen):
-        raise typer.BadParameter(f"expected block numbers 1..{count} separated by commas, got {text!r}")
+        typer.echo(f"error: --blocks: expected block numbers 1..{count} separated by commas, got {text!r}", err=True)
+        raise typer.Exit(2)
     return chosen
-
-
-def _diagram(ir: IR, fmt: str, detail: str, blocks: list[int] | None, rankdir: str) -> bytes | str:
-    from .backends.graphviz import render, to_dot
-
-    source = to_dot(ir, detail=detail, blocks=blocks, rankdir=rankdir)
-    return source if fmt == "dot" else render(source, fmt)
 
 
 @app.command()
@@ -280,14 +296,15 @@ def presets(
         typer.echo(json.dumps([{**summary_json(ir), "stages": None} for _, ir in rows], indent=2))
         return
     if format is SummaryFormat.markdown:
-        typer.echo(presets_markdown())
+        typer.echo(presets_markdown([ir for _, ir in rows]))
         return
     table = Table(title="densenet-spec presets", title_justify="left")
     for header in ("preset", "input", "params", "GMACs", "description"):
         table.add_column(header, justify="right" if header in ("params", "GMACs") else "left")
     for name, ir in rows:
-        h, w = ir.info.input_size
-        table.add_row(name, f"{h}x{w}", f"{ir.params:,}", f"{ir.macs / 1e9:.3f}", ir.info.description)
+        table.add_row(
+            name, format_size(ir.info.input_size), f"{ir.params:,}", f"{ir.macs / 1e9:.3f}", ir.info.description
+        )
     _console().print(table)
 
 
@@ -410,16 +427,6 @@ def _print_bench(results: list[Any]) -> None:
     if len(results) == 2:
         speedup = results[1].median / results[0].median
         console.print(f"{results[0].config.label()} runs {speedup:.2f}x as fast as {results[1].config.label()}")
-
-
-def presets_markdown() -> str:
-    """The presets as a Markdown table (also used by the generated docs)."""
-    lines = ["| preset | input | params | GMACs | description |", "|---|---|---:|---:|---|"]
-    for name in preset_names():
-        ir = compile_spec(load_spec(name))
-        h, w = ir.info.input_size
-        lines.append(f"| {name} | {h}x{w} | {ir.params:,} | {ir.macs / 1e9:.3f} | {ir.info.description} |")
-    return "\n".join(lines)
 
 
 def run() -> None:

@@ -12,9 +12,29 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 from pathlib import Path
+from typing import Literal
 
 from .errors import Problem, SpecError
-from .ir import IR, Layer, ModelInfo, Op, Size, conv, norm, pool, pooled, relu
+from .ir import (
+    IR,
+    Act,
+    Conv,
+    Dropout,
+    Flatten,
+    GlobalPool,
+    Layer,
+    LayerKind,
+    Linear,
+    Lowered,
+    ModelInfo,
+    Norm,
+    Op,
+    Pool,
+    Size,
+    build_ir,
+    check_ir,
+    format_size,
+)
 from .loader import preset_dir
 from .schema import FieldPath, Spec, format_path
 
@@ -22,7 +42,6 @@ MAX_DENSE_LAYERS = 10_000
 MAX_DENSE_CONNECTIONS = 500_000
 MAX_PARAMS = 10**10
 
-Lowered = list[tuple[Layer, list[str]]]
 FieldProblems = list[tuple[FieldPath, str]]
 
 
@@ -36,16 +55,14 @@ def compile_spec(spec: Spec, *, strict: bool = False) -> IR:
     _raise(spec, _check_counts(spec))
     lowered = _lower(spec, spec.input.hw)  # layer records only: nothing the size of the network
     _raise(spec, _check_params(lowered) or _check_lowered(spec, lowered))
-    ir = IR(_info(spec))
-    for layer, inputs in lowered:
-        ir.add_layer(layer, inputs)
+    warnings = _compression_warnings(spec, lowered)
+    if strict:
+        _raise(spec, warnings)
+    problems = (Problem(spec.source.locate(path), format_path(path), msg, "warning") for path, msg in warnings)
+    ir = build_ir(_info(spec), lowered, problems)
     broken = check_ir(ir)
     if broken:  # a bug in the compiler, not in the spec
         raise AssertionError("the compiler built an inconsistent graph:\n" + "\n".join(broken))
-    warnings = _compression_warnings(spec, ir)
-    if strict:
-        _raise(spec, [(path, message) for path, message in warnings])
-    ir.warnings = tuple(Problem(spec.source.locate(path), format_path(path), msg, "warning") for path, msg in warnings)
     return ir
 
 
@@ -96,10 +113,10 @@ def _lower(spec: Spec, size: Size) -> Lowered:
         channels += layers * k
         if b < len(blocks):
             kept = math.floor(_theta(spec) * channels)
-            out.append((_transition(f"features.transition{b}", channels, kept, size), sources))
+            out.append((_transition(f"features.transition{b}", channels, kept, size, b), sources))
             previous = f"features.transition{b}"
         else:
-            out.append((Layer("features.norm5", "norm", "head", (norm("features.norm5", channels, size),)), sources))
+            out.append((Layer("features.norm5", "norm", "head", (_norm("features.norm5", channels, size),)), sources))
             out.append((_classifier(channels, spec.num_classes, size), ["features.norm5"]))
     return out
 
@@ -109,60 +126,98 @@ def _theta(spec: Spec) -> Fraction:
     return Fraction(repr(spec.compression))
 
 
+def _conv(path: str, c_in: int, c_out: int, size: Size, kernel: int, stride: int = 1, padding: int = 0) -> Conv:
+    rank = len(size)
+    return Conv(
+        path=path,
+        in_channels=c_in,
+        in_size=size,
+        out_channels=c_out,
+        kernel=(kernel,) * rank,
+        stride=(stride,) * rank,
+        padding=(padding,) * rank,
+    )
+
+
+def _norm(path: str, channels: int, size: Size) -> Norm:
+    return Norm(path=path, in_channels=channels, in_size=size)
+
+
+def _act(path: str, channels: int, size: Size) -> Act:
+    return Act(path=path, in_channels=channels, in_size=size)
+
+
+def _pool(
+    path: str, kind: Literal["max", "avg"], channels: int, size: Size, kernel: int, stride: int, pad: int
+) -> Pool:
+    rank = len(size)
+    return Pool(
+        path=path,
+        in_channels=channels,
+        in_size=size,
+        pool=kind,
+        kernel=(kernel,) * rank,
+        stride=(stride,) * rank,
+        padding=(pad,) * rank,
+    )
+
+
 def _stem(spec: Spec, size: Size, out: Lowered) -> str:
     c_in, c_out = spec.input.channels, spec.stem_channels
+    chain: list[tuple[LayerKind, Op]]
     if spec.stem.kind == "cifar":
-        chain = [("conv", conv("features.conv0", c_in, c_out, size, 3, 1, 1))]
+        chain = [("conv", _conv("features.conv0", c_in, c_out, size, 3, 1, 1))]
     else:
-        conv0 = conv("features.conv0", c_in, c_out, size, 7, 2, 3)
+        conv0 = _conv("features.conv0", c_in, c_out, size, 7, 2, 3)
         s = conv0.out_size
         chain = [
             ("conv", conv0),
-            ("norm", norm("features.norm0", c_out, s)),
-            ("relu", relu("features.relu0", c_out, s)),
-            ("pool", pool("features.pool0", "maxpool", c_out, s, 3, 2, 1)),
+            ("norm", _norm("features.norm0", c_out, s)),
+            ("relu", _act("features.relu0", c_out, s)),
+            ("pool", _pool("features.pool0", "max", c_out, s, 3, 2, 1)),
         ]
     previous: list[str] = []
     for kind, op in chain:
-        out.append((Layer(op.path, kind, "stem", (op,)), previous))  # type: ignore[arg-type]
+        out.append((Layer(op.path, kind, "stem", (op,)), previous))
         previous = [op.path]
     return previous[0]
 
 
 def _dense_layer(spec: Spec, path: str, c_in: int, k: int, size: Size, block: int) -> Layer:
-    ops = [norm(f"{path}.norm1", c_in, size), relu(f"{path}.relu1", c_in, size)]
+    ops: list[Op] = [_norm(f"{path}.norm1", c_in, size), _act(f"{path}.relu1", c_in, size)]
     if spec.bottleneck_width is None:
-        ops.append(conv(f"{path}.conv1", c_in, k, size, 3, 1, 1))
+        ops.append(_conv(f"{path}.conv1", c_in, k, size, 3, 1, 1))
     else:
         width = spec.bottleneck_width * k
         ops += [
-            conv(f"{path}.conv1", c_in, width, size, 1),
-            norm(f"{path}.norm2", width, size),
-            relu(f"{path}.relu2", width, size),
-            conv(f"{path}.conv2", width, k, size, 3, 1, 1),
+            _conv(f"{path}.conv1", c_in, width, size, 1),
+            _norm(f"{path}.norm2", width, size),
+            _act(f"{path}.relu2", width, size),
+            _conv(f"{path}.conv2", width, k, size, 3, 1, 1),
         ]
     if spec.dropout > 0:
-        ops.append(Op(f"{path}.dropout", "dropout", k, k, size, p=spec.dropout))
+        ops.append(Dropout(path=f"{path}.dropout", in_channels=k, in_size=size, p=spec.dropout))
     return Layer(path, "dense_layer", f"denseblock{block}", tuple(ops), block)
 
 
-def _transition(path: str, c_in: int, c_out: int, size: Size) -> Layer:
-    conv_op = conv(f"{path}.conv", c_in, c_out, size, 1)
+def _transition(path: str, c_in: int, c_out: int, size: Size, block: int) -> Layer:
+    conv = _conv(f"{path}.conv", c_in, c_out, size, 1)
     ops = (
-        norm(f"{path}.norm", c_in, size),
-        relu(f"{path}.relu", c_in, size),
-        conv_op,
-        pool(f"{path}.pool", "avgpool", c_out, size, 2, 2),
+        _norm(f"{path}.norm", c_in, size),
+        _act(f"{path}.relu", c_in, size),
+        conv,
+        _pool(f"{path}.pool", "avg", c_out, size, 2, 2, 0),
     )
-    return Layer(path, "transition", path.rsplit(".", 1)[-1], ops)
+    return Layer(path, "transition", path.rsplit(".", 1)[-1], ops, block)
 
 
 def _classifier(c_in: int, num_classes: int, size: Size) -> Layer:
+    ones = (1,) * len(size)
     ops = (
-        relu("head.relu", c_in, size),
-        Op("head.pool", "global_avgpool", c_in, c_in, size),
-        Op("head.flatten", "flatten", c_in, c_in, (1, 1)),
-        Op("classifier", "linear", c_in, num_classes, (1, 1)),
+        _act("head.relu", c_in, size),
+        GlobalPool(path="head.pool", in_channels=c_in, in_size=size),
+        Flatten(path="head.flatten", in_channels=c_in, in_size=ones),
+        Linear(path="classifier", in_channels=c_in, in_size=ones, out_channels=num_classes),
     )
     return Layer("classifier", "classifier", "head", ops)
 
@@ -210,49 +265,37 @@ def _check_lowered(spec: Spec, lowered: Lowered) -> FieldProblems:
             )
     shrunk = next((layer for layer, _ in lowered if min(layer.out_size) < 1), None)
     if shrunk is not None:
-        h, w = spec.input.hw
-        smallest = (_smallest_input(spec, 0), _smallest_input(spec, 1))
+        smallest = _smallest_input(lowered)
         problems.append(
             (
                 ("input", "size"),
-                f"{h}x{w} is too small: the feature maps shrink to nothing at {shrunk.name}; "
-                f"the smallest input that works is {smallest[0]}x{smallest[1]}",
+                f"{format_size(spec.input.hw)} is too small: the feature maps shrink to nothing at {shrunk.name}; "
+                f"the smallest input that works is {format_size(smallest)}",
             )
         )
     return problems
 
 
-def _smallest_input(spec: Spec, axis: int) -> int:
-    """The least input length along ``axis`` for which every feature map keeps >= 1 pixel."""
-    windows = [
-        (op.kernel, op.stride, op.padding)
-        for layer, _ in _lower(spec, (1, 1))
-        if layer.kind in ("conv", "pool", "transition")
-        for op in layer.ops
-        if op.kind in ("conv", "maxpool", "avgpool")
-    ]
+def _smallest_input(lowered: Lowered) -> Size:
+    """The least input length per axis for which every feature map keeps at least one pixel.
 
-    def fits(n: int) -> bool:
-        for k, s, p in windows:
-            n = pooled(n, k, s, p)
-            if n < 1:
-                return False
-        return True
-
-    high = max(spec.input.hw[axis], 1)
-    while not fits(high):
-        high *= 2
-    low = 0  # fits(low) is False or low == 0
-    while high - low > 1:
-        mid = (low + high) // 2
-        low, high = (low, mid) if fits(mid) else (mid, high)
-    return high
+    Walks the windows backwards once: a window of kernel k, stride s and padding p gives at least
+    m outputs exactly when its input has at least ``(m - 1) * s + k - 2p`` (and one) positions.
+    """
+    windows = [op for layer, _ in lowered for op in layer.ops if isinstance(op, Conv | Pool)]
+    rank = len(lowered[0][0].in_size)
+    need = [1] * rank
+    for op in reversed(windows):
+        need = [
+            max(1, (m - 1) * s + k - 2 * p) for m, k, s, p in zip(need, op.kernel, op.stride, op.padding, strict=True)
+        ]
+    return tuple(need)
 
 
-def _compression_warnings(spec: Spec, ir: IR) -> FieldProblems:
+def _compression_warnings(spec: Spec, lowered: Lowered) -> FieldProblems:
     theta = _theta(spec)
     out: FieldProblems = []
-    for layer in ir.layers():
+    for layer, _ in lowered:
         if layer.kind == "transition" and (theta * layer.in_channels).denominator != 1:
             exact = float(theta * layer.in_channels)
             out.append(
@@ -263,42 +306,3 @@ def _compression_warnings(spec: Spec, ir: IR) -> FieldProblems:
                 )
             )
     return out
-
-
-# ----------------------------------------------------------------------------- IR invariants
-
-
-def check_ir(ir: IR) -> list[str]:
-    """Every broken invariant of ``ir``, each naming its layer; empty when the graph is sound.
-
-    The invariants: the channels flowing into a layer sum to its in_channels, in consecutive
-    concatenation slots; each edge carries its source's channel count; inside a layer each op
-    consumes what the previous one produced; every feature map keeps at least one pixel.
-    """
-    broken = []
-    for layer in ir.layers():
-        edges = sorted(ir.graph.in_edges(layer.name, data=True), key=lambda e: e[2]["slot"])
-        if edges:
-            total = sum(data["channels"] for _, _, data in edges)
-            if total != layer.in_channels:
-                broken.append(f"{layer.name}: inputs carry {total} channels, the layer takes {layer.in_channels}")
-            if [data["slot"] for _, _, data in edges] != list(range(len(edges))):
-                broken.append(f"{layer.name}: concatenation slots are not 0..{len(edges) - 1}")
-            for source, _, data in edges:
-                if data["channels"] != ir.layer(source).out_channels:
-                    broken.append(f"{layer.name}: the edge from {source} carries {data['channels']} channels")
-        broken += _check_ops(layer)
-    return broken
-
-
-def _check_ops(layer: Layer) -> list[str]:
-    broken = []
-    for before, after in zip(layer.ops, layer.ops[1:], strict=False):
-        if before.out_channels != after.in_channels or before.out_size != after.in_size:
-            broken.append(
-                f"{after.path}: takes {after.in_channels}x{after.in_size} but {before.path} gives "
-                f"{before.out_channels}x{before.out_size}"
-            )
-    if min(layer.out_size) < 1:
-        broken.append(f"{layer.name}: output size {layer.out_size}")
-    return broken

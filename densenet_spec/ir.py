@@ -1,50 +1,63 @@
-"""The intermediate representation: layers and dense connections in a ``networkx.DiGraph``.
+"""The intermediate representation: typed ops, layers, and dense connections in a ``networkx.DiGraph``.
 
 Two levels. The graph's nodes are *layers* (each stem piece, each dense layer, each transition,
 the final norm, the classifier), keyed by their torchvision module path; its edges are the
-connections between them, the dense connections included, each carrying its channel count and
-its ``slot`` in the receiving layer's concatenation. Each layer holds its ordered *ops*
-(``norm1: BatchNorm``, ``relu1``, ``conv1: Conv 1x1``, ...) named as the modules will be, so that
-backends emit ops one by one and passes rewrite op lists without touching the backends.
+connections between them, the dense connections included, each carrying its ``slot`` in the
+receiving layer's concatenation. Each layer holds its ordered *ops*, one record type per op kind
+(:class:`Conv`, :class:`Norm`, :class:`Act`, ...), named as the modules will be, with every
+constant a backend needs (kernel, stride and padding per spatial axis, BN eps and momentum, ...).
+Sizes are tuples of rank 1, 2 or 3, so the same IR describes 1-D, 2-D and 3-D networks.
 
-Node attributes (for users of networkx): ``layer`` (the :class:`Layer`), ``kind``, ``stage``,
-``block``, ``in_channels``, ``out_channels``, ``in_size``, ``out_size``, ``params`` and ``macs``.
+An :class:`IR` is immutable: its graph is frozen, and a pass builds a new IR from an edited list of
+``(layer, inputs)`` records (:meth:`IR.lowered`, :func:`build_ir`). :func:`check_ir` states the
+invariants that the compiler and every pass must keep.
+
+Node attribute (for users of networkx): ``layer``, the :class:`Layer`; everything else (channels,
+sizes, costs) is read from it. Edge attribute: ``slot``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, ClassVar, Literal
 
 import networkx as nx
 
 from .errors import Problem
 
-Size = tuple[int, int]
-OpKind = Literal["conv", "batchnorm", "relu", "maxpool", "avgpool", "dropout", "global_avgpool", "flatten", "linear"]
+Shape = tuple[int, ...]
+Size = Shape  # a spatial size: (length,), (height, width) or (depth, height, width)
 LayerKind = Literal["conv", "norm", "relu", "pool", "dense_layer", "transition", "classifier"]
 
 
-def pooled(size: int, kernel: int, stride: int, padding: int) -> int:
+def pooled(size: int, kernel: int, stride: int, padding: int, dilation: int = 1) -> int:
     """Output length of a convolution or pooling window along one axis (floor mode)."""
-    return (size + 2 * padding - kernel) // stride + 1
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
-@dataclass(frozen=True)
+def format_size(size: Shape) -> str:
+    """``(56, 56)`` as ``56x56``; ``(32, 32, 32)`` as ``32x32x32``."""
+    return "x".join(str(n) for n in size)
+
+
+# ----------------------------------------------------------------------------- ops
+
+
+@dataclass(frozen=True, kw_only=True)
 class Op:
-    """One module of a layer. ``path`` is its full module path (the state_dict prefix)."""
+    """One module of a layer. ``path`` is its full module path (the state_dict prefix).
+
+    Subclasses set :attr:`kind` and override what differs from an element-wise op: output
+    channels and size, learnable parameters, multiply-accumulates and state_dict tensors.
+    """
+
+    kind: ClassVar[str] = ""
 
     path: str
-    kind: OpKind
     in_channels: int
-    out_channels: int
-    in_size: Size
-    kernel: int = 1
-    stride: int = 1
-    padding: int = 0
-    bias: bool = False
-    p: float = 0.0
+    in_size: Shape
 
     @property
     def name(self) -> str:
@@ -52,74 +65,218 @@ class Op:
         return self.path.rsplit(".", 1)[-1]
 
     @property
-    def out_size(self) -> Size:
-        if self.kind in ("conv", "maxpool", "avgpool"):
-            h, w = self.in_size
-            k, s, p = self.kernel, self.stride, self.padding
-            return (pooled(h, k, s, p), pooled(w, k, s, p))
-        if self.kind in ("global_avgpool", "flatten", "linear"):
-            return (1, 1)
+    def rank(self) -> int:
+        """Spatial dimensions: 1, 2 or 3."""
+        return len(self.in_size)
+
+    @property
+    def out_channels(self) -> int:
+        return self.in_channels
+
+    @property
+    def out_size(self) -> Shape:
         return self.in_size
 
     @property
     def params(self) -> int:
-        """Learnable parameters; BN running statistics are buffers, not counted."""
-        if self.kind == "conv":
-            return self.out_channels * self.in_channels * self.kernel**2 + (self.out_channels if self.bias else 0)
-        if self.kind == "batchnorm":
-            return 2 * self.in_channels
-        if self.kind == "linear":
-            return self.in_channels * self.out_channels + self.out_channels
+        """Learnable parameters; buffers (BN running statistics, folded bounds) are not counted."""
         return 0
-
-    def tensors(self) -> dict[str, tuple[int, ...]]:
-        """The op's state_dict entries (``weight``, ``running_mean``, ...) and their shapes."""
-        c_in, c_out = self.in_channels, self.out_channels
-        if self.kind == "conv":
-            shapes: dict[str, tuple[int, ...]] = {"weight": (c_out, c_in, self.kernel, self.kernel)}
-            return shapes | ({"bias": (c_out,)} if self.bias else {})
-        if self.kind == "batchnorm":
-            return {
-                "weight": (c_in,),
-                "bias": (c_in,),
-                "running_mean": (c_in,),
-                "running_var": (c_in,),
-                "num_batches_tracked": (),
-            }
-        if self.kind == "linear":
-            return {"weight": (c_out, c_in), "bias": (c_out,)}
-        return {}
 
     @property
     def macs(self) -> int:
         """Multiply-accumulates of convolutions and linear layers; other ops count 0."""
-        if self.kind == "conv":
-            h, w = self.out_size
-            return self.out_channels * h * w * self.in_channels * self.kernel**2
-        if self.kind == "linear":
-            return self.in_channels * self.out_channels
         return 0
 
+    def tensors(self) -> dict[str, Shape]:
+        """The op's state_dict entries (``weight``, ``running_mean``, ...) and their shapes."""
+        return {}
 
-def conv(path: str, c_in: int, c_out: int, size: Size, kernel: int, stride: int = 1, padding: int = 0) -> Op:
-    return Op(path, "conv", c_in, c_out, size, kernel, stride, padding)
+    def to_json(self) -> dict[str, Any]:
+        """A plain-data view: the op's own fields, then what follows from them."""
+        out: dict[str, Any] = {"path": self.path, "kind": self.kind}
+        for f in fields(self):
+            if f.name != "path":
+                value = getattr(self, f.name)
+                out[f.name] = list(value) if isinstance(value, tuple) else value
+        out |= {"out_channels": self.out_channels, "out_size": list(self.out_size)}
+        return out | {"params": self.params, "macs": self.macs}
 
 
-def norm(path: str, channels: int, size: Size) -> Op:
-    return Op(path, "batchnorm", channels, channels, size)
+@dataclass(frozen=True, kw_only=True)
+class Conv(Op):
+    """A convolution; ``kernel``, ``stride`` and ``padding`` have one entry per spatial axis."""
+
+    kind: ClassVar[str] = "conv"
+
+    out_channels: int = 0  # a field here, a property on Op (a default keeps the property shadowed)
+    kernel: Shape
+    stride: Shape
+    padding: Shape
+    groups: int = 1
+    bias: bool = False
+
+    @property
+    def out_size(self) -> Shape:
+        return tuple(
+            pooled(n, k, s, p) for n, k, s, p in zip(self.in_size, self.kernel, self.stride, self.padding, strict=True)
+        )
+
+    @property
+    def params(self) -> int:
+        return math.prod(self.tensors()["weight"]) + (self.out_channels if self.bias else 0)
+
+    @property
+    def macs(self) -> int:
+        return self.out_channels * math.prod(self.out_size) * (self.in_channels // self.groups) * math.prod(self.kernel)
+
+    def tensors(self) -> dict[str, Shape]:
+        weight = (self.out_channels, self.in_channels // self.groups, *self.kernel)
+        return {"weight": weight} | ({"bias": (self.out_channels,)} if self.bias else {})
 
 
-def relu(path: str, channels: int, size: Size) -> Op:
-    return Op(path, "relu", channels, channels, size)
+NormKind = Literal["batch"]
 
 
-def pool(path: str, kind: OpKind, channels: int, size: Size, kernel: int, stride: int, padding: int = 0) -> Op:
-    return Op(path, kind, channels, channels, size, kernel, stride, padding)
+@dataclass(frozen=True, kw_only=True)
+class Norm(Op):
+    """A normalisation layer with torch's semantics for its kind (batch: running statistics)."""
+
+    kind: ClassVar[str] = "norm"
+
+    norm: NormKind = "batch"
+    eps: float = 1e-5
+    momentum: float = 0.1
+    affine: bool = True
+
+    @property
+    def params(self) -> int:
+        return 2 * self.in_channels if self.affine else 0
+
+    def tensors(self) -> dict[str, Shape]:
+        c = (self.in_channels,)
+        learnable = {"weight": c, "bias": c} if self.affine else {}
+        return learnable | {"running_mean": c, "running_var": c, "num_batches_tracked": ()}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Act(Op):
+    """An element-wise activation; ``args`` holds its parameters (``negative_slope``, ...) by name."""
+
+    kind: ClassVar[str] = "act"
+
+    act: str = "relu"
+    args: tuple[tuple[str, float], ...] = ()
+    inplace: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pool(Op):
+    """A max or average pooling window (floor mode; average pools count the zero padding)."""
+
+    kind: ClassVar[str] = "pool"
+
+    pool: Literal["max", "avg"]
+    kernel: Shape
+    stride: Shape
+    padding: Shape
+
+    @property
+    def out_size(self) -> Shape:
+        return tuple(
+            pooled(n, k, s, p) for n, k, s, p in zip(self.in_size, self.kernel, self.stride, self.padding, strict=True)
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class GlobalPool(Op):
+    """Pooling over every spatial position to one value per channel (size 1 on every axis)."""
+
+    kind: ClassVar[str] = "global_pool"
+
+    pool: Literal["avg", "max"] = "avg"
+
+    @property
+    def out_size(self) -> Shape:
+        return (1,) * self.rank
+
+
+@dataclass(frozen=True, kw_only=True)
+class Flatten(Op):
+    """``(N, C, 1, ...)`` to ``(N, C)``; the size stays recorded as ones for the cost tables."""
+
+    kind: ClassVar[str] = "flatten"
+
+    @property
+    def out_size(self) -> Shape:
+        return (1,) * self.rank
+
+
+@dataclass(frozen=True, kw_only=True)
+class Linear(Op):
+    """A fully connected layer on flattened features."""
+
+    kind: ClassVar[str] = "linear"
+
+    out_channels: int = 0
+    bias: bool = True
+
+    @property
+    def out_size(self) -> Shape:
+        return (1,) * self.rank
+
+    @property
+    def params(self) -> int:
+        return self.in_channels * self.out_channels + (self.out_channels if self.bias else 0)
+
+    @property
+    def macs(self) -> int:
+        return self.in_channels * self.out_channels
+
+    def tensors(self) -> dict[str, Shape]:
+        weight = {"weight": (self.out_channels, self.in_channels)}
+        return weight | ({"bias": (self.out_channels,)} if self.bias else {})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Dropout(Op):
+    """Dropout with probability ``p`` in training; the identity at inference."""
+
+    kind: ClassVar[str] = "dropout"
+
+    p: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Affine(Op):
+    """``x * scale + shift`` per channel: an inference-mode BN after folding (buffers ``scale``, ``shift``)."""
+
+    kind: ClassVar[str] = "affine"
+
+    def tensors(self) -> dict[str, Shape]:
+        shape = (self.in_channels,) + (1,) * self.rank
+        return {"scale": shape, "shift": shape}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Clamp(Op):
+    """``min(max(x, lo), hi)`` per channel: a BN-ReLU whose affine part moved into the next 1x1 conv."""
+
+    kind: ClassVar[str] = "clamp"
+
+    def tensors(self) -> dict[str, Shape]:
+        shape = (self.in_channels,) + (1,) * self.rank
+        return {"lo": shape, "hi": shape}
+
+
+# ----------------------------------------------------------------------------- layers
 
 
 @dataclass(frozen=True)
 class Layer:
-    """A node of the graph: a named group of ops that the dense connections are about."""
+    """A node of the graph: a named group of ops that the dense connections are about.
+
+    ``block`` is the dense block a dense layer belongs to, or the block a transition follows.
+    """
 
     name: str
     kind: LayerKind
@@ -136,11 +293,11 @@ class Layer:
         return self.ops[-1].out_channels
 
     @property
-    def in_size(self) -> Size:
+    def in_size(self) -> Shape:
         return self.ops[0].in_size
 
     @property
-    def out_size(self) -> Size:
+    def out_size(self) -> Shape:
         return self.ops[-1].out_size
 
     @property
@@ -158,50 +315,57 @@ class Layer:
                 return op
         raise KeyError(f"{self.name} has no op {name!r}")
 
-    def with_ops(self, ops: tuple[Op, ...]) -> Layer:
-        return replace(self, ops=ops)
+    def with_ops(self, ops: Iterable[Op]) -> Layer:
+        return replace(self, ops=tuple(ops))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "stage": self.stage,
+            "block": self.block,
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "in_size": list(self.in_size),
+            "out_size": list(self.out_size),
+            "params": self.params,
+            "macs": self.macs,
+        }
 
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """Facts about the whole network that no single layer holds."""
+    """Facts about the whole network that no single layer holds.
+
+    ``inference_only`` is set by passes that are exact only at inference (BN folding): a
+    backend must not build a trainable model from such an IR.
+    """
 
     name: str
     description: str
     source: str
     input_channels: int
-    input_size: Size
+    input_size: Shape
     num_classes: int
     passes: tuple[str, ...] = ()
+    inference_only: bool = False
 
 
-@dataclass
+Lowered = list[tuple[Layer, list[str]]]
+
+
+@dataclass(frozen=True)
 class IR:
-    """A compiled network: the layer graph plus model-wide facts and the compiler's warnings."""
+    """A compiled network: the frozen layer graph, model-wide facts, and the compiler's warnings."""
 
     info: ModelInfo
-    graph: nx.DiGraph = field(default_factory=nx.DiGraph)
+    graph: nx.DiGraph = field(repr=False)
     warnings: tuple[Problem, ...] = ()
-
-    # --- building
-    def add_layer(self, layer: Layer, inputs: list[str] | None = None) -> None:
-        """Add ``layer`` fed by the concatenation of ``inputs``, in order."""
-        self.graph.add_node(layer.name, **_node_attrs(layer))
-        for slot, source in enumerate(inputs or []):
-            self.graph.add_edge(source, layer.name, channels=self.layer(source).out_channels, slot=slot)
-
-    def replace_layer(self, layer: Layer) -> None:
-        """Swap in a rewritten layer (same name and connections), keeping the attributes in step."""
-        self.graph.nodes[layer.name].update(_node_attrs(layer))
-
-    def copy(self) -> IR:
-        return IR(self.info, self.graph.copy(), self.warnings)
 
     # --- reading
     def layers(self) -> Iterator[Layer]:
         """Every layer in execution order."""
-        for _, data in self.graph.nodes(data=True):
-            yield data["layer"]
+        for _, layer in self.graph.nodes(data="layer"):
+            yield layer
 
     def layer(self, name: str) -> Layer:
         layer: Layer = self.graph.nodes[name]["layer"]
@@ -212,6 +376,10 @@ class IR:
         edges = sorted(self.graph.in_edges(name, data="slot"), key=lambda e: e[2])
         return [source for source, _, _ in edges]
 
+    def lowered(self) -> Lowered:
+        """Every layer with its inputs, in order: what :func:`build_ir` takes, for passes to edit."""
+        return [(layer, self.inputs(layer.name)) for layer in self.layers()]
+
     def stages(self) -> dict[str, list[Layer]]:
         """Layers grouped by stage (``stem``, ``denseblock1``, ``transition1``, ..., ``head``), in order."""
         out: dict[str, list[Layer]] = {}
@@ -220,8 +388,16 @@ class IR:
         return out
 
     def blocks(self) -> list[list[Layer]]:
-        """The dense layers of each block, in order."""
-        return [layers for stage, layers in self.stages().items() if stage.startswith("denseblock")]
+        """The dense layers of each block, in block order."""
+        out: dict[int, list[Layer]] = {}
+        for layer in self.layers():
+            if layer.kind == "dense_layer" and layer.block is not None:
+                out.setdefault(layer.block, []).append(layer)
+        return [out[b] for b in sorted(out)]
+
+    @property
+    def rank(self) -> int:
+        return len(self.info.input_size)
 
     @property
     def params(self) -> int:
@@ -231,18 +407,22 @@ class IR:
     def macs(self) -> int:
         return sum(layer.macs for layer in self.layers())
 
-    def state_shapes(self) -> dict[str, tuple[int, ...]]:
+    def ops(self) -> Iterator[Op]:
+        """Every op of every layer, in execution order."""
+        for layer in self.layers():
+            yield from layer.ops
+
+    def state_shapes(self) -> dict[str, Shape]:
         """Every state_dict key the network's modules have, with its shape, in module order."""
-        return {
-            f"{op.path}.{key}": shape
-            for layer in self.layers()
-            for op in layer.ops
-            for key, shape in op.tensors().items()
-        }
+        return {f"{op.path}.{key}": shape for op in self.ops() for key, shape in op.tensors().items()}
 
     @property
     def output(self) -> Layer:
         return self.layer(next(reversed(list(self.graph.nodes))))
+
+    def with_layers(self, lowered: Lowered, **info: Any) -> IR:
+        """A new IR of ``lowered`` with ``info`` fields replaced; this one is left as it is."""
+        return build_ir(replace(self.info, **info), lowered, self.warnings)
 
     def totals_json(self) -> dict[str, Any]:
         """The model-wide facts and costs, as plain data (the head of every JSON view)."""
@@ -263,39 +443,70 @@ class IR:
             **self.totals_json(),
             "layers": [
                 {
-                    **{k: v for k, v in _node_attrs(layer).items() if k != "layer"},
+                    **layer.to_json(),
                     "name": layer.name,
                     "inputs": self.inputs(layer.name),
-                    "ops": [_op_json(op) for op in layer.ops],
+                    "ops": [op.to_json() for op in layer.ops],
                 }
                 for layer in self.layers()
             ],
         }
 
 
-def _node_attrs(layer: Layer) -> dict[str, Any]:
-    return {
-        "layer": layer,
-        "kind": layer.kind,
-        "stage": layer.stage,
-        "block": layer.block,
-        "in_channels": layer.in_channels,
-        "out_channels": layer.out_channels,
-        "in_size": layer.in_size,
-        "out_size": layer.out_size,
-        "params": layer.params,
-        "macs": layer.macs,
-    }
+def build_ir(info: ModelInfo, lowered: Sequence[tuple[Layer, Sequence[str]]], warnings: Iterable[Problem] = ()) -> IR:
+    """The immutable IR of ``lowered``: each layer fed by the concatenation of its inputs, in order."""
+    graph = nx.DiGraph()
+    for layer, inputs in lowered:
+        graph.add_node(layer.name, layer=layer)
+        for slot, source in enumerate(inputs):
+            graph.add_edge(source, layer.name, slot=slot)
+    return IR(info, nx.freeze(graph), tuple(warnings))
 
 
-def _op_json(op: Op) -> dict[str, Any]:
-    out: dict[str, Any] = {"path": op.path, "kind": op.kind, "in_channels": op.in_channels}
-    out["out_channels"] = op.out_channels
-    if op.kind in ("conv", "maxpool", "avgpool"):
-        out |= {"kernel": op.kernel, "stride": op.stride, "padding": op.padding}
-    if op.kind == "conv":
-        out["bias"] = op.bias
-    if op.kind == "dropout":
-        out["p"] = op.p
-    out |= {"out_size": list(op.out_size), "params": op.params, "macs": op.macs}
-    return out
+# ----------------------------------------------------------------------------- invariants
+
+
+def check_ir(ir: IR) -> list[str]:
+    """Every broken invariant of ``ir``, each naming its layer; empty when the graph is sound.
+
+    The invariants: the channels flowing into a layer sum to its in_channels, in consecutive
+    concatenation slots, at its input size; inside a layer each op consumes what the previous one
+    produced; every window has one entry per spatial axis; every feature map keeps a pixel.
+    """
+    broken = []
+    for layer in ir.layers():
+        sources = [ir.layer(name) for name in ir.inputs(layer.name)]
+        if sources:
+            total = sum(source.out_channels for source in sources)
+            if total != layer.in_channels:
+                broken.append(f"{layer.name}: inputs carry {total} channels, the layer takes {layer.in_channels}")
+            broken += [
+                f"{layer.name}: {s.name} gives size {s.out_size}, the layer takes {layer.in_size}"
+                for s in sources
+                if s.out_size != layer.in_size
+            ]
+        slots = sorted(slot for _, _, slot in ir.graph.in_edges(layer.name, data="slot"))
+        if slots != list(range(len(slots))):
+            broken.append(f"{layer.name}: concatenation slots are not 0..{len(slots) - 1}")
+        broken += _check_ops(layer)
+    return broken
+
+
+def _check_ops(layer: Layer) -> list[str]:
+    if not layer.ops:
+        return [f"{layer.name}: no ops"]
+    broken = []
+    for before, after in zip(layer.ops, layer.ops[1:], strict=False):
+        if before.out_channels != after.in_channels or before.out_size != after.in_size:
+            broken.append(
+                f"{after.path}: takes {after.in_channels}x{after.in_size} but {before.path} gives "
+                f"{before.out_channels}x{before.out_size}"
+            )
+    for op in layer.ops:
+        windows = [getattr(op, name) for name in ("kernel", "stride", "padding") if hasattr(op, name)]
+        if any(len(w) != op.rank for w in windows):
+            broken.append(f"{op.path}: a window of rank {[len(w) for w in windows]} on a rank-{op.rank} input")
+    broken += [f"{op.path}: {op.out_channels} output channels" for op in layer.ops if op.out_channels < 1]
+    if min(layer.out_size) < 1:
+        broken.append(f"{layer.name}: output size {layer.out_size}")
+    return broken

@@ -7,20 +7,24 @@ spec's input size; ``flops`` is ``2 * macs``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
-from .ir import IR, Layer, Op
+from .ir import IR, Conv, GlobalPool, Layer, Linear, Op, Pool, Shape, format_size
+
+StageKind = Literal["stem", "block", "transition", "head"]
 
 
 @dataclass(frozen=True)
 class Stage:
     name: str
+    kind: StageKind
     layers: str
     dense_layers: int
     in_channels: int
     out_channels: int
-    output_size: tuple[int, int]
+    output_size: Shape
     params: int
     macs: int
 
@@ -29,14 +33,24 @@ def stages(ir: IR) -> list[Stage]:
     return [_stage(name, layers) for name, layers in ir.stages().items()]
 
 
+def _stage_kind(layers: list[Layer]) -> StageKind:
+    kinds = {layer.kind for layer in layers}
+    if "dense_layer" in kinds:
+        return "block"
+    if "transition" in kinds:
+        return "transition"
+    return "head" if "classifier" in kinds else "stem"
+
+
 def _stage(name: str, layers: list[Layer]) -> Stage:
     dense = [layer for layer in layers if layer.kind == "dense_layer"]
     if dense:
-        what = f"{len(dense)} x [{', '.join(_describe(op) for op in dense[0].ops if op.kind == 'conv')}]"
+        what = f"{len(dense)} x [{', '.join(describe(op) for op in dense[0].ops if isinstance(op, Conv))}]"
     else:
-        what = ", ".join(_describe(op) for layer in layers for op in layer.ops if _describe(op))
+        what = ", ".join(describe(op) for layer in layers for op in layer.ops if describe(op))
     return Stage(
         name=name,
+        kind=_stage_kind(layers),
         layers=what,
         dense_layers=len(dense),
         in_channels=layers[0].in_channels,
@@ -49,25 +63,39 @@ def _stage(name: str, layers: list[Layer]) -> Stage:
     )
 
 
-def _describe(op: Op) -> str:
-    stride = f"/{op.stride}" if op.stride > 1 else ""
-    if op.kind == "conv":
-        return f"{op.kernel}x{op.kernel} conv{stride}"
-    if op.kind in ("maxpool", "avgpool"):
-        return f"{op.kernel}x{op.kernel} {op.kind[:3]} pool{stride}"
-    if op.kind == "global_avgpool":
-        return "global avg pool"
-    if op.kind == "linear":
-        return f"{op.out_channels}-d linear"
-    return ""
+def _stride(op: Conv | Pool) -> str:
+    if all(n == 1 for n in op.stride):
+        return ""
+    return f"/{op.stride[0]}" if len(set(op.stride)) == 1 else f"/{format_size(op.stride)}"
+
+
+DESCRIBE: dict[str, Callable[[Any], str]] = {
+    Conv.kind: lambda op: f"{format_size(op.kernel)} conv{_stride(op)}",
+    Pool.kind: lambda op: f"{format_size(op.kernel)} {op.pool} pool{_stride(op)}",
+    GlobalPool.kind: lambda op: f"global {op.pool} pool",
+    Linear.kind: lambda op: f"{op.out_channels}-d linear",
+}
+"""Op kind to its words in the summary's "layers" column; kinds not listed are not mentioned."""
+
+
+def describe(op: Op) -> str:
+    """The op as the paper's Table 1 names it (``3x3 conv``), or empty for element-wise ops."""
+    words = DESCRIBE.get(op.kind)
+    return words(op) if words is not None else ""
 
 
 def summary_json(ir: IR) -> dict[str, Any]:
     """The ``summary --format json`` object."""
     return {
         **ir.totals_json(),
-        "stages": [{**asdict(s), "output_size": list(s.output_size)} for s in stages(ir)],
+        "stages": [_stage_json(s) for s in stages(ir)],
     }
+
+
+def _stage_json(stage: Stage) -> dict[str, Any]:
+    data = asdict(stage)
+    del data["kind"]  # the name says it; kept out so that the JSON of v1 specs stays as it was
+    return data | {"output_size": list(stage.output_size)}
 
 
 HEADERS = ("stage", "output size", "layers", "channels", "params", "MACs")
@@ -78,7 +106,7 @@ def stage_rows(ir: IR) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = [
         (
             s.name,
-            f"{s.output_size[0]}x{s.output_size[1]}",
+            format_size(s.output_size),
             s.layers,
             f"{s.in_channels} -> {s.out_channels}",
             f"{s.params:,}",
@@ -100,4 +128,13 @@ def summary_markdown(ir: IR) -> str:
     ]
     lines += ["| " + " | ".join(row) + " |" for row in stage_rows(ir)]
     lines += ["", f"params {ir.params:,}; MACs {ir.macs:,} ({ir.macs / 1e9:.3f} G); FLOPs = 2 x MACs", ""]
+    return "\n".join(lines)
+
+
+def presets_markdown(irs: list[IR]) -> str:
+    """The presets as a Markdown table (``presets --format markdown`` and the generated docs)."""
+    lines = ["| preset | input | params | GMACs | description |", "|---|---|---:|---:|---|"]
+    for ir in irs:
+        size = format_size(ir.info.input_size)
+        lines.append(f"| {ir.info.name} | {size} | {ir.params:,} | {ir.macs / 1e9:.3f} | {ir.info.description} |")
     return "\n".join(lines)

@@ -119,10 +119,3 @@ def load_state_dict(path: Path, ir: IR) -> dict[str, Tensor]:
     if problems:
         raise SpecError(problems)
     return state
-
-
-def initial_state_dict(ir: IR, seed: int) -> dict[str, Tensor]:
-    """The torch backend's initial weights for ``seed``."""
-    from .backends.torch_module import build_model
-
-    return build_model(ir, seed=seed).state_dict()

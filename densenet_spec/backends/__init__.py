@@ -1,0 +1,90 @@
+"""The backends, one module per target family, and the registry of ``build --to`` targets.
+
+A backend reads only an IR (and a state_dict where weights matter); it never imports the spec,
+the loader, the compiler or the passes. Each target declares here its file extension, the options
+that apply to it and the function that emits it (``module:function``, imported on use, so that
+listing targets imports neither torch nor onnx). The CLI builds ``--to`` and its option checks
+from :data:`TARGETS`; :func:`register_target` adds one.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..ir import IR
+
+Emitter = Callable[["IR", "Mapping[str, Any] | None", "Mapping[str, Any]"], "bytes | str"]
+
+FRONT_DOOR_OPTIONS = frozenset({"weights", "seed", "optimize"})
+"""Options the front door handles before the backend runs (weights, initial weights, passes)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """One ``--to`` target: what it writes and which options it takes.
+
+    Attributes:
+        name: the ``--to`` value.
+        extension: of the default output file.
+        options: the option names that apply (``weights``, ``seed`` and ``optimize`` are handled by
+            the front door; the rest are passed to the emitter).
+        emitter: ``"module:function"``, the function ``(ir, state, options) -> bytes | str``.
+        needs_state: the emitter needs weights (a checkpoint, or initial weights from ``seed``).
+        help: one line for ``--help``.
+    """
+
+    name: str
+    extension: str
+    options: frozenset[str]
+    emitter: str
+    needs_state: bool = False
+    help: str = ""
+
+    def load(self) -> Emitter:
+        module, function = self.emitter.split(":")
+        emitter: Emitter = getattr(importlib.import_module(module, __name__), function)
+        return emitter
+
+    def describe_options(self) -> str:
+        if not self.options:
+            return "no options"
+        return ", ".join(f"--{name}" for name in sorted(self.options))
+
+
+TARGETS: dict[str, Target] = {}
+
+
+def register_target(target: Target) -> None:
+    TARGETS[target.name] = target
+
+
+def target(name: str) -> Target:
+    try:
+        return TARGETS[name]
+    except KeyError:
+        raise ValueError(f"no target {name!r}; the targets are {', '.join(TARGETS)}") from None
+
+
+_DIAGRAM = frozenset({"detail", "blocks", "rankdir"})
+
+for _target in (
+    Target("torch", "py", frozenset({"optimize"}), ".torch_source:emit", help="standalone PyTorch source"),
+    Target(
+        "onnx",
+        "onnx",
+        frozenset({"weights", "seed", "opset", "optimize"}),
+        ".onnx:emit",
+        needs_state=True,
+        help="an ONNX model",
+    ),
+    *(
+        Target(fmt, fmt, _DIAGRAM, f".graphviz:emit_{fmt}", help=f"a Graphviz diagram ({fmt})")
+        for fmt in ("dot", "svg", "png", "pdf")
+    ),
+    Target("json", "json", frozenset({"optimize"}), ".json_view:emit", help="the IR as JSON"),
+):
+    register_target(_target)

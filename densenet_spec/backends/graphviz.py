@@ -8,10 +8,13 @@ is deterministic; svg, png and pdf are rendered by Graphviz's ``dot`` program.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import Any
+
 import graphviz
 
 from ..errors import ToolError
-from ..ir import IR, Layer
+from ..ir import IR, Layer, format_size
 from ..summary import Stage, stages
 
 # Colour-blind-friendly, distinguishable on white (Okabe-Ito, then Tol's bright).
@@ -30,11 +33,7 @@ PALETTE = (
 )
 FONT = "Helvetica"
 NEWLINE = "\\n"  # DOT's escape for a centred line break, kept as such in the DOT text
-FILL = {"stem": "#F2F2F2", "dense_layer": "#FFFFFF", "transition": "#FFF4D6", "head": "#E8F1FA"}
-
-
-def _size(size: tuple[int, int]) -> str:
-    return f"{size[0]}x{size[1]}"
+FILL = {"stem": "#F2F2F2", "dense_layer": "#FFFFFF", "block": "#FFFFFF", "transition": "#FFF4D6", "head": "#E8F1FA"}
 
 
 def _graph(ir: IR, rankdir: str, title: str) -> graphviz.Digraph:
@@ -56,7 +55,7 @@ def _graph(ir: IR, rankdir: str, title: str) -> graphviz.Digraph:
 
 def _layer_label(layer: Layer) -> str:
     channels = f"{layer.in_channels} -> {layer.out_channels} ch"
-    return f"{layer.name}{NEWLINE}{channels}, {_size(layer.out_size)}"
+    return f"{layer.name}{NEWLINE}{channels}, {format_size(layer.out_size)}"
 
 
 def _fill(layer: Layer) -> str:
@@ -96,8 +95,9 @@ def layers_dot(ir: IR, blocks: list[int] | None = None, rankdir: str = "TB") -> 
                 clusters[layer.stage] = graphviz.Digraph(f"cluster_{layer.stage}")
             target = clusters[layer.stage]
         target.node(name, _layer_label(layer), fillcolor=_fill(layer), color=colour[name], group="main")
+    members_of = {layers[0].stage: layers for layers in ir.blocks()}
     for stage, cluster in clusters.items():
-        members = [layer for layer in ir.blocks()[int(stage.removeprefix("denseblock")) - 1]]
+        members = members_of[stage]
         growth = members[0].out_channels
         cluster.attr(
             label=f"{stage}: {len(members)} layers, k={growth}",
@@ -110,10 +110,10 @@ def layers_dot(ir: IR, blocks: list[int] | None = None, rankdir: str = "TB") -> 
     # Consecutive layers pull hard on each other and share a group, so the layers form one column
     # and the longer dense connections arc around it instead of weaving through it.
     position = {name: i for i, name in enumerate(shown)}
-    for source, target, channels in ir.graph.edges(data="channels"):
+    for source, target in ir.graph.edges:
         if source in position and target in position:
             weight = "50" if position[target] == position[source] + 1 else "1"
-            tooltip = f"{source} -> {target}: {channels} ch"
+            tooltip = f"{source} -> {target}: {ir.layer(source).out_channels} ch"
             dot.edge(source, target, color=colour[source], weight=weight, tooltip=tooltip)
     return dot
 
@@ -123,7 +123,7 @@ def _stage_label(stage: Stage) -> str:
     if stage.dense_layers:
         growth = (stage.out_channels - stage.in_channels) // stage.dense_layers
         lines[1] = f"{stage.dense_layers} layers, k={growth}"
-    lines.append(f"{stage.in_channels} -> {stage.out_channels} ch, {_size(stage.output_size)}")
+    lines.append(f"{stage.in_channels} -> {stage.out_channels} ch, {format_size(stage.output_size)}")
     return NEWLINE.join(lines)
 
 
@@ -132,8 +132,7 @@ def blocks_dot(ir: IR, rankdir: str = "TB") -> graphviz.Digraph:
     dot = _graph(ir, rankdir, title)
     previous = None
     for stage in stages(ir):
-        kind = "dense_layer" if stage.dense_layers else ("transition" if stage.name.startswith("transition") else "")
-        fill = FILL.get(stage.name, FILL.get(kind, "#FFFFFF"))
+        fill = FILL.get(stage.kind, "#FFFFFF")
         dot.node(stage.name, _stage_label(stage), fillcolor=fill, penwidth="1.5" if stage.dense_layers else "1")
         if previous is not None:
             dot.edge(previous, stage.name)
@@ -158,3 +157,23 @@ def render(source: str, fmt: str) -> bytes:
             "or write DOT with --to dot"
         ) from None
     return data
+
+
+def _emitter(fmt: str) -> Callable[[IR, Mapping[str, Any] | None, Mapping[str, Any]], bytes | str]:
+    def emit(ir: IR, state: Mapping[str, Any] | None, options: Mapping[str, Any]) -> bytes | str:
+        source = to_dot(
+            ir,
+            detail=options.get("detail", "blocks"),
+            blocks=options.get("blocks"),
+            rankdir=options.get("rankdir", "TB"),
+        )
+        return source if fmt == "dot" else render(source, fmt)
+
+    emit.__doc__ = f"The ``--to {fmt}`` target."
+    return emit
+
+
+emit_dot = _emitter("dot")
+emit_svg = _emitter("svg")
+emit_png = _emitter("png")
+emit_pdf = _emitter("pdf")

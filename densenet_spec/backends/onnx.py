@@ -1,17 +1,17 @@
 """IR to ONNX, generated node by node with the ``onnx`` package (no tracing).
 
-Node names are the module paths (``features.denseblock1.denselayer2.conv1``), each dense layer's
-concatenation is ``<layer>.cat``, initialisers are named as the state_dict keys, and BN is emitted
-in inference form (``BatchNormalization`` with the running statistics). The input is ``input``
-``[batch, C, H, W]`` with a symbolic batch; the output is ``logits`` ``[batch, num_classes]``.
+Each op kind maps to a node emitter through :data:`NODES` (one entry per kind, so a new op kind is
+one :func:`register_node` call). Node names are the module paths
+(``features.denseblock1.denselayer2.conv1``), each dense layer's concatenation is
+``<layer>.cat``, initialisers are named as the state_dict keys, and batch norm is emitted in
+inference form (``BatchNormalization`` with the running statistics and the IR's eps). The input is
+``input`` ``[batch, C, *size]`` with a symbolic batch; the output is ``logits`` ``[batch, classes]``.
 The same IR and weights give byte-identical files.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -19,28 +19,31 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .._version import __version__
-from ..ir import IR, Layer, Op
-from ..outputs import write_atomic
-from ..schema import Spec
+from ..ir import IR, Act, Affine, Clamp, Conv, Dropout, Flatten, GlobalPool, Layer, Linear, Norm, Op, Pool
 
 INPUT, OUTPUT = "input", "logits"
 MIN_OPSET = 13
 
 
-class _Emitter:
+class Emitter:
     """Collects nodes and initialisers while walking the IR."""
 
-    def __init__(self, state: Mapping[str, Any]) -> None:
+    def __init__(self, state: Mapping[str, Any], opset: int) -> None:
         self.state = state
+        self.opset = opset
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self.outputs: dict[str, str] = {}  # layer name -> name of the tensor it produces
 
     def weight(self, op: Op, key: str) -> str:
+        """An initialiser from the state_dict entry ``<op path>.<key>``; returns its name."""
         name = f"{op.path}.{key}"
         array = np.ascontiguousarray(_numpy(self.state[name]), dtype=np.float32)
         self.initializers.append(numpy_helper.from_array(array, name))
         return name
+
+    def add(self, op_type: str, inputs: list[str], output: str, name: str, **attrs: Any) -> None:
+        self.nodes.append(helper.make_node(op_type, inputs, [output], name=name, **attrs))
 
     def layer(self, layer: Layer, sources: list[str], is_last: bool) -> None:
         inputs = [self.outputs[source] for source in sources]
@@ -50,39 +53,90 @@ class _Emitter:
             x = inputs[0]
         else:
             x = f"{layer.name}.cat"
-            self.nodes.append(helper.make_node("Concat", inputs, [x], name=x, axis=1))
-        emitted = [op for op in layer.ops if op.kind != "dropout"]  # identity at inference
+            self.add("Concat", inputs, x, x, axis=1)
+        emitted = [op for op in layer.ops if not isinstance(op, Dropout)]  # identity at inference
         for i, op in enumerate(emitted):
             out = OUTPUT if is_last and i == len(emitted) - 1 else op.path
-            self.nodes.append(self.node(op, x, out))
+            node_emitter(op)(self, op, x, out)
             x = out
         self.outputs[layer.name] = x
 
-    def node(self, op: Op, x: str, out: str) -> onnx.NodeProto:
-        name = op.path
-        if op.kind == "conv":
-            inputs = [x, self.weight(op, "weight")] + ([self.weight(op, "bias")] if op.bias else [])
-            k, s, p = op.kernel, op.stride, op.padding
-            return helper.make_node("Conv", inputs, [out], name=name, kernel_shape=[k, k], strides=[s, s], pads=[p] * 4)
-        if op.kind == "batchnorm":
-            keys = ("weight", "bias", "running_mean", "running_var")
-            return helper.make_node(
-                "BatchNormalization", [x, *(self.weight(op, key) for key in keys)], [out], name=name, epsilon=1e-5
-            )
-        if op.kind == "relu":
-            return helper.make_node("Relu", [x], [out], name=name)
-        if op.kind in ("maxpool", "avgpool"):
-            k, s, p = op.kernel, op.stride, op.padding
-            kind = "MaxPool" if op.kind == "maxpool" else "AveragePool"
-            return helper.make_node(kind, [x], [out], name=name, kernel_shape=[k, k], strides=[s, s], pads=[p] * 4)
-        if op.kind == "global_avgpool":
-            return helper.make_node("GlobalAveragePool", [x], [out], name=name)
-        if op.kind == "flatten":
-            return helper.make_node("Flatten", [x], [out], name=name, axis=1)
-        if op.kind == "linear":
-            inputs = [x, self.weight(op, "weight"), self.weight(op, "bias")]
-            return helper.make_node("Gemm", inputs, [out], name=name, transB=1)
-        raise ValueError(f"{op.path}: no ONNX node for op kind {op.kind!r}")
+
+NodeEmitter = Callable[[Emitter, Any, str, str], None]
+
+
+def _window(op: Conv | Pool) -> dict[str, Any]:
+    return {"kernel_shape": list(op.kernel), "strides": list(op.stride), "pads": [*op.padding, *op.padding]}
+
+
+def _conv(e: Emitter, op: Conv, x: str, out: str) -> None:
+    inputs = [x, e.weight(op, "weight")] + ([e.weight(op, "bias")] if op.bias else [])
+    groups = {"group": op.groups} if op.groups != 1 else {}
+    e.add("Conv", inputs, out, op.path, **_window(op), **groups)
+
+
+def _norm(e: Emitter, op: Norm, x: str, out: str) -> None:
+    keys = ("weight", "bias", "running_mean", "running_var")
+    e.add("BatchNormalization", [x, *(e.weight(op, key) for key in keys)], out, op.path, epsilon=op.eps)
+
+
+ACTIVATIONS: dict[str, Callable[[Emitter, Act, str, str], None]] = {
+    "relu": lambda e, op, x, out: e.add("Relu", [x], out, op.path),
+}
+"""Activation kind to its node(s); an activation an opset lacks is emitted as its decomposition."""
+
+
+def _act(e: Emitter, op: Act, x: str, out: str) -> None:
+    ACTIVATIONS[op.act](e, op, x, out)
+
+
+def _pool(e: Emitter, op: Pool, x: str, out: str) -> None:
+    e.add("MaxPool" if op.pool == "max" else "AveragePool", [x], out, op.path, **_window(op))
+
+
+def _global_pool(e: Emitter, op: GlobalPool, x: str, out: str) -> None:
+    e.add("GlobalAveragePool" if op.pool == "avg" else "GlobalMaxPool", [x], out, op.path)
+
+
+def _linear(e: Emitter, op: Linear, x: str, out: str) -> None:
+    inputs = [x, e.weight(op, "weight")] + ([e.weight(op, "bias")] if op.bias else [])
+    e.add("Gemm", inputs, out, op.path, transB=1)
+
+
+def _affine(e: Emitter, op: Affine, x: str, out: str) -> None:
+    e.add("Mul", [x, e.weight(op, "scale")], f"{op.path}.scaled", f"{op.path}.mul")
+    e.add("Add", [f"{op.path}.scaled", e.weight(op, "shift")], out, op.path)
+
+
+def _clamp(e: Emitter, op: Clamp, x: str, out: str) -> None:
+    e.add("Max", [x, e.weight(op, "lo")], f"{op.path}.above", f"{op.path}.max")
+    e.add("Min", [f"{op.path}.above", e.weight(op, "hi")], out, op.path)
+
+
+NODES: dict[str, NodeEmitter] = {
+    Conv.kind: _conv,
+    Norm.kind: _norm,
+    Act.kind: _act,
+    Pool.kind: _pool,
+    GlobalPool.kind: _global_pool,
+    Flatten.kind: lambda e, op, x, out: e.add("Flatten", [x], out, op.path, axis=1),
+    Linear.kind: _linear,
+    Affine.kind: _affine,
+    Clamp.kind: _clamp,
+}
+"""Op kind to the function that appends its ONNX node(s)."""
+
+
+def register_node(kind: str, emitter: NodeEmitter) -> None:
+    """Teach the ONNX backend a new op kind: ``emitter(e, op, x, out)`` appends nodes from x to out."""
+    NODES[kind] = emitter
+
+
+def node_emitter(op: Op) -> NodeEmitter:
+    try:
+        return NODES[op.kind]
+    except KeyError:
+        raise ValueError(f"{op.path}: the ONNX backend has no node for op kind {op.kind!r}") from None
 
 
 def _numpy(value: Any) -> np.ndarray:
@@ -95,16 +149,19 @@ def to_onnx(ir: IR, state: Mapping[str, Any], *, opset: int = 17) -> onnx.ModelP
     """The ONNX model of ``ir`` with the weights in ``state`` (a state_dict, tensors or arrays)."""
     if opset < MIN_OPSET:
         raise ValueError(f"opset {opset} is not supported; use {MIN_OPSET} or later")
-    emitter = _Emitter(state)
+    emitter = Emitter(state, opset)
     layers = list(ir.layers())
     for i, layer in enumerate(layers):
         emitter.layer(layer, ir.inputs(layer.name), is_last=i == len(layers) - 1)
-    c, (h, w) = ir.info.input_channels, ir.info.input_size
     graph = helper.make_graph(
         emitter.nodes,
         ir.info.name,
-        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", c, h, w])],
-        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", ir.info.num_classes])],
+        [
+            helper.make_tensor_value_info(
+                INPUT, TensorProto.FLOAT, ["batch", ir.info.input_channels, *ir.info.input_size]
+            )
+        ],
+        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", ir.output.out_channels])],
         emitter.initializers,
     )
     opsets = [helper.make_opsetid("", opset)]
@@ -128,46 +185,14 @@ def to_onnx(ir: IR, state: Mapping[str, Any], *, opset: int = 17) -> onnx.ModelP
     return model
 
 
-def export_bytes(ir: IR, state: Mapping[str, Any], *, opset: int = 17, optimize: bool = False) -> bytes:
-    """The serialised model; with ``optimize``, the optimisation passes run first (weights rewritten)."""
-    if optimize:
-        from ..passes import optimize_with_state
-
-        ir, state = optimize_with_state(ir, state)
+def export_bytes(ir: IR, state: Mapping[str, Any], *, opset: int = 17) -> bytes:
+    """The serialised model of ``ir`` with ``state``."""
     data: bytes = to_onnx(ir, state, opset=opset).SerializeToString(deterministic=True)
     return data
 
 
-def export_onnx(
-    spec: Spec | IR | str | os.PathLike[str],
-    path: str | os.PathLike[str],
-    *,
-    state_dict: Mapping[str, Any] | None = None,
-    opset: int = 17,
-    optimize: bool = False,
-    seed: int = 0,
-) -> Path:
-    """Write the ONNX model of ``spec`` to ``path`` atomically and return the path.
-
-    Args:
-        spec: a Spec, a spec file, a preset name, or a compiled IR.
-        state_dict: the weights (checked against the spec); default: the torch backend's
-            initialisation with ``seed``.
-        opset: the ONNX opset, 13 or later.
-        optimize: apply the optimisation passes (BN folding, pool before the transition conv).
-    """
-    from ..errors import SpecError
-    from ..weights import check_state_dict, initial_state_dict
-    from .torch_module import as_ir
-
-    ir = as_ir(spec)
-    if state_dict is None:
-        state_dict = initial_state_dict(ir, seed)
-    else:
-        problems = check_state_dict(state_dict, ir)
-        if problems:
-            raise SpecError(problems)
-    data = export_bytes(ir, state_dict, opset=opset, optimize=optimize)
-    target = Path(path)
-    write_atomic(target, data)
-    return target
+def emit(ir: IR, state: Mapping[str, Any] | None, options: Mapping[str, Any]) -> bytes:
+    """The ``--to onnx`` target; the front door supplies ``state`` (and has run the passes)."""
+    if state is None:
+        raise ValueError("the ONNX backend needs weights")
+    return export_bytes(ir, state, opset=options.get("opset", 17))

@@ -1,7 +1,8 @@
 """IR rewrites, one pass a module, each with its tests beside it (``*_test.py``).
 
-:func:`optimize_ir` runs the inference passes in order; :func:`optimize_with_state` also carries a
-state_dict along, so that weights trained on the plain graph run on the optimised one.
+:func:`optimize` runs the inference passes in order, carrying a state_dict along when given, so
+that weights trained on the plain graph run on the optimised one. Every target that offers
+``--optimize`` (the torch model, its source, ONNX, the JSON view) goes through here.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..ir import IR
-from .base import Pass, PassResult, State
+from .base import Pass, PassError, PassResult, State
 from .fold_batchnorm import fold_batchnorm
 from .swap_transition_pool import swap_transition_pool
 
@@ -18,25 +19,31 @@ INFERENCE_PASSES: tuple[Pass, ...] = (swap_transition_pool, fold_batchnorm)
 __all__ = [
     "INFERENCE_PASSES",
     "Pass",
+    "PassError",
     "PassResult",
     "fold_batchnorm",
+    "optimize",
     "optimize_ir",
     "optimize_with_state",
     "swap_transition_pool",
 ]
 
 
-def optimize_ir(ir: IR, passes: tuple[Pass, ...] = INFERENCE_PASSES) -> IR:
+def optimize(ir: IR, state: State | None = None, passes: tuple[Pass, ...] = INFERENCE_PASSES) -> PassResult:
+    """Run ``passes`` in order; the result's state is ``state`` rewritten for the new IR."""
+    modified = False
+    current = dict(state) if state is not None else None
     for step in passes:
-        ir = step(ir).ir
-    return ir
+        result = step(ir, current)
+        ir, current, modified = result.ir, result.state, modified or result.modified
+    return PassResult(ir, modified, current)
+
+
+def optimize_ir(ir: IR, passes: tuple[Pass, ...] = INFERENCE_PASSES) -> IR:
+    return optimize(ir, None, passes).ir
 
 
 def optimize_with_state(ir: IR, state: State, passes: tuple[Pass, ...] = INFERENCE_PASSES) -> tuple[IR, dict[str, Any]]:
-    current = dict(state)
-    for step in passes:
-        result = step(ir)
-        if result.modified:
-            current = step.rewrite_state(current, ir)
-        ir = result.ir
-    return ir, current
+    result = optimize(ir, state, passes)
+    assert result.state is not None
+    return result.ir, result.state

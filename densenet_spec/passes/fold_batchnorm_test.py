@@ -1,4 +1,4 @@
-"""fold_batchnorm: the bottleneck's BN folds into conv1, exactly in eval mode."""
+"""fold_batchnorm: every batch norm goes, into a conv, a clamp or an affine, exactly in eval mode."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from densenet_spec import build_model, compile_spec, load_spec
-from densenet_spec.compiler import check_ir
-from densenet_spec.passes import fold_batchnorm
+from densenet_spec.ir import check_ir
+from densenet_spec.passes import fold_batchnorm, swap_transition_pool
 
 
 def _randomise_norms(model: torch.nn.Module) -> None:
@@ -21,35 +21,48 @@ def _randomise_norms(model: torch.nn.Module) -> None:
             module.bias.data.copy_(torch.randn(c, generator=generator) * 0.2)
 
 
-def test_norm2_is_gone_and_conv1_has_a_bias() -> None:
+def test_each_batch_norm_goes_where_it_is_exact() -> None:
     ir = compile_spec(load_spec("densenet121"))
     result = fold_batchnorm(ir)
-    assert result.modified
-    assert check_ir(result.ir) == []
+    assert result.modified and check_ir(result.ir) == []
     layer = result.ir.layer("features.denseblock2.denselayer5")
-    assert [op.name for op in layer.ops] == ["norm1", "relu1", "conv1", "relu2", "conv2"]
-    assert layer.op("conv1").bias
-    dense_layers = sum(len(block) for block in ir.blocks())
-    assert ir.params - result.ir.params == dense_layers * 4 * 32  # each loses 2 x 128 BN params, gains 128 biases
+    # norm1-relu1 before the 1x1 conv: a clamp, its affine in conv1; norm2 after conv1: into conv1.
+    assert [(op.name, op.kind) for op in layer.ops] == [
+        ("norm1", "clamp"),
+        ("conv1", "conv"),
+        ("relu2", "act"),
+        ("conv2", "conv"),
+    ]
+    assert layer.op("conv1").bias  # type: ignore[attr-defined]
+    assert "features.norm0" not in result.ir.graph  # the stem's BN folded into conv0, its node spliced out
+    assert result.ir.inputs("features.relu0") == ["features.conv0"]
+    assert [op.kind for op in result.ir.layer("classifier").ops] == ["global_pool", "flatten", "linear"]
     assert result.ir.macs == ir.macs
+    assert not [op for op in result.ir.ops() if op.kind == "norm"]
 
 
-def test_plain_densenet_has_nothing_to_fold() -> None:
-    result = fold_batchnorm(compile_spec(load_spec("densenet-40-k12")))
-    assert not result.modified
+def test_before_a_3x3_conv_the_norm_becomes_an_affine() -> None:
+    ir = compile_spec(load_spec("densenet-40-k12"))  # no bottleneck: BN-ReLU-conv3x3
+    layer = fold_batchnorm(ir).ir.layer("features.denseblock1.denselayer1")
+    assert [op.kind for op in layer.ops] == ["affine", "act", "conv"]
 
 
-@pytest.mark.parametrize("name", ["densenet-bc-100-k12", "densenet121"])
+def test_a_second_application_changes_nothing() -> None:
+    once = fold_batchnorm(compile_spec(load_spec("densenet-bc-100-k12"))).ir
+    again = fold_batchnorm(once)
+    assert not again.modified and again.ir is once
+
+
+@pytest.mark.parametrize("name", ["densenet-bc-100-k12", "densenet121", "densenet-40-k12"])
 def test_folded_weights_compute_the_same_function(name: str) -> None:
-    ir = compile_spec(load_spec(name))
+    ir = swap_transition_pool(compile_spec(load_spec(name))).ir
     model = build_model(ir, seed=0).eval()
     _randomise_norms(model)
-    folded_ir = fold_batchnorm(ir).ir
-    state = fold_batchnorm.rewrite_state(model.state_dict(), ir)
-    assert {k: tuple(v.shape) for k, v in state.items()} == folded_ir.state_shapes()
-    folded = build_model(folded_ir).eval()
-    folded.load_state_dict(state, strict=True)
-    size = ir.info.input_size
-    x = torch.randn(2, 3, *size)
+    model.features.get_submodule("transition1.norm").weight.data[:3] = 0.0  # relu(bias): a constant
+    result = fold_batchnorm(ir, model.state_dict())
+    assert result.state is not None
+    assert {k: tuple(v.shape) for k, v in result.state.items()} == result.ir.state_shapes()
+    folded = build_model(result.ir, weights=result.state)
+    x = torch.randn(2, 3, *ir.info.input_size)
     with torch.no_grad():
         torch.testing.assert_close(folded(x), model(x), atol=1e-4, rtol=1e-4)

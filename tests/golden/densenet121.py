@@ -9,158 +9,327 @@ load with strict=True. `python densenet121.py` prints the parameter count and an
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional
 
 
-class DenseLayer(nn.Module):
-    """BN-ReLU-conv1x1-BN-ReLU-conv3x3 (BN-ReLU-conv3x3 without a bottleneck)."""
+class Affine(nn.Module):
+    """``x * scale + shift`` per channel: an inference-mode batch norm, folded."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        growth_rate: int,
-        bottleneck_width: int | None,
-        dropout: float,
-    ) -> None:
+    def __init__(self, channels: int, rank: int) -> None:
         super().__init__()
-        self.norm1 = nn.BatchNorm2d(in_channels)
-        self.relu1 = nn.ReLU(inplace=True)
-        if bottleneck_width is None:
-            self.conv1 = nn.Conv2d(in_channels, growth_rate, 3, padding=1, bias=False)
-        else:
-            width = bottleneck_width * growth_rate
-            self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
-            self.norm2 = nn.BatchNorm2d(width)
-            self.relu2 = nn.ReLU(inplace=True)
-            self.conv2 = nn.Conv2d(width, growth_rate, 3, padding=1, bias=False)
-        if dropout > 0:
-            self.dropout = nn.Dropout(dropout)
+        shape = (channels,) + (1,) * rank
+        self.scale: Tensor
+        self.shift: Tensor
+        self.register_buffer("scale", torch.ones(shape))
+        self.register_buffer("shift", torch.zeros(shape))
 
-    def forward(self, features: list[Tensor]) -> Tensor:
-        x = torch.cat(features, 1)
-        for module in self.children():
-            x = module(x)
-        return x
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.addcmul(self.shift, x, self.scale)
+
+
+class Clamp(nn.Module):
+    """``min(max(x, lo), hi)`` per channel: a BN-ReLU whose affine part moved into the next conv."""
+
+    def __init__(self, channels: int, rank: int) -> None:
+        super().__init__()
+        shape = (channels,) + (1,) * rank
+        self.lo: Tensor
+        self.hi: Tensor
+        self.register_buffer("lo", torch.full(shape, float("-inf")))
+        self.register_buffer("hi", torch.full(shape, float("inf")))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.clamp(x, self.lo, self.hi)
+
+
+class DenseLayer(nn.Sequential):
+    """Concatenates the block input and the earlier layers' outputs, then runs its ops in order."""
+
+    memory_efficient = False
+
+    def forward(self, inputs: list[Tensor]) -> Tensor:
+        x = torch.cat(inputs, 1) if len(inputs) > 1 else inputs[0]
+        lean = self.memory_efficient and self.training and torch.is_grad_enabled()
+        if not (lean and self._recomputable() and any(t.requires_grad for t in inputs)):
+            for module in self:
+                x = module(x)
+            return x
+        norm, act, conv, *rest = self
+        recompute = _Recompute(inputs, norm)
+        with torch.autograd.graph.saved_tensors_hooks(recompute.pack, recompute.unpack):
+            recompute.x = x
+            y = recompute.y = norm(x)
+            # The ReLU is in place: what it and the conv save is y itself.
+            out = conv(act(y))
+        recompute.forget()
+        for module in rest:
+            out = module(out)
+        return out  # type: ignore[no-any-return]
+
+    def _recomputable(self) -> bool:
+        """BN-ReLU-conv first. A SyncBatchNorm (whose statistics span devices) runs the plain path."""
+        first = list(self)[:3]
+        norms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+        return (
+            len(first) == 3
+            and type(first[0]) in norms
+            and type(first[1]) is nn.ReLU
+            and isinstance(first[2], nn.modules.conv._ConvNd)
+        )
+
+
+class _Recompute:
+    """Saved-tensor hooks that keep a recipe instead of the concatenation and its BN-ReLU output.
+
+    Autograd saves the concatenation (for BN's backward) and the BN-ReLU output (for the ReLU's
+    and the convolution's backward). Each is packed as a token; the first unpack in the backward
+    pass recomputes both from the layer's inputs, with the same batch statistics and without
+    touching the running ones, and each is let go after its last unpack.
+    """
+
+    def __init__(self, inputs: list[Tensor], norm: Any) -> None:
+        self.inputs = list(inputs)  # the block appends to its list after this layer
+        self.norm = norm
+        self.x: Tensor | None = None
+        self.y: Tensor | None = None
+        self._pending = {"x": 0, "y": 0}
+        self._cache: dict[str, Tensor] = {}
+
+    def pack(self, tensor: Tensor) -> Any:
+        for kind in ("x", "y"):
+            if tensor is getattr(self, kind):
+                self._pending[kind] += 1
+                return (kind, self)
+        return tensor
+
+    @staticmethod
+    def unpack(packed: Any) -> Tensor:
+        if not isinstance(packed, tuple):
+            return packed  # type: ignore[no-any-return]
+        kind, recompute = packed
+        return recompute.take(kind)  # type: ignore[no-any-return]
+
+    def forget(self) -> None:
+        self.x = self.y = None
+
+    def take(self, kind: str) -> Tensor:
+        if not self._cache:
+            self._cache = self._recompute()
+        tensor = self._cache[kind]
+        self._pending[kind] -= 1
+        if self._pending[kind] == 0:
+            del self._cache[kind]
+        return tensor
+
+    def _recompute(self) -> dict[str, Tensor]:
+        norm = self.norm
+        with torch.no_grad():
+            x = torch.cat(self.inputs, 1) if len(self.inputs) > 1 else self.inputs[0]
+            w, b = norm.weight, norm.bias
+            y = functional.batch_norm(x, None, None, w, b, True, 0.0, norm.eps).relu_()
+        return {"x": x, "y": y}
 
 
 class DenseBlock(nn.ModuleDict):
-    """Layers each fed the block input and every earlier layer's output."""
+    """Dense layers, each fed every earlier output; returns their concatenation with the input."""
 
     def __init__(
         self,
-        layers: int,
-        in_channels: int,
-        growth_rate: int,
-        bottleneck_width: int | None,
-        dropout: float,
+        layers: Iterable[DenseLayer],
+        out_channels: int,
+        buffered: bool = False,
     ) -> None:
-        super().__init__()
-        for i in range(layers):
-            layer = DenseLayer(
-                in_channels + i * growth_rate, growth_rate, bottleneck_width, dropout
-            )
-            self.add_module(f"denselayer{i + 1}", layer)
+        named = ((f"denselayer{i}", layer) for i, layer in enumerate(layers, start=1))
+        super().__init__(OrderedDict(named))
+        self.out_channels = out_channels
+        self.buffered = buffered
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.buffered and not torch.is_grad_enabled():
+            return self._buffered(x)
         features = [x]
         for layer in self.values():
             features.append(layer(features))
         return torch.cat(features, 1)
 
+    def _buffered(self, x: Tensor) -> Tensor:
+        """Each layer's output written once into one buffer; a layer reads the prefix so far."""
+        shape = (x.shape[0], self.out_channels, *x.shape[2:])
+        layout = _memory_format(x)
+        buf = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=layout)
+        end = x.shape[1]
+        buf[:, :end] = x
+        for layer in self.values():
+            out = layer([buf[:, :end]])
+            buf[:, end : end + out.shape[1]] = out
+            end += out.shape[1]
+        return buf
 
-class Transition(nn.Sequential):
-    """BN-ReLU-conv1x1-avgpool2x2 between two blocks."""
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
-        super().__init__(
-            OrderedDict(
-                norm=nn.BatchNorm2d(in_channels),
-                relu=nn.ReLU(inplace=True),
-                conv=nn.Conv2d(in_channels, out_channels, 1, bias=False),
-                pool=nn.AvgPool2d(2, 2),
-            )
-        )
+def _memory_format(x: Tensor) -> torch.memory_format:
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
+        return torch.channels_last_3d
+    return torch.contiguous_format
 
 
 class DenseNet(nn.Module):
-    """Stem, dense blocks and transitions, BN, global average pooling, linear."""
+    """``features`` (stem, blocks, transitions, final norm), then ``head`` and ``classifier``.
+
+    An ``inference_only`` network (batch norms folded away) refuses ``train()``; with
+    ``channels_last`` the input is converted on the way in, where CPU convolutions are fastest.
+    """
 
     def __init__(
         self,
-        in_channels: int,
-        stem: str,
-        stem_channels: int,
-        blocks: list[tuple[int, int]],
-        transition_channels: list[int],
-        bottleneck_width: int | None,
-        dropout: float,
-        num_classes: int,
+        features: nn.Sequential,
+        head: nn.Sequential,
+        classifier: nn.Module,
+        *,
+        inference_only: bool = False,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
-        self.features = nn.Sequential()
-        if stem == "imagenet":
-            self.features.add_module(
-                "conv0", nn.Conv2d(in_channels, stem_channels, 7, 2, 3, bias=False)
-            )
-            self.features.add_module("norm0", nn.BatchNorm2d(stem_channels))
-            self.features.add_module("relu0", nn.ReLU(inplace=True))
-            self.features.add_module("pool0", nn.MaxPool2d(3, 2, 1))
-        else:
-            self.features.add_module(
-                "conv0", nn.Conv2d(in_channels, stem_channels, 3, 1, 1, bias=False)
-            )
-        channels = stem_channels
-        for i, (layers, growth_rate) in enumerate(blocks, start=1):
-            block = DenseBlock(layers, channels, growth_rate, bottleneck_width, dropout)
-            self.features.add_module(f"denseblock{i}", block)
-            channels += layers * growth_rate
-            if i < len(blocks):
-                self.features.add_module(
-                    f"transition{i}", Transition(channels, transition_channels[i - 1])
-                )
-                channels = transition_channels[i - 1]
-        self.features.add_module("norm5", nn.BatchNorm2d(channels))
-        self.head = nn.Sequential(
-            OrderedDict(
-                relu=nn.ReLU(inplace=True),
-                pool=nn.AdaptiveAvgPool2d(1),
-                flatten=nn.Flatten(1),
-            )
-        )
-        self.classifier = nn.Linear(channels, num_classes)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight)
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
-                nn.init.zeros_(module.bias)
+        self.features = features
+        self.head = head
+        self.classifier = classifier
+        self.inference_only = inference_only
+        self.channels_last = channels_last
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.head(self.features(x)))
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.classifier(self.head(self.features(x)))  # type: ignore[no-any-return]
+
+    def train(self, mode: bool = True) -> DenseNet:
+        if mode and self.inference_only:
+            message = "this network is for inference only (batch norms folded)"
+            raise RuntimeError(message + "; train the plain model")
+        return super().train(mode)
+
+    def set_memory_efficient(self, enabled: bool = True) -> DenseNet:
+        for module in self.modules():
+            if isinstance(module, DenseLayer):
+                module.memory_efficient = enabled
+        return self
+
+
+def init_weights(model: nn.Module) -> None:
+    """The reference initialisation: kaiming-normal convolutions, norms 1 and 0, linear bias 0."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.conv._ConvNd):
+            nn.init.kaiming_normal_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.modules.batchnorm._NormBase) and module.affine:
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
 
 
 NAME = "densenet121"
 INPUT_SIZE = (3, 224, 224)
 
 
+def dense_layer(c: int) -> DenseLayer:
+    """A dense layer taking c input channels."""
+    return DenseLayer(
+        OrderedDict(
+            norm1=nn.BatchNorm2d(c),
+            relu1=nn.ReLU(inplace=True),
+            conv1=nn.Conv2d(c, 128, 1, bias=False),
+            norm2=nn.BatchNorm2d(128),
+            relu2=nn.ReLU(inplace=True),
+            conv2=nn.Conv2d(128, 32, 3, padding=1, bias=False),
+        )
+    )
+
+
 def build(seed: int | None = None) -> DenseNet:
     """densenet121, as its spec describes it; `seed` makes the initial weights reproducible."""
     if seed is not None:
         torch.manual_seed(seed)
-    return DenseNet(
-        in_channels=3,
-        stem="imagenet",
-        stem_channels=64,
-        blocks=[(6, 32), (12, 32), (24, 32), (16, 32)],
-        transition_channels=[128, 256, 512],
-        bottleneck_width=4,
-        dropout=0.0,
-        num_classes=1000,
+    features = nn.Sequential(
+        OrderedDict(
+            conv0=nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False),
+            norm0=nn.BatchNorm2d(64),
+            relu0=nn.ReLU(inplace=True),
+            pool0=nn.MaxPool2d(3, 2, 1),
+        )
     )
+    features.add_module(
+        "denseblock1",
+        DenseBlock((dense_layer(c) for c in range(64, 256, 32)), 256),
+    )
+    features.add_module(
+        "transition1",
+        nn.Sequential(
+            OrderedDict(
+                norm=nn.BatchNorm2d(256),
+                relu=nn.ReLU(inplace=True),
+                conv=nn.Conv2d(256, 128, 1, bias=False),
+                pool=nn.AvgPool2d(2, 2),
+            )
+        ),
+    )
+    features.add_module(
+        "denseblock2",
+        DenseBlock((dense_layer(c) for c in range(128, 512, 32)), 512),
+    )
+    features.add_module(
+        "transition2",
+        nn.Sequential(
+            OrderedDict(
+                norm=nn.BatchNorm2d(512),
+                relu=nn.ReLU(inplace=True),
+                conv=nn.Conv2d(512, 256, 1, bias=False),
+                pool=nn.AvgPool2d(2, 2),
+            )
+        ),
+    )
+    features.add_module(
+        "denseblock3",
+        DenseBlock((dense_layer(c) for c in range(256, 1024, 32)), 1024),
+    )
+    features.add_module(
+        "transition3",
+        nn.Sequential(
+            OrderedDict(
+                norm=nn.BatchNorm2d(1024),
+                relu=nn.ReLU(inplace=True),
+                conv=nn.Conv2d(1024, 512, 1, bias=False),
+                pool=nn.AvgPool2d(2, 2),
+            )
+        ),
+    )
+    features.add_module(
+        "denseblock4",
+        DenseBlock((dense_layer(c) for c in range(512, 1024, 32)), 1024),
+    )
+    features.add_module(
+        "norm5",
+        nn.BatchNorm2d(1024),
+    )
+    head = nn.Sequential(
+        OrderedDict(
+            relu=nn.ReLU(inplace=True),
+            pool=nn.AdaptiveAvgPool2d(1),
+            flatten=nn.Flatten(1),
+        )
+    )
+    classifier = nn.Linear(1024, 1000)
+    model = DenseNet(
+        features, head, classifier, inference_only=False, channels_last=False
+    )
+    init_weights(model)
+    return model
 
 
 if __name__ == "__main__":

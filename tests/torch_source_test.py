@@ -87,8 +87,8 @@ def test_running_the_file_prints_params_and_shape(tmp_path: Path) -> None:
 
 def test_source_imports_torch_only(tmp_path: Path) -> None:
     source = generate_source(compile_spec(load_spec("densenet121")))
-    imports = {line.split()[1] for line in source.splitlines() if line.startswith(("import ", "from "))}
-    assert imports == {"__future__", "collections", "torch"}
+    imports = {line.split()[1].split(".")[0] for line in source.splitlines() if line.startswith(("import ", "from "))}
+    assert imports == {"__future__", "collections", "typing", "torch"}
 
 
 def test_build_to_torch_default_path_and_stdout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -96,7 +96,7 @@ def test_build_to_torch_default_path_and_stdout(tmp_path: Path, monkeypatch: pyt
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["build", "densenet-bc-100-k12", "--to", "torch"])
     assert result.exit_code == 0, result.stderr
-    written = (tmp_path / "densenet-bc-100-k12.py").read_text()
+    written = (tmp_path / "densenet_bc_100_k12.py").read_text()
     assert "from preset densenet-bc-100-k12" in written
     stdout = runner.invoke(app, ["build", "densenet-bc-100-k12", "--to", "torch", "-o", "-"])
     assert stdout.stdout == written

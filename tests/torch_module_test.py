@@ -13,8 +13,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from densenet_spec import IR, Spec, build_model, compile_spec, load_spec
 from densenet_spec.backends.torch_module import DenseNet
 
+from .compiler_test import specs
 from .conftest import FIXTURES, PRESETS
-from .test_compiler import specs
 
 SMALL = Spec.model_validate(
     {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shutil
 import subprocess
@@ -9,9 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from densenet_spec import docs
+ROOT = Path(__file__).parent.parent
+_spec = importlib.util.spec_from_file_location("gen_docs", ROOT / "scripts" / "gen_docs.py")
+assert _spec is not None and _spec.loader is not None
+docs = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(docs)
 
-DOCS = Path(__file__).parent.parent / "docs"
+DOCS = ROOT / "docs"
 PAGES = docs.pages()
 DIAGRAMS = docs.diagrams()
 

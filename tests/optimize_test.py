@@ -11,8 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from densenet_spec import build_model, optimize_for_inference
-from densenet_spec.backends.onnx import export_bytes
+from densenet_spec import build_model, emit, optimize_for_inference
 from densenet_spec.cli import app
 
 from .conftest import PRESETS
@@ -65,7 +64,7 @@ def test_zero_bn_scale_is_handled() -> None:
 def test_optimized_onnx_matches_torch(name: str) -> None:
     model = _trained_looking(name)
     ir = model.ir
-    data = export_bytes(ir, model.state_dict(), optimize=True)
+    data = emit(ir, "onnx", {"weights": model.state_dict(), "optimize": True})
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     x = torch.randn(3, ir.info.input_channels, *ir.info.input_size)
     (actual,) = session.run(None, {"input": x.numpy()})
@@ -86,7 +85,8 @@ def test_cli_optimized_onnx_and_summary(tmp_path: Path) -> None:
     kinds = [
         n.op_type for n in model.graph.node if n.name.startswith("features.transition1.") and n.op_type != "Concat"
     ]
-    assert kinds == ["BatchNormalization", "Relu", "AveragePool", "Conv"]
+    assert kinds == ["Max", "Min", "AveragePool", "Conv"]  # BN-ReLU folded: a clamp, its affine in the conv
+    assert not [n for n in model.graph.node if n.op_type == "BatchNormalization"]
     summary = runner.invoke(app, ["summary", "densenet121", "--optimize", "--format", "json"])
     data = json.loads(summary.stdout)
     assert data["passes"] == ["swap_transition_pool", "fold_batchnorm"]

@@ -1,8 +1,10 @@
-"""Generate docs/ from the code: ``python -m densenet_spec.docs docs`` (or ``make docs``).
+"""Generate docs/ from the code: ``python scripts/gen_docs.py docs`` (or ``make docs``).
+
+A development tool, not part of the installed package.
 
 Every page and diagram under docs/ comes from here, so that the spec reference follows the
 schema, the presets page follows the presets, the CLI reference follows the commands, and every
-diagram is drawn by the tool itself. ``tests/test_docs.py`` fails when docs/ is out of date.
+diagram is drawn by the tool itself. ``tests/docs_test.py`` fails when docs/ is out of date.
 """
 
 from __future__ import annotations
@@ -17,14 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .backends.graphviz import render, to_dot
-from .cli import presets_markdown
-from .compiler import compile_spec
-from .errors import SpecError
-from .loader import load_spec, preset_names
-from .schema import Spec, json_schema
-from .summary import summary_markdown
+from densenet_spec import __version__
+from densenet_spec.backends.graphviz import render, to_dot
+from densenet_spec.compiler import compile_spec
+from densenet_spec.errors import SpecError
+from densenet_spec.loader import load_spec, preset_names
+from densenet_spec.schema import Spec, json_schema
+from densenet_spec.summary import presets_markdown, summary_markdown
 
 TUTORIAL_SPEC = """\
 # A wider DenseNet-121: growth rate 48 instead of 32, and a 100-class head.
@@ -190,7 +191,7 @@ def presets_page() -> str:
         "Loadable by name wherever a spec file is accepted. MACs count the convolutions and the",
         "linear layer at each preset's input size (FLOPs = 2 x MACs).",
         "",
-        presets_markdown(),
+        presets_markdown([compile_spec(load_spec(name)) for name in preset_names()]),
         "",
     ]
     for name in preset_names():
@@ -206,7 +207,7 @@ def cli_reference() -> str:
     except ImportError:  # pragma: no cover - older typer
         from click import Context  # type: ignore[no-redef,import-not-found,unused-ignore]
 
-    from .cli import app
+    from densenet_spec.cli import app
 
     group = typer.main.get_command(app)
     root = Context(group, info_name="densenet-spec", terminal_width=100, max_content_width=100)

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from densenet_spec import IR, Spec, SpecError, compile_spec, load_spec
-from densenet_spec.compiler import check_ir
+from densenet_spec.ir import check_ir
 
 
 def test_densenet121_graph_shape() -> None:
@@ -24,8 +24,8 @@ def test_densenet121_graph_shape() -> None:
         "features.denseblock2.denselayer2",
     ]
     assert [op.name for op in layer.ops] == ["norm1", "relu1", "conv1", "norm2", "relu2", "conv2"]
-    assert ir.graph.nodes["features.transition3"]["out_size"] == (7, 7)
-    assert ir.graph.nodes["features.norm5"]["in_channels"] == 1024
+    assert ir.graph.nodes["features.transition3"]["layer"].out_size == (7, 7)
+    assert ir.layer("features.norm5").in_channels == 1024
     assert len(ir.inputs("features.norm5")) == 17
     assert ir.output.name == "classifier"
 
@@ -34,15 +34,18 @@ def test_cifar_stem_feeds_the_first_dense_layer() -> None:
     ir = compile_spec(load_spec("densenet-40-k12"))
     assert [layer.name for layer in ir.stages()["stem"]] == ["features.conv0"]
     first = ir.layer("features.denseblock1.denselayer1")
-    assert first.ops[0].kind == "batchnorm"
-    assert first.op("conv1").kernel == 3  # no bottleneck: BN-ReLU-conv3x3
+    assert first.ops[0].kind == "norm"
+    assert first.op("conv1").kernel == (3, 3)  # type: ignore[attr-defined]  # no bottleneck: BN-ReLU-conv3x3
 
 
 def test_check_ir_names_the_broken_node() -> None:
     ir = compile_spec(load_spec("densenet-bc-100-k12"))
     name = "features.denseblock2.denselayer4"
-    ir.graph.edges["features.denseblock2.denselayer1", name]["channels"] = 5
-    broken = check_ir(ir)
+    lowered = [
+        (layer, [s for s in inputs if s != "features.denseblock2.denselayer1"] if layer.name == name else inputs)
+        for layer, inputs in ir.lowered()
+    ]
+    broken = check_ir(ir.with_layers(lowered))
     assert any(msg.startswith(name + ":") for msg in broken)
 
 
@@ -138,6 +141,6 @@ def test_random_specs_compile_and_keep_invariants(spec: Spec) -> None:
     for b, (n, _) in enumerate(spec.block_layers):
         assert dense_edges_into_block(ir, b) == n * (n + 1) // 2
     for layer in ir.layers():
-        assert sum(ir.graph.edges[s, layer.name]["channels"] for s in ir.inputs(layer.name)) in (0, layer.in_channels)
+        assert sum(ir.layer(s).out_channels for s in ir.inputs(layer.name)) in (0, layer.in_channels)
     assert ir.params == closed_form_params(spec)
     assert ir.output.out_channels == spec.num_classes
