@@ -86,11 +86,18 @@ def build_model(
     return build_module(ir, memory_efficient=memory_efficient, seed=seed, state_dict=state)
 
 
-def optimize(ir: IR, state: Mapping[str, Any] | None = None) -> tuple[IR, dict[str, Any] | None]:
-    """The inference passes on ``ir`` (and on its weights, when given)."""
+def optimize(
+    ir: IR, state: Mapping[str, Any] | None = None, *, clamps: bool = True
+) -> tuple[IR, dict[str, Any] | None]:
+    """The inference passes on ``ir`` (and on its weights, when given).
+
+    ``clamps=False`` keeps each BN-ReLU before a 1x1 conv as an affine and a ReLU (the ONNX target's
+    choice: onnxruntime's fused BN-ReLU is faster than a per-channel clamp).
+    """
+    from .passes import INFERENCE_PASSES, NO_CLAMP_PASSES
     from .passes import optimize as run_passes
 
-    result = run_passes(ir, state)
+    result = run_passes(ir, state, INFERENCE_PASSES if clamps else NO_CLAMP_PASSES)
     return result.ir, result.state
 
 
@@ -130,7 +137,7 @@ def emit(ir: IR, target: str, options: Mapping[str, Any] | None = None) -> bytes
         raise ValueError(f"{', '.join(unknown)} do not apply to --to {target}; it takes {chosen.describe_options()}")
     state = state_for(ir, given.pop("weights", None), seed=given.pop("seed", 0)) if chosen.needs_state else None
     if given.pop("optimize", False):
-        ir, state = optimize(ir, state)
+        ir, state = optimize(ir, state, clamps=chosen.clamps)
     return chosen.load()(ir, state, given)
 
 

@@ -34,6 +34,8 @@ class Target:
             the front door; the rest are passed to the emitter).
         emitter: ``"module:function"``, the function ``(ir, state, options) -> bytes | str``.
         needs_state: the emitter needs weights (a checkpoint, or initial weights from ``seed``).
+        clamps: ``--optimize`` may turn a BN-ReLU before a 1x1 conv into a per-channel clamp;
+            off where the runtime's fused BN-ReLU is faster (onnxruntime).
         help: one line for ``--help``.
     """
 
@@ -42,6 +44,7 @@ class Target:
     options: frozenset[str]
     emitter: str
     needs_state: bool = False
+    clamps: bool = True
     help: str = ""
 
     def load(self) -> Emitter:
@@ -79,6 +82,7 @@ for _target in (
         frozenset({"weights", "seed", "opset", "optimize"}),
         ".onnx:emit",
         needs_state=True,
+        clamps=False,
         help="an ONNX model",
     ),
     *(

@@ -42,6 +42,18 @@ class Emitter:
         self.initializers.append(numpy_helper.from_array(array, name))
         return name
 
+    def vector(self, op: Op, key: str) -> str:
+        """A per-channel state entry (stored as ``(C, 1, ...)``) as a flat initialiser."""
+        name = f"{op.path}.{key}"
+        array = np.ascontiguousarray(_numpy(self.state[name]), dtype=np.float32).reshape(-1)
+        self.initializers.append(numpy_helper.from_array(array, name))
+        return name
+
+    def constant(self, op: Op, key: str, value: float, length: int) -> str:
+        name = f"{op.path}.{key}"
+        self.initializers.append(numpy_helper.from_array(np.full(length, value, dtype=np.float32), name))
+        return name
+
     def add(self, op_type: str, inputs: list[str], output: str, name: str, **attrs: Any) -> None:
         self.nodes.append(helper.make_node(op_type, inputs, [output], name=name, **attrs))
 
@@ -104,8 +116,17 @@ def _linear(e: Emitter, op: Linear, x: str, out: str) -> None:
 
 
 def _affine(e: Emitter, op: Affine, x: str, out: str) -> None:
-    e.add("Mul", [x, e.weight(op, "scale")], f"{op.path}.scaled", f"{op.path}.mul")
-    e.add("Add", [f"{op.path}.scaled", e.weight(op, "shift")], out, op.path)
+    """As BatchNormalization with mean 0, variance 1 and eps 0: exactly ``x * scale + shift``, and the
+    kernel onnxruntime fuses with a following ReLU."""
+    c = op.in_channels
+    inputs = [
+        x,
+        e.vector(op, "scale"),
+        e.vector(op, "shift"),
+        e.constant(op, "zero", 0.0, c),
+        e.constant(op, "one", 1.0, c),
+    ]
+    e.add("BatchNormalization", inputs, out, op.path, epsilon=0.0)
 
 
 def _clamp(e: Emitter, op: Clamp, x: str, out: str) -> None:

@@ -11,17 +11,21 @@ from typing import Any
 
 from ..ir import IR
 from .base import Pass, PassError, PassResult, State
-from .fold_batchnorm import fold_batchnorm
+from .fold_batchnorm import fold_batchnorm, fold_batchnorm_no_clamps
 from .swap_transition_pool import swap_transition_pool
 
 INFERENCE_PASSES: tuple[Pass, ...] = (swap_transition_pool, fold_batchnorm)
+NO_CLAMP_PASSES: tuple[Pass, ...] = (swap_transition_pool, fold_batchnorm_no_clamps)
+"""For a runtime whose fused BN-ReLU beats a per-channel clamp (onnxruntime)."""
 
 __all__ = [
     "INFERENCE_PASSES",
+    "NO_CLAMP_PASSES",
     "Pass",
     "PassError",
     "PassResult",
     "fold_batchnorm",
+    "fold_batchnorm_no_clamps",
     "optimize",
     "optimize_ir",
     "optimize_with_state",

@@ -66,3 +66,11 @@ def test_folded_weights_compute_the_same_function(name: str) -> None:
     x = torch.randn(2, 3, *ir.info.input_size)
     with torch.no_grad():
         torch.testing.assert_close(folded(x), model(x), atol=1e-4, rtol=1e-4)
+
+
+def test_without_clamps_a_bn_relu_stays_an_affine_and_a_relu() -> None:
+    from densenet_spec.passes import fold_batchnorm_no_clamps
+
+    ir = compile_spec(load_spec("densenet121"))
+    layer = fold_batchnorm_no_clamps(ir).ir.layer("features.denseblock1.denselayer1")
+    assert [op.kind for op in layer.ops] == ["affine", "act", "conv", "act", "conv"]
