@@ -41,15 +41,14 @@ def state_for(ir: IR, weights: Weights | None = None, *, seed: int = 0) -> dict[
     Raises:
         SpecError: the checkpoint cannot be read safely, or its keys or shapes do not fit ``ir``.
     """
-    from .weights import check_state_dict, read_checkpoint
+    from .weights import check_state_dict, load_state_dict
 
     if weights is None:
         return initial_state_dict(ir, seed)
-    if isinstance(weights, Mapping):
-        state, where = dict(weights), "<state_dict>"
-    else:
-        state, where = read_checkpoint(Path(weights)), str(weights)
-    problems = check_state_dict(state, ir, where)
+    if not isinstance(weights, Mapping):
+        return load_state_dict(Path(weights), ir)
+    state = dict(weights)
+    problems = check_state_dict(state, ir)
     if problems:
         raise SpecError(problems)
     return state

@@ -1,44 +1,230 @@
-"""Writing results: atomically to a file, or to stdout for ``-o -``.
+"""Writing results: atomically to a file, into a FIFO or device, or to stdout for ``-o -``.
 
-A failed build must leave nothing half-written, so every file is written to a temporary file
-beside its destination and moved into place only once complete.
+A failed or interrupted build must leave nothing half-written and never destroy what ``-o`` names:
+
+- A regular file (or a new one) is written to a temporary file beside it, flushed to disk, given
+  the old file's mode, and renamed over it: readers see the old file or the whole new one. The
+  whole output is built in memory first, so the temporary file exists only for the write itself.
+- SIGTERM, SIGINT and SIGHUP during that window remove the temporary file before the signal takes
+  effect. SIGKILL cannot be caught: its leftover (``.NAME.densenet-spec-PID-XXXX.tmp``) is removed
+  by the next write to the same target once its process is gone.
+- A symlink is followed: the file it points to is replaced, the link stays.
+- A FIFO or character device (``/dev/null``, ``/dev/stdout``, a terminal) is written into, never
+  replaced by a regular file; a FIFO with no reader is refused instead of blocking.
+- Anything else (a folder, a block device, a socket) is refused.
+
+Every failure is a :class:`~densenet_spec.errors.ToolError` whose message starts with the path the
+user gave, whatever the system call that failed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import signal
+import stat
 import sys
 import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from .errors import ToolError
+
+_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name))
+_TAG = "densenet-spec"
+_STALE_AFTER_S = 60.0  # a leftover younger than this may still be another process's write in progress
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
+    """Write ``data`` to ``path``: atomically for a file, streamed for a FIFO or device; ToolError if not."""
     payload = data.encode() if isinstance(data, str) else data
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        info = os.stat(path)  # follows symlinks: the kind of thing the data will land in
+    except (FileNotFoundError, NotADirectoryError):  # a new file; or a parent that is not a folder, said below
+        info = None
+    except OSError as exc:
+        raise _error(path, exc) from None
+    if info is not None and (stat.S_ISFIFO(info.st_mode) or stat.S_ISCHR(info.st_mode)):
+        _write_stream(path, payload, fifo=stat.S_ISFIFO(info.st_mode))
+        return
+    if info is not None and not stat.S_ISREG(info.st_mode):
+        raise ToolError(f"{path}: not a regular file ({_kind(info.st_mode)}); refusing to replace it")
+    target = Path(os.path.realpath(path))  # a symlink's file is replaced, not the link
+    mode = stat.S_IMODE(info.st_mode) if info is not None else 0o666 & ~_umask()
+    _replace(path, target, payload, mode)
+
+
+def _replace(shown: Path, target: Path, payload: bytes, mode: int) -> None:
+    """Write ``payload`` beside ``target`` and rename it into place; ``shown`` is the name for messages."""
+    directory = target.parent
+    if not directory.is_dir():
+        reason = "does not exist (No such file or directory)" if not directory.exists() else "is not a folder"
+        raise ToolError(f"{shown}: cannot write: the folder {directory} {reason}")
+    _sweep_stale(directory, target.name)
+    temp = _TempFile()
+    with _removed_on_signal(temp):
+        try:
+            fd, name = tempfile.mkstemp(prefix=_temp_prefix(target.name), suffix=".tmp", dir=directory)
+            temp.path = Path(name)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(payload)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(name, mode)
+            os.replace(name, target)
+            temp.path = None
+        except OSError as exc:
+            raise _error(shown, exc) from None
+        finally:
+            temp.remove()
+    _sync_directory(directory)
+
+
+def _write_stream(path: Path, payload: bytes, *, fifo: bool) -> None:
+    """Write into a FIFO or character device as it is; a FIFO nobody reads is an error, not a hang."""
+    flags = os.O_WRONLY | getattr(os, "O_NOCTTY", 0) | (os.O_NONBLOCK if fifo else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if fifo and exc.errno == errno.ENXIO:
+            raise ToolError(f"{path}: a FIFO with no reader; start the reader first") from None
+        raise _error(path, exc) from None
+    try:
+        if fifo:
+            os.set_blocking(fd, True)
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError as exc:
+        raise _error(path, exc) from None
+    finally:
+        os.close(fd)
+
+
+def _error(path: Path, exc: OSError) -> ToolError:
+    """An OSError as one line that names the user's path (not a temporary file's)."""
+    return ToolError(f"{path}: cannot write: {exc.strerror or exc}")
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a file"
+
+
+class _TempFile:
+    """The temporary file of a write in progress, if any: what a signal handler removes."""
+
+    path: Path | None = None
+
+    def remove(self) -> None:
+        if self.path is not None:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            self.path = None
+
+
+@contextlib.contextmanager
+def _removed_on_signal(temp: _TempFile) -> Iterator[None]:
+    """Remove ``temp`` on SIGTERM, SIGINT or SIGHUP, then let the signal do what it did before.
+
+    Handlers can only be set from the main thread; elsewhere the write runs without them (an
+    exception still removes the file). An ignored signal stays ignored.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous: dict[int, Callable[[int, FrameType | None], Any] | int] = {}
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        temp.remove()
+        signal.signal(signum, previous.pop(signum))
+        signal.raise_signal(signum)
+
+    for signum in _SIGNALS:
+        old = signal.getsignal(signum)
+        if old is not signal.SIG_IGN:
+            previous[signum] = signal.SIG_DFL if old is None else old
+            signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def _temp_prefix(name: str) -> str:
+    # Short enough that the temporary name fits where the target's name fits (255 bytes).
+    return f".{name[:100]}.{_TAG}-{os.getpid()}-"
+
+
+def _sweep_stale(directory: Path, name: str) -> None:
+    """Remove temporary files of earlier writes to ``name`` whose process is gone (killed by SIGKILL)."""
+    prefix = f".{name[:100]}.{_TAG}-"
+    try:
+        entries = [e for e in os.scandir(directory) if e.name.startswith(prefix) and e.name.endswith(".tmp")]
+    except OSError:
+        return
+    for entry in entries:
+        pid = entry.name[len(prefix) :].split("-", 1)[0]
+        with contextlib.suppress(OSError, ValueError):
+            if not _alive(int(pid)) and time.time() - entry.stat(follow_symlinks=False).st_mtime > _STALE_AFTER_S:
+                os.unlink(entry.path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sync_directory(directory: Path) -> None:
+    """Make the rename durable where the platform allows it (not on Windows or every file system)."""
+    with contextlib.suppress(OSError, AttributeError):
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def emit(output: str, data: bytes | str) -> str:
     """Write ``data`` to ``output`` (``-`` is stdout); returns where it went, for messages."""
     if output == "-":
-        if isinstance(data, bytes):
-            sys.stdout.buffer.write(data)
-            sys.stdout.buffer.flush()
-        else:
-            sys.stdout.write(data)
-            sys.stdout.flush()
+        try:
+            if isinstance(data, bytes):
+                sys.stdout.buffer.write(data)
+                sys.stdout.buffer.flush()
+            else:
+                sys.stdout.write(data)
+                sys.stdout.flush()
+        except BrokenPipeError:
+            _silence_stdout()
+            raise ToolError("stdout: the reader closed the pipe before the output was written") from None
         return "stdout"
     write_atomic(Path(output), data)
     return output
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so that the interpreter's final flush is quiet."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def _umask() -> int:

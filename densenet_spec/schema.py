@@ -20,6 +20,7 @@ from pydantic import (
     PrivateAttr,
     Tag,
     ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -123,6 +124,8 @@ def _stem_tag(value: Any) -> str | None:
     return None
 
 
+STEM_KINDS = ("imagenet", "cifar")
+
 Stem = Annotated[
     Annotated[ImagenetStem, Tag("imagenet")] | Annotated[CifarStem, Tag("cifar")],
     Discriminator(
@@ -194,6 +197,23 @@ class Spec(_Model):
 
     _source: SourceMap = PrivateAttr(default_factory=SourceMap)
 
+    @field_validator("stem", mode="before")
+    @classmethod
+    def _stem_shorthand(cls, value: Any) -> Any:
+        # `stem: cifar` is what people write first; it means `stem: {kind: cifar}`.
+        return {"kind": value} if isinstance(value, str) and value in STEM_KINDS else value
+
+    @field_validator("name", "description", mode="before")
+    @classmethod
+    def _text_only(cls, value: Any) -> Any:
+        # A lone surrogate ("\ud800" in YAML or Python) is not text: pydantic's own message for it
+        # is about parsing raw data, and the backends would fail to encode it later.
+        if isinstance(value, str):
+            bad = next((c for c in value if "\ud800" <= c <= "\udfff"), None)
+            if bad is not None:
+                raise ValueError(f"holds a lone surrogate (U+{ord(bad):04X}), which is not a character")
+        return value
+
     @model_validator(mode="after")
     def _no_pending_extends(self, info: ValidationInfo) -> Spec:
         # The loader resolves `extends` before validation and keeps the field only as a record.
@@ -235,6 +255,11 @@ def json_schema() -> dict[str, Any]:
     """
     schema = Spec.model_json_schema()
     schema.pop("required", None)
+    stem = schema["properties"]["stem"]
+    schema["properties"]["stem"] = {
+        "anyOf": [{"enum": list(STEM_KINDS), "description": "Shorthand for {kind: ...}."}, stem],
+        "description": stem.pop("description", ""),
+    }
     schema["anyOf"] = [{"required": ["extends"]}, {"required": list(REQUIRED_UNLESS_EXTENDS)}]
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

@@ -2,7 +2,9 @@
 
 Checkpoints are untrusted input: ``torch.load`` runs with ``weights_only=True`` (safe from torch
 2.6 on, which the package requires) and ``.safetensors`` files are read with the safetensors
-package when it is installed. Every missing, unexpected or mis-shaped key is reported by name.
+package (a dependency). Every missing, unexpected or mis-shaped key is reported by name, and so is
+every value that is not a dense, finite, floating-point tensor. A refusal never repeats torch's
+advice to pass ``weights_only=False``: that would run code from the file.
 """
 
 from __future__ import annotations
@@ -27,51 +29,143 @@ _OLD_TORCHVISION = re.compile(
 
 
 def read_checkpoint(path: Path) -> dict[str, Tensor]:
-    """The state_dict in ``path``: a state_dict, or a checkpoint holding one under ``state_dict`` or ``model``."""
+    """The state_dict in ``path``: a state_dict, or a checkpoint holding one under ``state_dict`` or ``model``.
+
+    Every key must be a string and every value a dense floating-point tensor with finite values
+    (``num_batches_tracked`` counters may be integers): anything else would be cast or copied
+    silently into the model. Each problem names the file first, then the key.
+    """
     where = Location(str(path))
-    if not path.is_file():
-        raise SpecError([Problem(where, "", "no such checkpoint file")])
     try:
-        if path.suffix == ".safetensors":
-            obj: Any = _read_safetensors(path)
-        else:
-            with warnings.catch_warnings():  # pickle protocol notices; the refusal itself is reported
-                warnings.simplefilter("ignore")
-                obj = torch.load(path, map_location="cpu", weights_only=True)
-    except SpecError:
-        raise
-    except Exception as exc:  # a corrupt file or one holding objects: no traceback, just why
-        raise SpecError([Problem(where, "", f"cannot read the checkpoint safely: {_reason(exc)}")]) from None
+        regular = path.is_file()
+    except (OSError, ValueError):
+        regular = False
+    if not regular:  # a FIFO or device would block or never end: refuse before opening
+        reason = "not a regular file" if path.exists() else "no such checkpoint file"
+        raise SpecError([Problem(where, "", reason)])
+    obj = _load_any(path, where)
     for key in ("state_dict", "model"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]
             break
-    if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
+    if not isinstance(obj, Mapping):
         raise SpecError(
             [
                 Problem(
                     where,
                     "",
-                    "expected a state_dict (names to tensors), or a dict with one under 'state_dict' or 'model'",
+                    f"expected a state_dict (names to tensors), or a dict with one under 'state_dict' or 'model'; "
+                    f"the file holds a {type(obj).__name__}",
                 )
             ]
         )
+    problems = [Problem(where, "", message) for message in _entry_problems(obj)]
+    if problems:
+        raise SpecError(problems)
     return _normalise_keys(dict(obj))
 
 
-def _reason(exc: Exception) -> str:
-    """The useful part of a loading error (torch's advice to pass weights_only=False is not)."""
+def _load_any(path: Path, where: Location) -> Any:
+    """The object in a checkpoint file, read without running code from it."""
+    try:
+        if path.suffix == ".safetensors":
+            return _read_safetensors(path)
+        with warnings.catch_warnings():  # pickle protocol notices; the refusal itself is reported
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except SpecError:
+        raise
+    except Exception as exc:  # a corrupt file or one holding objects: no traceback, just why
+        raise SpecError([Problem(where, "", f"cannot read the checkpoint safely: {_reason(exc, path)}")]) from None
+
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_COUNTER_DTYPES = (torch.int64, torch.int32)
+
+
+def _entry_problems(state: Mapping[Any, Any]) -> list[str]:
+    """What is wrong with each entry of a state_dict, by key; at most a screenful of the same kind."""
+    messages: list[str] = []
+    for key, value in state.items():
+        if not isinstance(key, str):
+            messages.append(f"key {key!r} ({type(key).__name__}) is not a string: a state_dict maps names to tensors")
+        elif not isinstance(value, Tensor):
+            messages.append(f"{key} holds a {type(value).__name__}, not a tensor")
+        else:
+            messages.extend(f"{key} {reason}" for reason in _tensor_problems(key, value))
+    if len(messages) > _MAX_LISTED:
+        messages = [*messages[:_MAX_LISTED], f"... and {len(messages) - _MAX_LISTED:,} more entries like these"]
+    return messages
+
+
+_MAX_LISTED = 50
+
+
+def _tensor_problems(key: str, value: Tensor) -> list[str]:
+    """Why a tensor cannot be weights: sparse or meta storage, a non-float dtype, NaN or infinite values."""
+    if value.layout != torch.strided:
+        return [f"is a {str(value.layout).removeprefix('torch.')} tensor; save dense tensors (tensor.to_dense())"]
+    if value.is_meta:
+        return ["is a meta tensor: it has a shape but no values; save the trained weights"]
+    counter = key.endswith("num_batches_tracked") and value.dtype in _COUNTER_DTYPES
+    if value.dtype not in FLOAT_DTYPES and not counter:
+        names = ", ".join(str(d).removeprefix("torch.") for d in FLOAT_DTYPES)
+        return [f"has dtype {str(value.dtype).removeprefix('torch.')}; weights must be floating point ({names})"]
+    if not counter:
+        finite = torch.isfinite(value)
+        if not bool(finite.all()):
+            bad = int(finite.numel() - finite.sum())
+            return [f"holds {bad:,} NaN or infinite values (of {value.numel():,})"]
+    return []
+
+
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+# torch's refusal suggests weights_only=False or allow-listing the class: both run code from the file.
+_ADVICE = re.compile(r"weights_only|safe_globals|trust|pytorch\.org|file an issue", re.IGNORECASE)
+
+
+def _reason(exc: Exception, path: Path) -> str:
+    """Why a checkpoint cannot be read, without torch's advice to load it unsafely."""
     text = str(exc)
-    if "WeightsUnpickler error:" in text:
-        detail = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
-        return " ".join(detail.split()) + "; only tensors and plain containers are accepted"
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0] if lines else f"not a torch checkpoint ({type(exc).__name__})"
+    found = _GLOBAL.search(text)
+    if found:
+        name = found.group(1)
+        if _is_pickled_module(path):
+            return (
+                f"it holds a whole pickled model ({name}), not a state_dict; "
+                "save the weights with torch.save(model.state_dict(), PATH) and pass that file"
+            )
+        return f"it holds a Python object ({name}); reading one could run code, so only tensors are read"
+    if "WeightsUnpickler error:" in text or "Weights only load failed" in text:
+        detail = text.split("WeightsUnpickler error:", 1)[-1]
+        kept = [line.strip() for line in detail.splitlines() if line.strip() and not _ADVICE.search(line)]
+        what = f" ({kept[0][:200]})" if kept else ""
+        return f"it holds something other than tensors and plain containers{what}"
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not _ADVICE.search(line)]
+    return lines[0][:300] if lines else f"not a torch checkpoint ({type(exc).__name__})"
+
+
+def _is_pickled_module(path: Path) -> bool:
+    """Whether a torch.save archive pickles an nn.Module: its state has ``_modules`` and ``_parameters``.
+
+    Only the bytes are searched: nothing is unpickled.
+    """
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+            if name is None or archive.getinfo(name).file_size > 64 << 20:
+                return False
+            data = archive.read(name)
+    except (OSError, zipfile.BadZipFile, ValueError, RuntimeError):
+        return False
+    return b"_modules" in data and b"_parameters" in data
 
 
 def _read_safetensors(path: Path) -> dict[str, Tensor]:
     try:
-        from safetensors.torch import load_file  # type: ignore[import-not-found,unused-ignore]
+        from safetensors.torch import load_file
     except ImportError:
         raise SpecError(
             [
@@ -117,5 +211,19 @@ def load_state_dict(path: Path, ir: IR) -> dict[str, Tensor]:
     state = read_checkpoint(path)
     problems = check_state_dict(state, ir, str(path))
     if problems:
-        raise SpecError(problems)
+        raise SpecError([*problems, _mismatch_summary(problems, len(state), Location(str(path)))])
     return state
+
+
+def _mismatch_summary(problems: list[Problem], keys: int, where: Location) -> Problem:
+    """One line after the list: how many keys fit, and what a wholesale mismatch usually means."""
+    missing = sum(p.message.startswith("missing key") for p in problems)
+    unexpected = sum(p.message.startswith("unexpected key") for p in problems)
+    shaped = len(problems) - missing - unexpected
+    hint = " (a checkpoint of another architecture?)" if len(problems) > keys // 2 else ""
+    return Problem(
+        where,
+        "",
+        f"the checkpoint does not fit the spec: {missing} missing, {unexpected} unexpected and "
+        f"{shaped} mis-shaped keys of {keys}{hint}",
+    )

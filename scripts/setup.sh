@@ -23,6 +23,9 @@ fi
 
 echo "setup: installing densenet-spec[dev] (editable)"
 "${pip[@]}" install -e ".[dev]"
+# .safetensors checkpoints are read with the safetensors package (a dependency): fail here, not at --weights.
+"$VENV/bin/python" -c "import safetensors" \
+  || { echo "setup: safetensors did not install; .safetensors checkpoints would be refused" >&2; exit 1; }
 
 if ! command -v dot >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

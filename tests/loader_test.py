@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,120 @@ def test_spec_built_in_python_compiles() -> None:
     ir = compile_spec(spec)
     assert ir.info.source == "<python>"
     assert ir.output.out_channels == 3
+
+
+# ----------------------------------------------------------------------------- robustness (issue 12)
+
+
+def test_merge_key_override_is_not_a_duplicate(write_spec) -> None:  # type: ignore[no-untyped-def]
+    text = "name: x\ngrowth_rate: 12\nblocks: [2]\ninput: {<<: {channels: 1, size: 64}, size: 32}\n"
+    spec = load_spec(write_spec(text))
+    assert (spec.input.channels, spec.input.size) == (1, 32)
+
+
+def test_merge_key_precedence_follows_yaml(write_spec) -> None:  # type: ignore[no-untyped-def]
+    # Own keys win wherever they are written; of several merged mappings the earlier wins.
+    text = "name: x\ngrowth_rate: 12\nblocks: [2]\ninput:\n  size: 64\n  <<: [{channels: 1, size: 40}, {channels: 2}]\n"
+    spec = load_spec(write_spec(text))
+    assert (spec.input.channels, spec.input.size) == (1, 64)
+
+
+def test_merged_mapping_values_are_located_at_the_anchor(write_spec) -> None:  # type: ignore[no-untyped-def]
+    text = "name: x\ngrowth_rate: 12\nblocks: [2]\nstem: {<<: {kind: cifar, channels: 0}}\n"
+    with pytest.raises(SpecError) as info:
+        load_spec(write_spec(text))
+    (problem,) = info.value.problems
+    assert (problem.field, problem.location.line, problem.location.column) == ("stem.channels", 4, 36)  # type: ignore[union-attr]
+
+
+def test_own_duplicates_are_still_refused_next_to_a_merge(write_spec) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(SpecError, match="duplicate key 'size'"):
+        load_spec(write_spec("name: x\ngrowth_rate: 12\nblocks: [2]\ninput: {<<: {channels: 1}, size: 32, size: 16}\n"))
+
+
+def test_stem_shorthand(write_spec) -> None:  # type: ignore[no-untyped-def]
+    cifar = load_spec(write_spec("name: x\ngrowth_rate: 12\nblocks: [2]\ninput: {size: 32}\nstem: cifar\n"))
+    imagenet = load_spec(write_spec("name: y\ngrowth_rate: 12\nblocks: [2]\nstem: imagenet\n", "y.yaml"))
+    assert (cifar.stem.kind, cifar.stem_channels, imagenet.stem.kind) == ("cifar", 24, "imagenet")
+
+
+def test_json_schema_accepts_the_stem_shorthand() -> None:
+    import jsonschema
+
+    from densenet_spec.schema import json_schema
+
+    schema = json_schema()
+    base = {"name": "x", "growth_rate": 12, "blocks": [2]}
+    jsonschema.validate({**base, "stem": "cifar"}, schema)
+    jsonschema.validate({**base, "stem": {"kind": "cifar", "channels": 8}}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**base, "stem": "resnet"}, schema)
+
+
+def _timed_refusal(path: Path, match: str, seconds: float = 2.0) -> SpecError:
+    import time
+
+    start = time.perf_counter()
+    with pytest.raises(SpecError, match=match) as info:
+        load_spec(path)
+    assert time.perf_counter() - start < seconds
+    return info.value
+
+
+def test_nested_merge_key_bomb_is_refused_fast(tmp_path: Path) -> None:
+    # Each level merges the previous one 9 times: 9**8 values if expanded (PyYAML's flattening takes minutes).
+    lines = ["l0: &l0 {" + ", ".join(f"k{i}: {i}" for i in range(9)) + "}"]
+    lines += [f"l{n}: &l{n} {{<<: [{', '.join([f'*l{n - 1}'] * 9)}], z{n}: 1}}" for n in range(1, 9)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join([*lines, "name: x", "growth_rate: 12", "blocks: [2]"]) + "\n")
+    error = _timed_refusal(path, "expands to more than 10,000 values", seconds=1.0)
+    assert len(error.problems) == 1
+
+
+def test_extends_chain_of_1100_files_names_the_limit(tmp_path: Path) -> None:
+    from densenet_spec.loader import MAX_EXTENDS
+
+    for i in range(1100):
+        body = f"name: s{i}\nextends: s{i + 1}.yaml\n" if i < 1099 else "name: last\ngrowth_rate: 12\nblocks: [2]\n"
+        (tmp_path / f"s{i}.yaml").write_text(body)
+    error = _timed_refusal(tmp_path / "s0.yaml", f"extends chain is longer than {MAX_EXTENDS} files")
+    assert error.problems[0].field == "extends"
+    assert str(error.problems[0].location).endswith(f"s{MAX_EXTENDS - 1}.yaml:2:10")
+    assert load_spec(tmp_path / f"s{1100 - MAX_EXTENDS}.yaml").name == f"s{1100 - MAX_EXTENDS}"
+
+
+def test_integer_of_4400_digits_is_refused_with_its_place(write_spec) -> None:  # type: ignore[no-untyped-def]
+    error = _timed_refusal(write_spec("name: x\ngrowth_rate: " + "9" * 4400 + "\nblocks: [2]\n"), "4,400 digits")
+    assert (error.problems[0].field, str(error.problems[0].location)[-5:]) == ("growth_rate", ":2:14")
+
+
+def test_deep_nesting_is_refused_without_recursion_error(write_spec) -> None:  # type: ignore[no-untyped-def]
+    _timed_refusal(write_spec("name: x\ngrowth_rate: 12\nblocks: " + "[" * 5000 + "]" * 5000 + "\n"), "nested|levels")
+    _timed_refusal(write_spec("name: x\ngrowth_rate: 12\nblocks: " + "[" * 40 + "]" * 40 + "\n", "b.yaml"), "32 levels")
+
+
+def test_spec_argument_that_is_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.yaml"
+    os.mkfifo(fifo)
+    _timed_refusal(fifo, "not a regular file")
+
+
+def test_extends_name_too_long_is_a_located_problem(write_spec) -> None:  # type: ignore[no-untyped-def]
+    error = _timed_refusal(write_spec("name: x\nextends: " + "a/" * 3000 + "x.yaml\n"), "extends|no spec file")
+    assert error.problems[0].location.line == 2  # type: ignore[union-attr]
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads any file")
+def test_unreadable_spec_names_the_file(write_spec) -> None:  # type: ignore[no-untyped-def]
+    path = write_spec("name: x\ngrowth_rate: 12\nblocks: [2]\n")
+    path.chmod(0)
+    error = _timed_refusal(path, "cannot read the file: Permission denied")
+    assert error.problems[0].location.file.endswith("spec.yaml")  # type: ignore[union-attr]
+
+
+def test_scalar_constructors_leave_no_cache_behind(write_spec) -> None:  # type: ignore[no-untyped-def]
+    from densenet_spec import loader
+
+    for i in range(3):
+        load_spec(write_spec(f"name: x{i}\ngrowth_rate: 12\nblocks: [2]\n"))
+    assert not loader._CONSTRUCTOR.constructed_objects
