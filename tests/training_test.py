@@ -69,6 +69,7 @@ def _ddp_worker(rank: int, world: int, store: str, memory_efficient: bool, out: 
         loss.backward()
         if rank == 0:
             torch.save({k: p.grad for k, p in model.named_parameters()}, out)
+        dist.barrier()  # no collective may be in flight at teardown: gloo aborts the process if one is
     finally:
         dist.destroy_process_group()
 
