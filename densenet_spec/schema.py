@@ -255,11 +255,6 @@ def json_schema() -> dict[str, Any]:
     """
     schema = Spec.model_json_schema()
     schema.pop("required", None)
-    stem = schema["properties"]["stem"]
-    schema["properties"]["stem"] = {
-        "anyOf": [{"enum": list(STEM_KINDS), "description": "Shorthand for {kind: ...}."}, stem],
-        "description": stem.pop("description", ""),
-    }
     schema["anyOf"] = [{"required": ["extends"]}, {"required": list(REQUIRED_UNLESS_EXTENDS)}]
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

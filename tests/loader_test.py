@@ -130,19 +130,6 @@ def test_stem_shorthand(write_spec) -> None:  # type: ignore[no-untyped-def]
     assert (cifar.stem.kind, cifar.stem_channels, imagenet.stem.kind) == ("cifar", 24, "imagenet")
 
 
-def test_json_schema_accepts_the_stem_shorthand() -> None:
-    import jsonschema
-
-    from densenet_spec.schema import json_schema
-
-    schema = json_schema()
-    base = {"name": "x", "growth_rate": 12, "blocks": [2]}
-    jsonschema.validate({**base, "stem": "cifar"}, schema)
-    jsonschema.validate({**base, "stem": {"kind": "cifar", "channels": 8}}, schema)
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate({**base, "stem": "resnet"}, schema)
-
-
 def _timed_refusal(path: Path, match: str, seconds: float = 2.0) -> SpecError:
     import time
 
