@@ -18,6 +18,7 @@ from .errors import Problem, SpecError
 from .ir import (
     IR,
     Act,
+    Blur,
     Conv,
     Dropout,
     Flatten,
@@ -36,7 +37,7 @@ from .ir import (
     format_size,
 )
 from .loader import preset_dir
-from .schema import FieldPath, Spec, format_path
+from .schema import BlockConfig, FieldPath, Spec, format_path
 
 MAX_DENSE_LAYERS = 10_000
 MAX_DENSE_CONNECTIONS = 500_000
@@ -53,7 +54,7 @@ def compile_spec(spec: Spec, *, strict: bool = False) -> IR:
             maps), or, with ``strict``, it has warnings (a compression that is not exact).
     """
     _raise(spec, _check_counts(spec))
-    lowered = _lower(spec, spec.input.hw)  # layer records only: nothing the size of the network
+    lowered = _lower(spec, spec.input.shape)  # layer records only: nothing the size of the network
     _raise(spec, _check_params(lowered) or _check_lowered(spec, lowered))
     warnings = _compression_warnings(spec, lowered)
     if strict:
@@ -77,7 +78,7 @@ def _info(spec: Spec) -> ModelInfo:
         description=spec.description,
         source=_origin(spec),
         input_channels=spec.input.channels,
-        input_size=spec.input.hw,
+        input_size=spec.input.shape,
         num_classes=spec.num_classes,
     )
 
@@ -98,32 +99,36 @@ def _origin(spec: Spec) -> str:
 
 def _lower(spec: Spec, size: Size) -> Lowered:
     """Every layer with the names of the layers it concatenates, in execution order."""
+    ops = _Ops(spec)
     out: Lowered = []
-    previous = _stem(spec, size, out)
-    blocks = spec.block_layers
-    for b, (layers, k) in enumerate(blocks, start=1):
+    previous = _stem(spec, ops, size, out)
+    blocks = spec.block_configs
+    for b, block in enumerate(blocks, start=1):
         entry = out[-1][0]
         channels, size = entry.out_channels, entry.out_size
         sources = [previous]
-        for j in range(1, layers + 1):
+        for j in range(1, block.layers + 1):
             path = f"features.denseblock{b}.denselayer{j}"
-            layer = _dense_layer(spec, path, channels + (j - 1) * k, k, size, b)
+            layer = _dense_layer(ops, block, path, channels + (j - 1) * block.growth_rate, size, b)
             out.append((layer, list(sources)))
             sources.append(path)
-        channels += layers * k
+        channels += block.layers * block.growth_rate
         if b < len(blocks):
-            kept = math.floor(_theta(spec) * channels)
-            out.append((_transition(f"features.transition{b}", channels, kept, size, b), sources))
+            kept = math.floor(_theta(block.compression) * channels)
+            out.append((_transition(spec, ops, f"features.transition{b}", channels, kept, size, b), sources))
             previous = f"features.transition{b}"
         else:
-            out.append((Layer("features.norm5", "norm", "head", (_norm("features.norm5", channels, size),)), sources))
-            out.append((_classifier(channels, spec.num_classes, size), ["features.norm5"]))
+            norm5 = ops.norm("features.norm5", channels, size)
+            if norm5 is not None:
+                out.append((Layer("features.norm5", "norm", "head", (norm5,)), sources))
+                sources = ["features.norm5"]
+            out.append((_classifier(spec, ops, channels, size), sources))
     return out
 
 
-def _theta(spec: Spec) -> Fraction:
+def _theta(compression: float) -> Fraction:
     # The decimal the user wrote, exactly: 0.57 * 100 keeps 57 maps, not float's 56.99999.
-    return Fraction(repr(spec.compression))
+    return Fraction(repr(compression))
 
 
 def _conv(path: str, c_in: int, c_out: int, size: Size, kernel: int, stride: int = 1, padding: int = 0) -> Conv:
@@ -137,14 +142,6 @@ def _conv(path: str, c_in: int, c_out: int, size: Size, kernel: int, stride: int
         stride=(stride,) * rank,
         padding=(padding,) * rank,
     )
-
-
-def _norm(path: str, channels: int, size: Size) -> Norm:
-    return Norm(path=path, in_channels=channels, in_size=size)
-
-
-def _act(path: str, channels: int, size: Size) -> Act:
-    return Act(path=path, in_channels=channels, in_size=size)
 
 
 def _pool(
@@ -162,64 +159,133 @@ def _pool(
     )
 
 
-def _stem(spec: Spec, size: Size, out: Lowered) -> str:
+class _Ops:
+    """The spec's norm and activation, as op records at a given path."""
+
+    def __init__(self, spec: Spec) -> None:
+        self.norm_spec = spec.norm
+        self.act_spec = spec.activation
+
+    def norm(self, path: str, channels: int, size: Size) -> Norm | None:
+        """The spec's norm (None for ``norm: none``)."""
+        n = self.norm_spec
+        if n.kind == "none":
+            return None
+        groups = n.group_count if n.kind == "group" else 1
+        return Norm(
+            path=path,
+            in_channels=channels,
+            in_size=size,
+            norm=n.kind,
+            eps=n.eps,
+            momentum=n.momentum,
+            affine=n.is_affine,
+            groups=groups,
+        )
+
+    def act(self, path: str, channels: int, size: Size, *, inplace: bool = True) -> Act:
+        return Act(
+            path=path,
+            in_channels=channels,
+            in_size=size,
+            act=self.act_spec.kind,
+            args=self.act_spec.args(),
+            inplace=inplace,
+        )
+
+    def norm_act(self, prefix: str, suffix: str, channels: int, size: Size) -> list[Op]:
+        """``norm{suffix}`` then ``{act}{suffix}``; the activation is in place only behind a norm."""
+        norm = self.norm(f"{prefix}norm{suffix}", channels, size)
+        act = self.act(f"{prefix}relu{suffix}", channels, size, inplace=norm is not None)
+        return [norm, act] if norm is not None else [act]
+
+
+def _stem(spec: Spec, ops: _Ops, size: Size, out: Lowered) -> str:
     c_in, c_out = spec.input.channels, spec.stem_channels
-    chain: list[tuple[LayerKind, Op]]
-    if spec.stem.kind == "cifar":
-        chain = [("conv", _conv("features.conv0", c_in, c_out, size, 3, 1, 1))]
+    stem = spec.stem
+    if stem.kind == "cifar":
+        chain: list[Op] = [_conv("features.conv0", c_in, c_out, size, 3, 1, 1)]
+    elif stem.kind == "deep":
+        mid = stem.mid_channels or [spec.growth_rate, spec.growth_rate]
+        widths = [(c_in, mid[0], 2), (mid[0], mid[1], 1), (mid[1], c_out, 1)]
+        chain = []
+        for i, (a, b, stride) in enumerate(widths):
+            conv = _conv(f"features.conv{i}", a, b, size, 3, stride, 1)
+            size = conv.out_size
+            chain += [conv, *ops.norm_act("features.", str(i), b, size)]
     else:
         conv0 = _conv("features.conv0", c_in, c_out, size, 7, 2, 3)
-        s = conv0.out_size
-        chain = [
-            ("conv", conv0),
-            ("norm", _norm("features.norm0", c_out, s)),
-            ("relu", _act("features.relu0", c_out, s)),
-            ("pool", _pool("features.pool0", "max", c_out, s, 3, 2, 1)),
-        ]
+        chain = [conv0, *ops.norm_act("features.", "0", c_out, conv0.out_size)]
     previous: list[str] = []
-    for kind, op in chain:
-        out.append((Layer(op.path, kind, "stem", (op,)), previous))
+    for op in chain:
+        out.append((Layer(op.path, _STEM_KINDS[op.kind], "stem", (op,)), previous))
         previous = [op.path]
+    if stem.kind != "cifar":
+        pool = _stem_pool(spec, c_out, chain[-1].out_size)
+        out.append((Layer("features.pool0", "pool", "stem", pool), previous))
+        previous = ["features.pool0"]
     return previous[0]
 
 
-def _dense_layer(spec: Spec, path: str, c_in: int, k: int, size: Size, block: int) -> Layer:
-    ops: list[Op] = [_norm(f"{path}.norm1", c_in, size), _act(f"{path}.relu1", c_in, size)]
-    if spec.bottleneck_width is None:
-        ops.append(_conv(f"{path}.conv1", c_in, k, size, 3, 1, 1))
+_STEM_KINDS: dict[str, LayerKind] = {"conv": "conv", "norm": "norm", "act": "relu"}
+
+
+def _stem_pool(spec: Spec, channels: int, size: Size) -> tuple[Op, ...]:
+    """Max-pool 3x3/2; with anti-aliasing, timm's max-pool 3x3/1 then a blur stride 2."""
+    if spec.anti_alias == "none":
+        return (_pool("features.pool0", "max", channels, size, 3, 2, 1),)
+    pool = _pool("features.pool0.0", "max", channels, size, 3, 1, 1)
+    blur = Blur(path="features.pool0.1", in_channels=channels, in_size=pool.out_size, stride=(2,) * len(size))
+    return (pool, blur)
+
+
+def _dense_layer(ops: _Ops, block: BlockConfig, path: str, c_in: int, size: Size, number: int) -> Layer:
+    k = block.growth_rate
+    chain = ops.norm_act(f"{path}.", "1", c_in, size)
+    if block.bottleneck_width is None:
+        chain.append(_conv(f"{path}.conv1", c_in, k, size, 3, 1, 1))
     else:
-        width = spec.bottleneck_width * k
-        ops += [
+        width = block.bottleneck_width * k
+        chain += [
             _conv(f"{path}.conv1", c_in, width, size, 1),
-            _norm(f"{path}.norm2", width, size),
-            _act(f"{path}.relu2", width, size),
+            *ops.norm_act(f"{path}.", "2", width, size),
             _conv(f"{path}.conv2", width, k, size, 3, 1, 1),
         ]
-    if spec.dropout > 0:
-        ops.append(Dropout(path=f"{path}.dropout", in_channels=k, in_size=size, p=spec.dropout))
-    return Layer(path, "dense_layer", f"denseblock{block}", tuple(ops), block)
+    if block.dropout > 0:
+        chain.append(Dropout(path=f"{path}.dropout", in_channels=k, in_size=size, p=block.dropout))
+    return Layer(path, "dense_layer", f"denseblock{number}", tuple(chain), number)
 
 
-def _transition(path: str, c_in: int, c_out: int, size: Size, block: int) -> Layer:
-    conv = _conv(f"{path}.conv", c_in, c_out, size, 1)
-    ops = (
-        _norm(f"{path}.norm", c_in, size),
-        _act(f"{path}.relu", c_in, size),
-        conv,
-        _pool(f"{path}.pool", "avg", c_out, size, 2, 2, 0),
-    )
-    return Layer(path, "transition", path.rsplit(".", 1)[-1], ops, block)
+def _transition(spec: Spec, ops: _Ops, path: str, c_in: int, c_out: int, size: Size, block: int) -> Layer:
+    norm = ops.norm(f"{path}.norm", c_in, size)
+    chain: list[Op] = [norm] if norm is not None else []
+    chain += [
+        ops.act(f"{path}.relu", c_in, size, inplace=norm is not None),
+        _conv(f"{path}.conv", c_in, c_out, size, 1),
+    ]
+    if spec.anti_alias == "all":
+        chain.append(Blur(path=f"{path}.pool", in_channels=c_out, in_size=size, stride=(2,) * len(size)))
+    else:
+        chain.append(_pool(f"{path}.pool", "avg", c_out, size, 2, 2, 0))
+    return Layer(path, "transition", path.rsplit(".", 1)[-1], tuple(chain), block)
 
 
-def _classifier(c_in: int, num_classes: int, size: Size) -> Layer:
+def _classifier(spec: Spec, ops: _Ops, c_in: int, size: Size) -> Layer:
+    """The head: activation (not in place, so that hooks on norm5 work), global pool, flatten,
+    dropout, linear; without classes, the pooled features are the output."""
     ones = (1,) * len(size)
-    ops = (
-        _act("head.relu", c_in, size),
-        GlobalPool(path="head.pool", in_channels=c_in, in_size=size),
-        Flatten(path="head.flatten", in_channels=c_in, in_size=ones),
-        Linear(path="classifier", in_channels=c_in, in_size=ones, out_channels=num_classes),
-    )
-    return Layer("classifier", "classifier", "head", ops)
+    pool = GlobalPool(path="head.pool", in_channels=c_in, in_size=size, pool=spec.head.pool)
+    features = pool.out_channels
+    chain: list[Op] = [
+        ops.act("head.relu", c_in, size, inplace=False),
+        pool,
+        Flatten(path="head.flatten", in_channels=features, in_size=ones),
+    ]
+    if spec.head.dropout > 0:
+        chain.append(Dropout(path="head.dropout", in_channels=features, in_size=ones, p=spec.head.dropout))
+    if spec.num_classes > 0:
+        chain.append(Linear(path="classifier", in_channels=features, in_size=ones, out_channels=spec.num_classes))
+    return Layer("classifier" if spec.num_classes > 0 else "head", "classifier", "head", tuple(chain))
 
 
 # ----------------------------------------------------------------------------- spec checks
@@ -252,56 +318,95 @@ def _check_params(lowered: Lowered) -> FieldProblems:
     return []
 
 
+def _compression_path(spec: Spec, block: int | None) -> FieldPath:
+    """Where the θ of the transition after ``block`` was written: the block's own, or the spec's."""
+    given = spec.blocks[block - 1] if block is not None else None
+    if given is not None and not isinstance(given, int) and given.compression is not None:
+        return ("blocks", block - 1, "compression")  # type: ignore[operator]
+    return ("compression",)
+
+
 def _check_lowered(spec: Spec, lowered: Lowered) -> FieldProblems:
     problems: FieldProblems = []
+    configs = spec.block_configs
     for layer, _ in lowered:
-        if layer.kind == "transition" and layer.out_channels < 1:
+        if layer.kind == "transition" and layer.out_channels < 1 and layer.block is not None:
+            theta = configs[layer.block - 1].compression
             problems.append(
                 (
-                    ("compression",),
-                    f"{layer.name} keeps floor({spec.compression} x {layer.in_channels}) = 0 maps; "
+                    _compression_path(spec, layer.block),
+                    f"{layer.name} keeps floor({theta} x {layer.in_channels}) = 0 maps; "
                     "raise compression or growth_rate",
                 )
             )
-    shrunk = next((layer for layer, _ in lowered if min(layer.out_size) < 1), None)
+    problems += _check_groups(lowered)
+    shrunk = next((layer for layer, _ in lowered if _shrinks(layer)), None)
     if shrunk is not None:
         smallest = _smallest_input(lowered)
         problems.append(
             (
                 ("input", "size"),
-                f"{format_size(spec.input.hw)} is too small: the feature maps shrink to nothing at {shrunk.name}; "
+                f"{format_size(spec.input.shape)} is too small: the feature maps shrink to nothing at {shrunk.name}; "
                 f"the smallest input that works is {format_size(smallest)}",
             )
         )
     return problems
 
 
+def _shrinks(layer: Layer) -> bool:
+    """A map with no position left, or one too small to reflect-pad for a blur."""
+    return min(layer.out_size) < 1 or any(isinstance(op, Blur) and min(op.in_size) < 2 for op in layer.ops)
+
+
+def _check_groups(lowered: Lowered) -> FieldProblems:
+    """Group norm needs every norm's channels to split into whole groups."""
+    bad = [op for layer, _ in lowered for op in layer.ops if isinstance(op, Norm) and op.in_channels % op.groups]
+    if not bad:
+        return []
+    first = bad[0]
+    more = f" (and {len(bad) - 1} more norms)" if len(bad) > 1 else ""
+    return [
+        (
+            ("norm", "groups"),
+            f"{first.path} has {first.in_channels} channels, which {first.groups} groups do not divide{more}; "
+            "choose a number of groups that divides the stem width, the growth rate and the bottleneck width",
+        )
+    ]
+
+
 def _smallest_input(lowered: Lowered) -> Size:
     """The least input length per axis for which every feature map keeps at least one pixel.
 
     Walks the windows backwards once: a window of kernel k, stride s and padding p gives at least
-    m outputs exactly when its input has at least ``(m - 1) * s + k - 2p`` (and one) positions.
+    m outputs exactly when its input has at least ``(m - 1) * s + k - 2p`` (and one) positions; a
+    blur's reflect padding needs two.
     """
-    windows = [op for layer, _ in lowered for op in layer.ops if isinstance(op, Conv | Pool)]
+    windows = [op for layer, _ in lowered for op in layer.ops if isinstance(op, Conv | Pool | Blur)]
     rank = len(lowered[0][0].in_size)
     need = [1] * rank
     for op in reversed(windows):
+        least = 2 if isinstance(op, Blur) else 1
         need = [
-            max(1, (m - 1) * s + k - 2 * p) for m, k, s, p in zip(need, op.kernel, op.stride, op.padding, strict=True)
+            max(least, (m - 1) * s + k - 2 * p)
+            for m, k, s, p in zip(need, op.kernel, op.stride, op.padding, strict=True)
         ]
     return tuple(need)
 
 
 def _compression_warnings(spec: Spec, lowered: Lowered) -> FieldProblems:
-    theta = _theta(spec)
+    configs = spec.block_configs
     out: FieldProblems = []
     for layer, _ in lowered:
-        if layer.kind == "transition" and (theta * layer.in_channels).denominator != 1:
+        if layer.kind != "transition" or layer.block is None:
+            continue
+        written = configs[layer.block - 1].compression
+        theta = _theta(written)
+        if (theta * layer.in_channels).denominator != 1:
             exact = float(theta * layer.in_channels)
             out.append(
                 (
-                    ("compression",),
-                    f"{layer.name}: {spec.compression} x {layer.in_channels} = {exact:g} maps is not "
+                    _compression_path(spec, layer.block),
+                    f"{layer.name}: {written} x {layer.in_channels} = {exact:g} maps is not "
                     f"an integer; {layer.out_channels} are kept (floor)",
                 )
             )

@@ -134,12 +134,16 @@ class Conv(Op):
         return {"weight": weight} | ({"bias": (self.out_channels,)} if self.bias else {})
 
 
-NormKind = Literal["batch"]
+NormKind = Literal["batch", "group", "instance"]
 
 
 @dataclass(frozen=True, kw_only=True)
 class Norm(Op):
-    """A normalisation layer with torch's semantics for its kind (batch: running statistics)."""
+    """A normalisation layer with torch's semantics for its kind.
+
+    batch: running statistics (buffers) and, in training, batch statistics; group: ``groups``
+    groups of channels per sample; instance: each channel of each sample, no running statistics.
+    """
 
     kind: ClassVar[str] = "norm"
 
@@ -147,14 +151,17 @@ class Norm(Op):
     eps: float = 1e-5
     momentum: float = 0.1
     affine: bool = True
+    groups: int = 1  # group norm only
 
     @property
     def params(self) -> int:
         return 2 * self.in_channels if self.affine else 0
 
     def tensors(self) -> dict[str, Shape]:
-        c = (self.in_channels,)
-        learnable = {"weight": c, "bias": c} if self.affine else {}
+        c: Shape = (self.in_channels,)
+        learnable: dict[str, Shape] = {"weight": c, "bias": c} if self.affine else {}
+        if self.norm != "batch":
+            return learnable
         return learnable | {"running_mean": c, "running_var": c, "num_batches_tracked": ()}
 
 
@@ -165,7 +172,7 @@ class Act(Op):
     kind: ClassVar[str] = "act"
 
     act: str = "relu"
-    args: tuple[tuple[str, float], ...] = ()
+    args: tuple[tuple[str, float | str], ...] = ()
     inplace: bool = True
 
 
@@ -188,12 +195,51 @@ class Pool(Op):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Blur(Op):
+    """timm's blur pool: reflect-pad, then a fixed binomial filter ([1, 2, 1] per axis) with a stride.
+
+    The filter is a buffer that is not saved (no state_dict entry); its multiply-accumulates count,
+    as a depthwise convolution's do.
+    """
+
+    kind: ClassVar[str] = "blur"
+
+    stride: Shape
+    kernel: Shape = ()
+    padding: Shape = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kernel", self.kernel or (3,) * self.rank)
+        object.__setattr__(self, "padding", self.padding or (1,) * self.rank)
+
+    @property
+    def out_size(self) -> Shape:
+        return tuple(
+            pooled(n, k, s, p) for n, k, s, p in zip(self.in_size, self.kernel, self.stride, self.padding, strict=True)
+        )
+
+    @property
+    def macs(self) -> int:
+        return self.in_channels * math.prod(self.out_size) * math.prod(self.kernel)
+
+
+GlobalPoolKind = Literal["avg", "max", "avgmax", "catavgmax"]
+
+
+@dataclass(frozen=True, kw_only=True)
 class GlobalPool(Op):
-    """Pooling over every spatial position to one value per channel (size 1 on every axis)."""
+    """Pooling over every spatial position to one value per channel (size 1 on every axis).
+
+    avgmax is the mean of the average and the maximum; catavgmax concatenates them (2C channels).
+    """
 
     kind: ClassVar[str] = "global_pool"
 
-    pool: Literal["avg", "max"] = "avg"
+    pool: GlobalPoolKind = "avg"
+
+    @property
+    def out_channels(self) -> int:
+        return 2 * self.in_channels if self.pool == "catavgmax" else self.in_channels
 
     @property
     def out_size(self) -> Shape:

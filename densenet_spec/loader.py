@@ -475,7 +475,14 @@ def _data_path(loc: tuple[int | str, ...], data: Any) -> FieldPath:
 
 
 _MODELS: dict[str, type[BaseModel]] = {"input": InputSpec, "stem": ImagenetStem, "blocks": BlockSpec}
-_RANGES = {"compression": "0 < compression <= 1", "dropout": "0 <= dropout < 1"}
+_RANGES = {
+    "compression": "0 < compression <= 1",
+    "dropout": "0 <= dropout < 1",
+    "num_classes": "an integer >= 0 (0: no classifier)",
+    "eps": "0 < eps < 1",
+    "momentum": "0 < momentum <= 1",
+    "alpha": "alpha > 0",
+}
 
 
 def _model_of(parent: FieldPath) -> type[BaseModel]:
@@ -508,7 +515,10 @@ def _message(error: ErrorDetails, path: FieldPath) -> str:
     if kind == "string_pattern_mismatch":
         return f"{shown} is not a valid name: use lower-case letters, digits, '.', '_' and '-'"
     if kind in ("too_short", "too_long") and path[-1:] == ("size",):
-        return f"must be one integer or [height, width], not {ctx.get('actual_length')} items"
+        return (
+            "must be one integer, or 1 to 3 numbers ([length], [height, width] or [depth, height, width]), "
+            f"not {ctx.get('actual_length')} items"
+        )
     if kind == "too_short" and path[-1:] == ("blocks",):
         return "needs at least one block, e.g. [6, 12, 24, 16]"
     if kind == "stem_kind":

@@ -65,53 +65,68 @@ class _Model(BaseModel):
 
 
 def _size_tag(value: Any) -> str:
-    return "pair" if isinstance(value, list | tuple) else "int"
+    return "list" if isinstance(value, list | tuple) else "int"
 
 
 Size = Annotated[
     Annotated[PositiveInt, Tag("int")]
     | Annotated[
         list[PositiveInt],
-        Tag("pair"),
-        Field(min_length=2, max_length=2),
+        Tag("list"),
+        Field(min_length=1, max_length=3),
     ],
     Discriminator(_size_tag),
 ]
 
 
 class InputSpec(_Model):
-    """The images the network takes."""
+    """The images (or volumes, or signals) the network takes."""
 
-    channels: PositiveInt = Field(3, description="Channels of the input image (3 for RGB).")
+    channels: PositiveInt = Field(3, description="Channels of the input (3 for RGB, 1 for CT or MRI).")
     size: Size = Field(
         224,
-        description="Input height and width in pixels: one integer for a square, or [height, width]. "
+        description="Input size: one integer for a square image, or a list of 1, 2 or 3 numbers "
+        "([length], [height, width] or [depth, height, width]) for a 1-D, 2-D or 3-D network. "
         "Costs (MACs) are counted at this size.",
     )
 
     @property
-    def hw(self) -> tuple[int, int]:
-        """The size as (height, width)."""
+    def shape(self) -> tuple[int, ...]:
+        """The spatial size, one entry per axis; its length is the network's rank (1, 2 or 3)."""
         if isinstance(self.size, int):
             return (self.size, self.size)
-        return (self.size[0], self.size[1])
+        return tuple(self.size)
+
+    @property
+    def hw(self) -> tuple[int, ...]:
+        """The spatial size (kept for v1 callers; same as :attr:`shape`)."""
+        return self.shape
+
+
+_STEM_CHANNELS = "Output channels of the stem (its last convolution). Default: 2 * growth_rate."
 
 
 class ImagenetStem(_Model):
-    """conv 7x7 stride 2, BN, ReLU, max-pool 3x3 stride 2: a quarter of the input size."""
+    """conv 7x7 stride 2, norm, activation, max-pool 3x3 stride 2: a quarter of the input size."""
 
-    kind: Literal["imagenet"] = Field("imagenet", description="imagenet: conv7x7/2-BN-ReLU-maxpool3x3/2.")
-    channels: PositiveInt | None = Field(
-        None, description="Output channels of the stem convolution. Default: 2 * growth_rate."
-    )
+    kind: Literal["imagenet"] = Field("imagenet", description="imagenet: conv7x7/2-norm-act-maxpool3x3/2.")
+    channels: PositiveInt | None = Field(None, description=_STEM_CHANNELS)
 
 
 class CifarStem(_Model):
-    """A single conv 3x3 stride 1; the first dense layer's BN follows it."""
+    """A single conv 3x3 stride 1; the first dense layer's norm follows it."""
 
     kind: Literal["cifar"] = Field(description="cifar: one conv3x3/1, full resolution.")
-    channels: PositiveInt | None = Field(
-        None, description="Output channels of the stem convolution. Default: 2 * growth_rate."
+    channels: PositiveInt | None = Field(None, description=_STEM_CHANNELS)
+
+
+class DeepStem(_Model):
+    """timm's ``stem_type='deep'``: three 3x3 convolutions (the first stride 2), then max-pool 3x3/2."""
+
+    kind: Literal["deep"] = Field(description="deep: conv3x3/2-norm-act, conv3x3-norm-act, conv3x3-norm-act, maxpool.")
+    channels: PositiveInt | None = Field(None, description=_STEM_CHANNELS)
+    mid_channels: Annotated[list[PositiveInt], Field(min_length=2, max_length=2)] | None = Field(
+        None, description="Widths of the first two convolutions. Default: [growth_rate, growth_rate], as timm."
     )
 
 
@@ -124,24 +139,107 @@ def _stem_tag(value: Any) -> str | None:
     return None
 
 
-STEM_KINDS = ("imagenet", "cifar")
+STEM_KINDS = ("imagenet", "cifar", "deep")
 
 Stem = Annotated[
-    Annotated[ImagenetStem, Tag("imagenet")] | Annotated[CifarStem, Tag("cifar")],
+    Annotated[ImagenetStem, Tag("imagenet")] | Annotated[CifarStem, Tag("cifar")] | Annotated[DeepStem, Tag("deep")],
     Discriminator(
         _stem_tag,
         custom_error_type="stem_kind",
-        custom_error_message="stem.kind must be one of 'imagenet', 'cifar'",
+        custom_error_message="stem.kind must be one of 'imagenet', 'cifar', 'deep'",
     ),
 ]
 
+ACTIVATION_KINDS = ("relu", "relu6", "leaky_relu", "elu", "gelu", "silu", "mish", "hardswish")
+ACTIVATION_PARAMS = {"leaky_relu": ("negative_slope",), "elu": ("alpha",), "gelu": ("approximate",)}
+
+
+class ActivationSpec(_Model):
+    """An activation and its parameters (each as torch's module of that name takes it)."""
+
+    kind: Literal["relu", "relu6", "leaky_relu", "elu", "gelu", "silu", "mish", "hardswish"] = Field(
+        "relu", description="The activation function."
+    )
+    negative_slope: float | None = Field(None, description="leaky_relu only: the slope below 0. Default 0.01.")
+    alpha: float | None = Field(None, gt=0, description="elu only: the value approached below 0 is -alpha. Default 1.")
+    approximate: Literal["none", "tanh"] | None = Field(
+        None, description="gelu only: 'none' (exact, erf) or 'tanh'. Default 'none'."
+    )
+
+    @model_validator(mode="after")
+    def _params_of_kind(self) -> ActivationSpec:
+        for name in ("negative_slope", "alpha", "approximate"):
+            if getattr(self, name) is not None and name not in ACTIVATION_PARAMS.get(self.kind, ()):
+                owner = next(k for k, params in ACTIVATION_PARAMS.items() if name in params)
+                raise ValueError(f"{name} applies to {owner} only, not {self.kind}")
+        return self
+
+    def args(self) -> tuple[tuple[str, float | str], ...]:
+        """The parameters with their defaults, as the IR records them."""
+        defaults: dict[str, dict[str, float | str]] = {
+            "leaky_relu": {"negative_slope": 0.01},
+            "elu": {"alpha": 1.0},
+            "gelu": {"approximate": "none"},
+        }
+        given = {k: getattr(self, k) for k in ACTIVATION_PARAMS.get(self.kind, ()) if getattr(self, k) is not None}
+        return tuple((defaults.get(self.kind, {}) | given).items())
+
+
+NORM_KINDS = ("batch", "group", "instance", "none")
+
+
+class NormSpec(_Model):
+    """A normalisation layer, with torch's defaults for its kind."""
+
+    kind: Literal["batch", "group", "instance", "none"] = Field(
+        "batch", description="batch (BatchNorm), group (GroupNorm), instance (InstanceNorm) or none."
+    )
+    groups: PositiveInt | None = Field(None, description="group only: the number of groups. Default 32.")
+    eps: float = Field(1e-5, gt=0, lt=1, description="Added to the variance for numerical stability.")
+    momentum: float = Field(0.1, gt=0, le=1, description="batch: the running statistics' update rate.")
+    affine: bool | None = Field(
+        None, description="Learnable scale and shift. Default: true for batch and group, false for instance (as torch)."
+    )
+
+    @model_validator(mode="after")
+    def _groups_for_group_norm(self) -> NormSpec:
+        if self.groups is not None and self.kind != "group":
+            raise ValueError(f"groups applies to group norm only, not {self.kind}")
+        return self
+
+    @property
+    def is_affine(self) -> bool:
+        return self.affine if self.affine is not None else self.kind in ("batch", "group")
+
+    @property
+    def group_count(self) -> int:
+        return self.groups if self.groups is not None else 32
+
+
+class HeadSpec(_Model):
+    """What follows the last block's norm and activation: global pooling, dropout, the classifier."""
+
+    pool: Literal["avg", "max", "avgmax", "catavgmax"] = Field(
+        "avg",
+        description="Global pooling: avg, max, avgmax (their mean) or catavgmax (both, concatenated: "
+        "twice the classifier's input).",
+    )
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout rate before the classifier.")
+
 
 class BlockSpec(_Model):
-    """A dense block written as a mapping, to give it its own growth rate."""
+    """A dense block written as a mapping: its size, and any network-wide value it overrides."""
 
     layers: PositiveInt = Field(description="Number of dense layers in the block.")
     growth_rate: PositiveInt | None = Field(
         None, description="Feature maps each layer of this block adds. Default: the spec's growth_rate."
+    )
+    bottleneck_width: PositiveInt | None = Field(
+        None, description="This block's bottleneck width; null: no bottleneck. Default: the spec's."
+    )
+    dropout: float | None = Field(None, ge=0, lt=1, description="This block's dropout rate. Default: the spec's.")
+    compression: float | None = Field(
+        None, gt=0, le=1, description="theta of the transition after this block. Default: the spec's."
     )
 
 
@@ -155,12 +253,28 @@ Block = Annotated[
 ]
 
 
+@dataclass(frozen=True)
+class BlockConfig:
+    """One block's settings, network-wide defaults filled in."""
+
+    layers: int
+    growth_rate: int
+    bottleneck_width: int | None
+    dropout: float
+    compression: float
+
+
+def _kind_shorthand(value: Any) -> Any:
+    """``activation: silu`` means ``activation: {kind: silu}``."""
+    return {"kind": value} if isinstance(value, str) else value
+
+
 class Spec(_Model):
     """A DenseNet variant: what densenet-spec validates, compiles, builds and draws."""
 
     model_config = ConfigDict(
-        title="densenet-spec v1",
-        json_schema_extra={"description": "A DenseNet-family architecture (densenet-spec format v1)."},
+        title="densenet-spec v1.1",
+        json_schema_extra={"description": "A DenseNet-family architecture (densenet-spec format v1.1)."},
     )
 
     name: str = Field(
@@ -193,9 +307,32 @@ class Spec(_Model):
         description="theta (DenseNet-C): a transition keeps floor(theta * m) of its m maps; 1.0 for none.",
     )
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout rate after each dense layer's 3x3 conv.")
-    num_classes: PositiveInt = Field(1000, description="Outputs of the final linear layer.")
+    activation: ActivationSpec = Field(
+        default_factory=ActivationSpec,  # type: ignore[arg-type]
+        description="The activation everywhere: a name (relu, relu6, leaky_relu, elu, gelu, silu, mish, "
+        "hardswish) or a mapping with its parameters, e.g. {kind: leaky_relu, negative_slope: 0.1}.",
+    )
+    norm: NormSpec = Field(
+        default_factory=NormSpec,  # type: ignore[arg-type]
+        description="The normalisation everywhere: batch, group, instance or none, or a mapping, e.g. "
+        "{kind: group, groups: 8}.",
+    )
+    anti_alias: Literal["none", "stem", "all"] = Field(
+        "none",
+        description="timm's blur pooling: none; stem (max-pool stride 1 then a binomial blur stride 2); all "
+        "(also a blur stride 2 instead of each transition's average pool). 2-D networks only in timm.",
+    )
+    head: HeadSpec = Field(default_factory=HeadSpec, description="Global pooling and dropout before the classifier.")  # type: ignore[arg-type]
+    num_classes: int = Field(
+        1000, ge=0, description="Outputs of the final linear layer; 0: no classifier (the pooled features)."
+    )
 
     _source: SourceMap = PrivateAttr(default_factory=SourceMap)
+
+    @field_validator("activation", "norm", mode="before")
+    @classmethod
+    def _kind_shorthand(cls, value: Any) -> Any:
+        return _kind_shorthand(value)
 
     @field_validator("stem", mode="before")
     @classmethod
@@ -223,6 +360,18 @@ class Spec(_Model):
             raise ValueError("extends is resolved by the loader: use load_spec() for a spec that extends another")
         return self
 
+    @model_validator(mode="after")
+    def _last_block_has_no_transition(self) -> Spec:
+        last = self.blocks[-1]
+        if isinstance(last, BlockSpec) and last.compression is not None:
+            raise ValueError(f"blocks[{len(self.blocks) - 1}].compression: the last block has no transition after it")
+        return self
+
+    @property
+    def rank(self) -> int:
+        """Spatial dimensions of the network: 1, 2 or 3."""
+        return len(self.input.shape)
+
     @property
     def stem_channels(self) -> int:
         return self.stem.channels if self.stem.channels is not None else 2 * self.growth_rate
@@ -230,12 +379,27 @@ class Spec(_Model):
     @property
     def block_layers(self) -> list[tuple[int, int]]:
         """(layers, growth rate) of each block, defaults filled in."""
+        return [(b.layers, b.growth_rate) for b in self.block_configs]
+
+    @property
+    def block_configs(self) -> list[BlockConfig]:
+        """Each block's settings: what the block says, else the network-wide value."""
         out = []
         for block in self.blocks:
             if isinstance(block, int):
-                out.append((block, self.growth_rate))
-            else:
-                out.append((block.layers, block.growth_rate or self.growth_rate))
+                out.append(BlockConfig(block, self.growth_rate, self.bottleneck_width, self.dropout, self.compression))
+                continue
+            given = block.model_fields_set
+            out.append(
+                BlockConfig(
+                    layers=block.layers,
+                    growth_rate=block.growth_rate or self.growth_rate,
+                    # an explicit null switches the bottleneck off for this block; leaving it out inherits
+                    bottleneck_width=block.bottleneck_width if "bottleneck_width" in given else self.bottleneck_width,
+                    dropout=block.dropout if block.dropout is not None else self.dropout,
+                    compression=block.compression if block.compression is not None else self.compression,
+                )
+            )
         return out
 
     @property

@@ -43,7 +43,7 @@ def test_extends_chain_of_files(write_spec) -> None:  # type: ignore[no-untyped-
 
 
 def test_error_in_child_points_at_child_and_in_parent_at_parent(write_spec) -> None:  # type: ignore[no-untyped-def]
-    write_spec("name: parent\ngrowth_rate: 12\nblocks: [4]\nnum_classes: 0\n", "parent.yaml")
+    write_spec("name: parent\ngrowth_rate: 12\nblocks: [4]\nnum_classes: -1\n", "parent.yaml")
     child = write_spec("name: child\nextends: parent.yaml\n\ndropout: 3\n", "child.yaml")
     with pytest.raises(SpecError) as info:
         load_spec(child)

@@ -11,6 +11,7 @@ The same IR and weights give byte-identical files.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -19,7 +20,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .._version import __version__
-from ..ir import IR, Act, Affine, Clamp, Conv, Dropout, Flatten, GlobalPool, Layer, Linear, Norm, Op, Pool
+from ..ir import IR, Act, Affine, Blur, Clamp, Conv, Dropout, Flatten, GlobalPool, Layer, Linear, Norm, Op, Pool
 
 INPUT, OUTPUT = "input", "logits"
 MIN_OPSET = 13
@@ -42,11 +43,20 @@ class Emitter:
         self.initializers.append(numpy_helper.from_array(array, name))
         return name
 
-    def vector(self, op: Op, key: str) -> str:
-        """A per-channel state entry (stored as ``(C, 1, ...)``) as a flat initialiser."""
+    def vector(self, op: Op, key: str, rank: int = 0) -> str:
+        """A per-channel state entry as an initialiser of shape ``(C,)`` plus ``rank`` ones, to
+        broadcast over ``(N, C, *size)``."""
         name = f"{op.path}.{key}"
-        array = np.ascontiguousarray(_numpy(self.state[name]), dtype=np.float32).reshape(-1)
+        array = np.ascontiguousarray(_numpy(self.state[name]), dtype=np.float32).reshape(-1, *(1,) * rank)
         self.initializers.append(numpy_helper.from_array(array, name))
+        return name
+
+    def scalar(self, name: str, value: float) -> str:
+        self.initializers.append(numpy_helper.from_array(np.array(value, dtype=np.float32), name))
+        return name
+
+    def int64(self, name: str, values: list[int]) -> str:
+        self.initializers.append(numpy_helper.from_array(np.array(values, dtype=np.int64), name))
         return name
 
     def constant(self, op: Op, key: str, value: float, length: int) -> str:
@@ -87,15 +97,119 @@ def _conv(e: Emitter, op: Conv, x: str, out: str) -> None:
     e.add("Conv", inputs, out, op.path, **_window(op), **groups)
 
 
+def _affine_params(e: Emitter, op: Norm) -> tuple[str, str]:
+    """The norm's scale and shift initialisers: its weights, or ones and zeros when not affine."""
+    if op.affine:
+        return e.weight(op, "weight"), e.weight(op, "bias")
+    return e.constant(op, "one", 1.0, op.in_channels), e.constant(op, "zero", 0.0, op.in_channels)
+
+
+def _batch_norm(e: Emitter, op: Norm, x: str, out: str) -> None:
+    scale, bias = _affine_params(e, op)
+    stats = [e.weight(op, "running_mean"), e.weight(op, "running_var")]
+    e.add("BatchNormalization", [x, scale, bias, *stats], out, op.path, epsilon=op.eps)
+
+
+def _instance_norm(e: Emitter, op: Norm, x: str, out: str) -> None:
+    scale, bias = _affine_params(e, op)
+    e.add("InstanceNormalization", [x, scale, bias], out, op.path, epsilon=op.eps)
+
+
+def _group_norm(e: Emitter, op: Norm, x: str, out: str) -> None:
+    """As instance norm over ``(N, groups, C/groups * size)``, then the per-channel affine.
+
+    The exact semantics in every opset (GroupNormalization's scale changed meaning in opset 21).
+    """
+    p = op.path
+    e.add("Shape", [x], f"{p}.shape", f"{p}.shape")
+    grouped = e.int64(f"{p}.grouped_shape", [0, op.groups, -1])
+    e.add("Reshape", [x, grouped], f"{p}.grouped", f"{p}.group")
+    ones, zeros = e.constant(op, "group_one", 1.0, op.groups), e.constant(op, "group_zero", 0.0, op.groups)
+    e.add("InstanceNormalization", [f"{p}.grouped", ones, zeros], f"{p}.normed", f"{p}.normalize", epsilon=op.eps)
+    target = out if not op.affine else f"{p}.ungrouped"
+    e.add("Reshape", [f"{p}.normed", f"{p}.shape"], target, f"{p}.ungroup")
+    if op.affine:
+        e.add("Mul", [target, e.vector(op, "weight", op.rank)], f"{p}.scaled", f"{p}.mul")
+        e.add("Add", [f"{p}.scaled", e.vector(op, "bias", op.rank)], out, p)
+
+
+NORMS: dict[str, Callable[[Emitter, Norm, str, str], None]] = {
+    "batch": _batch_norm,
+    "instance": _instance_norm,
+    "group": _group_norm,
+}
+
+
 def _norm(e: Emitter, op: Norm, x: str, out: str) -> None:
-    keys = ("weight", "bias", "running_mean", "running_var")
-    e.add("BatchNormalization", [x, *(e.weight(op, key) for key in keys)], out, op.path, epsilon=op.eps)
+    NORMS[op.norm](e, op, x, out)
+
+
+def _times(e: Emitter, op: Act, x: str, gate: str, out: str) -> None:
+    """``x * gate(x)``: silu, mish and hardswish where their opset lacks them."""
+    e.add("Mul", [x, gate], out, op.path)
+
+
+def _gelu(e: Emitter, op: Act, x: str, out: str) -> None:
+    approximate = str(dict(op.args).get("approximate", "none"))
+    if e.opset >= 20:
+        e.add("Gelu", [x], out, op.path, approximate=approximate)
+        return
+    p = op.path
+    half = e.scalar(f"{p}.half", 0.5)
+    one = e.scalar(f"{p}.one", 1.0)
+    if approximate == "tanh":  # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+        e.add("Mul", [x, x], f"{p}.x2", f"{p}.x2")
+        e.add("Mul", [f"{p}.x2", x], f"{p}.x3", f"{p}.x3")
+        e.add("Mul", [f"{p}.x3", e.scalar(f"{p}.c", 0.044715)], f"{p}.cx3", f"{p}.cx3")
+        e.add("Add", [x, f"{p}.cx3"], f"{p}.inner", f"{p}.inner")
+        e.add("Mul", [f"{p}.inner", e.scalar(f"{p}.k", math.sqrt(2 / math.pi))], f"{p}.arg", f"{p}.arg")
+        e.add("Tanh", [f"{p}.arg"], f"{p}.t", f"{p}.tanh")
+    else:  # 0.5 x (1 + erf(x / sqrt(2)))
+        e.add("Mul", [x, e.scalar(f"{p}.k", 1 / math.sqrt(2))], f"{p}.arg", f"{p}.arg")
+        e.add("Erf", [f"{p}.arg"], f"{p}.t", f"{p}.erf")
+    e.add("Add", [f"{p}.t", one], f"{p}.one_plus", f"{p}.add")
+    e.add("Mul", [x, f"{p}.one_plus"], f"{p}.x_one_plus", f"{p}.mul")
+    e.add("Mul", [f"{p}.x_one_plus", half], out, p)
+
+
+def _mish(e: Emitter, op: Act, x: str, out: str) -> None:
+    if e.opset >= 18:
+        e.add("Mish", [x], out, op.path)
+        return
+    e.add("Softplus", [x], f"{op.path}.softplus", f"{op.path}.softplus")
+    e.add("Tanh", [f"{op.path}.softplus"], f"{op.path}.gate", f"{op.path}.tanh")
+    _times(e, op, x, f"{op.path}.gate", out)
+
+
+def _hardswish(e: Emitter, op: Act, x: str, out: str) -> None:
+    if e.opset >= 14:
+        e.add("HardSwish", [x], out, op.path)
+        return
+    e.add("HardSigmoid", [x], f"{op.path}.gate", f"{op.path}.gate", alpha=1 / 6, beta=0.5)
+    _times(e, op, x, f"{op.path}.gate", out)
+
+
+def _silu(e: Emitter, op: Act, x: str, out: str) -> None:
+    e.add("Sigmoid", [x], f"{op.path}.gate", f"{op.path}.sigmoid")
+    _times(e, op, x, f"{op.path}.gate", out)
 
 
 ACTIVATIONS: dict[str, Callable[[Emitter, Act, str, str], None]] = {
     "relu": lambda e, op, x, out: e.add("Relu", [x], out, op.path),
+    "relu6": lambda e, op, x, out: e.add(
+        "Clip", [x, e.scalar(f"{op.path}.min", 0.0), e.scalar(f"{op.path}.max", 6.0)], out, op.path
+    ),
+    "leaky_relu": lambda e, op, x, out: e.add(
+        "LeakyRelu", [x], out, op.path, alpha=float(dict(op.args)["negative_slope"])
+    ),
+    "elu": lambda e, op, x, out: e.add("Elu", [x], out, op.path, alpha=float(dict(op.args)["alpha"])),
+    "gelu": _gelu,
+    "silu": _silu,
+    "mish": _mish,
+    "hardswish": _hardswish,
 }
-"""Activation kind to its node(s); an activation an opset lacks is emitted as its decomposition."""
+"""Activation kind to its node(s); an activation the opset lacks is emitted as its exact decomposition
+(Gelu before opset 20, Mish before 18, HardSwish before 14)."""
 
 
 def _act(e: Emitter, op: Act, x: str, out: str) -> None:
@@ -107,7 +221,39 @@ def _pool(e: Emitter, op: Pool, x: str, out: str) -> None:
 
 
 def _global_pool(e: Emitter, op: GlobalPool, x: str, out: str) -> None:
-    e.add("GlobalAveragePool" if op.pool == "avg" else "GlobalMaxPool", [x], out, op.path)
+    if op.pool in ("avg", "max"):
+        e.add("GlobalAveragePool" if op.pool == "avg" else "GlobalMaxPool", [x], out, op.path)
+        return
+    p = op.path
+    e.add("GlobalAveragePool", [x], f"{p}.avg", f"{p}.avg")
+    e.add("GlobalMaxPool", [x], f"{p}.max", f"{p}.max")
+    if op.pool == "catavgmax":
+        e.add("Concat", [f"{p}.avg", f"{p}.max"], out, p, axis=1)
+    else:
+        e.add("Add", [f"{p}.avg", f"{p}.max"], f"{p}.sum", f"{p}.add")
+        e.add("Mul", [f"{p}.sum", e.scalar(f"{p}.half", 0.5)], out, p)
+
+
+def _blur(e: Emitter, op: Blur, x: str, out: str) -> None:
+    """Reflect-pad by one, then a depthwise convolution with the binomial filter (made here: the
+    filter is not part of the state_dict)."""
+    taps = np.array([1.0, 2.0, 1.0], dtype=np.float32) / 4
+    filt = taps
+    for _ in range(op.rank - 1):
+        filt = np.multiply.outer(filt, taps)
+    weight = np.ascontiguousarray(np.broadcast_to(filt, (op.in_channels, 1, *filt.shape)), dtype=np.float32)
+    e.initializers.append(numpy_helper.from_array(weight, f"{op.path}.filt"))
+    pads = e.int64(f"{op.path}.pads", [0, 0, *op.padding, 0, 0, *op.padding])
+    e.add("Pad", [x, pads], f"{op.path}.padded", f"{op.path}.pad", mode="reflect")
+    e.add(
+        "Conv",
+        [f"{op.path}.padded", f"{op.path}.filt"],
+        out,
+        op.path,
+        kernel_shape=list(op.kernel),
+        strides=list(op.stride),
+        group=op.in_channels,
+    )
 
 
 def _linear(e: Emitter, op: Linear, x: str, out: str) -> None:
@@ -144,6 +290,7 @@ NODES: dict[str, NodeEmitter] = {
     Linear.kind: _linear,
     Affine.kind: _affine,
     Clamp.kind: _clamp,
+    Blur.kind: _blur,
 }
 """Op kind to the function that appends its ONNX node(s)."""
 

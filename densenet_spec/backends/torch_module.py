@@ -21,7 +21,13 @@ from .torch_runtime import DenseBlock, DenseLayer, DenseNet, init_weights
 
 __all__ = ["NAMESPACE", "DenseBlock", "DenseLayer", "DenseNet", "build_module", "instantiate"]
 
-NAMESPACE: dict[str, Any] = {"nn": nn, "Affine": torch_runtime.Affine, "Clamp": torch_runtime.Clamp}
+NAMESPACE: dict[str, Any] = {
+    "nn": nn,
+    "Affine": torch_runtime.Affine,
+    "Clamp": torch_runtime.Clamp,
+    "BlurPool": torch_runtime.BlurPool,
+    "AvgMaxPool": torch_runtime.AvgMaxPool,
+}
 """The names a :class:`~.torch_plan.Call` may use; add a class here when an emitter names one."""
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..ir import IR, Act, Affine, Clamp, Conv, Dropout, Flatten, GlobalPool, Layer, Linear, Norm, Op, Pool, Shape
+from ..ir import IR, Act, Affine, Blur, Clamp, Conv, Dropout, Flatten, GlobalPool, Layer, Linear, Norm, Op, Pool, Shape
 
 
 @dataclass(frozen=True)
@@ -48,29 +48,55 @@ def _conv(op: Op) -> Call:
     return Call(f"nn.Conv{op.rank}d", args, tuple(kwargs.items()))
 
 
-NORMS = {"batch": "BatchNorm{rank}d"}
+def _options(op: Norm, *, momentum: bool, affine_default: bool) -> tuple[tuple[str, Any], ...]:
+    """The keyword arguments that differ from torch's defaults (so plain specs read as before)."""
+    kwargs: dict[str, Any] = {}
+    if op.eps != 1e-5:
+        kwargs["eps"] = op.eps
+    if momentum and op.momentum != 0.1:
+        kwargs["momentum"] = op.momentum
+    if op.affine != affine_default:
+        kwargs["affine"] = op.affine
+    return tuple(kwargs.items())
+
+
+NORMS: dict[str, Callable[[Norm], Call]] = {
+    "batch": lambda op: Call(
+        f"nn.BatchNorm{op.rank}d", (op.in_channels,), _options(op, momentum=True, affine_default=True)
+    ),
+    "group": lambda op: Call(
+        "nn.GroupNorm", (op.groups, op.in_channels), _options(op, momentum=False, affine_default=True)
+    ),
+    "instance": lambda op: Call(
+        f"nn.InstanceNorm{op.rank}d", (op.in_channels,), _options(op, momentum=True, affine_default=False)
+    ),
+}
+"""Norm kind to torch module (MONAI's and timm's choices are torch's own modules with these defaults)."""
 
 
 def _norm(op: Op) -> Call:
     assert isinstance(op, Norm)
-    kwargs: dict[str, Any] = {}
-    if op.eps != 1e-5:
-        kwargs["eps"] = op.eps
-    if op.momentum != 0.1:
-        kwargs["momentum"] = op.momentum
-    if not op.affine:
-        kwargs["affine"] = False
-    return Call("nn." + NORMS[op.norm].format(rank=op.rank), (op.in_channels,), tuple(kwargs.items()))
+    return NORMS[op.norm](op)
 
 
-ACTIVATIONS: dict[str, str] = {"relu": "nn.ReLU"}
-"""Activation kind to torch module; its ``args`` become keyword arguments."""
+ACTIVATIONS: dict[str, tuple[str, bool]] = {
+    "relu": ("nn.ReLU", True),
+    "relu6": ("nn.ReLU6", True),
+    "leaky_relu": ("nn.LeakyReLU", True),
+    "elu": ("nn.ELU", True),
+    "gelu": ("nn.GELU", False),
+    "silu": ("nn.SiLU", True),
+    "mish": ("nn.Mish", True),
+    "hardswish": ("nn.Hardswish", True),
+}
+"""Activation kind to (torch module, whether it can work in place); ``args`` become keyword arguments."""
 
 
 def _act(op: Op) -> Call:
     assert isinstance(op, Act)
-    kwargs = (*op.args, ("inplace", True)) if op.inplace else op.args
-    return Call(ACTIVATIONS[op.act], (), kwargs)
+    callee, can_inplace = ACTIVATIONS[op.act]
+    kwargs = (*op.args, ("inplace", True)) if op.inplace and can_inplace else op.args
+    return Call(callee, (), kwargs)
 
 
 def _pool(op: Op) -> Call:
@@ -83,7 +109,14 @@ def _pool(op: Op) -> Call:
 
 def _global_pool(op: Op) -> Call:
     assert isinstance(op, GlobalPool)
-    return Call(f"nn.Adaptive{op.pool.capitalize()}Pool{op.rank}d", (1,))
+    if op.pool in ("avg", "max"):
+        return Call(f"nn.Adaptive{op.pool.capitalize()}Pool{op.rank}d", (1,))
+    return Call("AvgMaxPool", (op.rank,), (("cat", True),) if op.pool == "catavgmax" else ())
+
+
+def _blur(op: Op) -> Call:
+    assert isinstance(op, Blur)
+    return Call("BlurPool", (op.in_channels, op.rank, _window(op.stride)))
 
 
 def _linear(op: Op) -> Call:
@@ -107,6 +140,7 @@ MODULES: dict[str, Callable[[Op], Call]] = {
     Dropout.kind: _dropout,
     Affine.kind: lambda op: Call("Affine", (op.in_channels, op.rank)),
     Clamp.kind: lambda op: Call("Clamp", (op.in_channels, op.rank)),
+    Blur.kind: _blur,
 }
 """Op kind to the constructor call of its torch module."""
 
@@ -174,6 +208,8 @@ def plan(ir: IR) -> Plan:
             linear = isinstance(last, Linear)
             out.head = [(op.name, module_call(op)) for op in (head if linear else layer.ops)]
             out.classifier = module_call(last) if linear else None
-        else:
+        elif all(op.path == layer.name for op in layer.ops):
             out.features += _ops(layer)
+        else:  # a stem layer of several modules (max-pool then blur): a Sequential of its own
+            out.features.append((layer.name.rsplit(".", 1)[-1], _ops(layer)))
     return out

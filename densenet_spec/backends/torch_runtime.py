@@ -58,6 +58,66 @@ class Clamp(nn.Module):
         return torch.clamp(x, self.lo, self.hi)
 
 
+class BlurPool(nn.Module):
+    """timm's blur pool in any rank: reflect-pad 1, binomial [1, 2, 1] filter per axis, stride."""
+
+    def __init__(
+        self,
+        channels: int,
+        rank: int,
+        stride: int | tuple[int, ...] = 2,
+    ) -> None:
+        super().__init__()
+        taps = torch.tensor([1.0, 2.0, 1.0]) / 4
+        filt = taps
+        for _ in range(rank - 1):
+            filt = filt[..., None] * taps
+        self.stride = stride
+        self.rank = rank
+        self.filt: Tensor
+        shape = (channels, 1) + (3,) * rank
+        self.register_buffer("filt", filt.expand(shape).contiguous(), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = functional.pad(x, (1, 1) * self.rank, mode="reflect")
+        conv = (functional.conv1d, functional.conv2d, functional.conv3d)[self.rank - 1]
+        weight = self.filt.to(x.dtype)
+        return conv(x, weight, stride=self.stride, groups=x.shape[1])
+
+
+class AvgMaxPool(nn.Module):
+    """Global average and max pooling: their mean, or both concatenated (``cat``), as timm's."""
+
+    def __init__(self, rank: int, cat: bool = False) -> None:
+        super().__init__()
+        self.dims = tuple(range(2, 2 + rank))
+        self.cat = cat
+
+    def forward(self, x: Tensor) -> Tensor:
+        avg = x.mean(self.dims, keepdim=True)
+        top = x.amax(self.dims, keepdim=True)
+        return torch.cat([avg, top], 1) if self.cat else 0.5 * (avg + top)
+
+
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_STATELESS_NORMS = (
+    nn.GroupNorm,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
+)
+_ACTIVATIONS = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Hardswish,
+)
+
+
 class DenseLayer(nn.Sequential):
     """Concatenates the block input and the earlier layers' outputs, then runs its ops in order."""
 
@@ -71,48 +131,56 @@ class DenseLayer(nn.Sequential):
                 x = module(x)
             return x
         norm, act, conv, *rest = self
-        recompute = _Recompute(inputs, norm)
+        recompute = _Recompute(inputs, norm, act)
         with torch.autograd.graph.saved_tensors_hooks(recompute.pack, recompute.unpack):
             recompute.x = x
             y = recompute.y = norm(x)
-            # The ReLU is in place: what it and the conv save is y itself.
-            out = conv(act(y))
+            a = recompute.a = act(y)  # an in-place activation returns y itself
+            out = conv(a)
         recompute.forget()
         for module in rest:
             out = module(out)
         return out  # type: ignore[no-any-return]
 
     def _recomputable(self) -> bool:
-        """BN-ReLU-conv first. A SyncBatchNorm (whose statistics span devices) runs the plain path."""
+        """Norm-activation-conv first, with a norm whose batch statistics stay on this device.
+
+        A SyncBatchNorm (statistics across devices) or an instance norm with running statistics
+        runs the plain path.
+        """
         first = list(self)[:3]
-        norms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-        return (
-            len(first) == 3
-            and type(first[0]) in norms
-            and type(first[1]) is nn.ReLU
-            and isinstance(first[2], nn.modules.conv._ConvNd)
-        )
+        if len(first) < 3 or not isinstance(first[2], nn.modules.conv._ConvNd):
+            return False
+        norm, act = first[0], first[1]
+        tracks = getattr(norm, "track_running_stats", False)
+        stateless = isinstance(norm, _STATELESS_NORMS) and not tracks
+        return (type(norm) in _BATCH_NORMS or stateless) and type(act) in _ACTIVATIONS
 
 
 class _Recompute:
-    """Saved-tensor hooks that keep a recipe instead of the concatenation and its BN-ReLU output.
+    """Saved-tensor hooks that keep a recipe instead of the concatenation and its norm-activation.
 
-    Autograd saves the concatenation (for BN's backward) and the BN-ReLU output (for the ReLU's
-    and the convolution's backward). Each is packed as a token; the first unpack in the backward
-    pass recomputes both from the layer's inputs, with the same batch statistics and without
-    touching the running ones, and each is let go after its last unpack.
+    Autograd saves the concatenation (for the norm's backward), the norm's output (for the
+    activation's) and the activation's output (for the convolution's): the tensors that grow
+    with depth. Each is packed as a token; the first unpack in the backward pass recomputes them
+    from the layer's inputs, with the same batch statistics and without touching the running
+    ones, and each is let go after its last unpack. Anything else is saved as usual.
     """
 
-    def __init__(self, inputs: list[Tensor], norm: Any) -> None:
+    KINDS = ("x", "y", "a")
+
+    def __init__(self, inputs: list[Tensor], norm: Any, act: Any) -> None:
         self.inputs = list(inputs)  # the block appends to its list after this layer
         self.norm = norm
+        self.act = act
         self.x: Tensor | None = None
         self.y: Tensor | None = None
-        self._pending = {"x": 0, "y": 0}
+        self.a: Tensor | None = None
+        self._pending = dict.fromkeys(self.KINDS, 0)
         self._cache: dict[str, Tensor] = {}
 
     def pack(self, tensor: Tensor) -> Any:
-        for kind in ("x", "y"):
+        for kind in self.KINDS:
             if tensor is getattr(self, kind):
                 self._pending[kind] += 1
                 return (kind, self)
@@ -126,11 +194,11 @@ class _Recompute:
         return recompute.take(kind)  # type: ignore[no-any-return]
 
     def forget(self) -> None:
-        self.x = self.y = None
+        self.x = self.y = self.a = None
 
     def take(self, kind: str) -> Tensor:
-        if not self._cache:
-            self._cache = self._recompute()
+        if kind not in self._cache:
+            self._cache.update(self._recompute())
         tensor = self._cache[kind]
         self._pending[kind] -= 1
         if self._pending[kind] == 0:
@@ -141,9 +209,14 @@ class _Recompute:
         norm = self.norm
         with torch.no_grad():
             x = torch.cat(self.inputs, 1) if len(self.inputs) > 1 else self.inputs[0]
-            w, b = norm.weight, norm.bias
-            y = functional.batch_norm(x, None, None, w, b, True, 0.0, norm.eps).relu_()
-        return {"x": x, "y": y}
+            if isinstance(norm, _BATCH_NORMS):
+                w, b = norm.weight, norm.bias
+                y = functional.batch_norm(x, None, None, w, b, True, 0.0, norm.eps)
+            else:
+                y = norm(x)
+            a = self.act(y)
+        made = zip(self.KINDS, (x, y, a), strict=True)
+        return {kind: t for kind, t in made if self._pending[kind]}
 
 
 class DenseBlock(nn.ModuleDict):

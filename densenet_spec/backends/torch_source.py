@@ -67,8 +67,11 @@ def _call(call: Call, symbols: Mapping[tuple[str, int | str], str] | None = None
 
 def _ordered(ops: Sequence[tuple[str, str]], indent: int) -> str:
     pad = " " * indent
-    items = "".join(f"{pad}    {name}={text},\n" for name, text in ops)
-    return f"OrderedDict(\n{items}{pad})"
+    if all(name.isidentifier() for name, _ in ops):
+        items = "".join(f"{pad}    {name}={text},\n" for name, text in ops)
+        return f"OrderedDict(\n{items}{pad})"
+    items = "".join(f'{pad}        ("{name}", {text}),\n' for name, text in ops)  # e.g. "0", "1"
+    return f"OrderedDict(\n{pad}    [\n{items}{pad}    ]\n{pad})"
 
 
 def _template(block: BlockPlan) -> list[tuple[str, str]] | None:

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..ir import IR, Act, Affine, Clamp, Conv, Flatten, GlobalPool, Layer, Linear, Lowered, Norm, Op, Pool
+from ..ir import IR, Act, Affine, Clamp, Conv, Dropout, Flatten, GlobalPool, Layer, Linear, Lowered, Norm, Op, Pool
 from .base import Pass
 
 Position = tuple[str, int]  # (layer name, op index)
@@ -94,10 +94,11 @@ def _is_batchnorm(op: Op) -> bool:
 
 
 def _passes_affine(op: Op) -> bool:
-    """Ops between a ReLU and the channel mixer that commute with a per-channel affine map."""
+    """Ops between a ReLU and the channel mixer that commute with a per-channel affine map (dropout:
+    the identity at inference, which is all this pass is for)."""
     if isinstance(op, Pool):
         return op.pool == "avg" and not any(op.padding)
-    return isinstance(op, Flatten) or (isinstance(op, GlobalPool) and op.pool == "avg")
+    return isinstance(op, Flatten | Dropout) or (isinstance(op, GlobalPool) and op.pool == "avg")
 
 
 def _mixer(op: Op) -> bool:
