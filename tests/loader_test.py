@@ -74,7 +74,7 @@ def test_merge_keys_are_supported(write_spec) -> None:  # type: ignore[no-untype
 def test_preset_names_are_natural_order() -> None:
     names = preset_names()
     assert names.index("densenet-40-k12") < names.index("densenet-100-k12")
-    assert len(PRESETS) == 11
+    assert len(PRESETS) == 15
 
 
 def test_building_a_spec_with_extends_in_python_is_refused() -> None:
