@@ -292,7 +292,7 @@ def layers_drawing(ir: IR, blocks: list[int] | None, style: Style) -> Drawing:
     previous: Row | None = None
     for row in rows:
         gap_v = _stack(row, previous, offset, o)
-        if previous is not None:
+        if previous is not None and row.start.name != _ir_name(row.start.name):  # a repeated input
             drawing.curves.append(_connector(previous, row, gap_v))
         drawing.boxes += [*row.boxes, row.caption]
         drawing.curves += row.curves
