@@ -125,15 +125,21 @@ def emit(ir: IR, target: str, options: Mapping[str, Any] | None = None) -> bytes
     """What ``build --to TARGET`` writes for ``ir``.
 
     ``options`` may hold ``optimize``, ``weights`` and ``seed`` (handled here) and the target's own
-    options (passed on); each must be one that the target declares.
+    options (passed on); each must be one that the target declares. A target with several
+    ``formats`` (the heat map) also takes ``format``.
     """
     from .backends import target as find_target
 
     chosen = find_target(target)
     given = dict(options or {})
-    unknown = sorted(set(given) - chosen.options)
+    unknown = sorted(set(given) - chosen.options - ({"format"} if chosen.formats else set()))
     if unknown:
         raise ValueError(f"{', '.join(unknown)} do not apply to --to {target}; it takes {chosen.describe_options()}")
+    missing = sorted(name for name in chosen.requires if given.get(name) is None)
+    if missing:
+        raise ValueError(f"--to {target} needs {', '.join('--' + name for name in missing)}")
+    if chosen.formats and given.setdefault("format", chosen.formats[0]) not in chosen.formats:
+        raise ValueError(f"--to {target} writes {', '.join(chosen.formats)}, not {given['format']}")
     state = state_for(ir, given.pop("weights", None), seed=given.pop("seed", 0)) if chosen.needs_state else None
     if given.pop("optimize", False):
         ir, state = optimize(ir, state, clamps=chosen.clamps)

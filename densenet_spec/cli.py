@@ -62,6 +62,12 @@ class RankDir(str, Enum):
     TB = "TB"
 
 
+class LabelStyle(str, Enum):
+    short = "short"
+    full = "full"
+    none = "none"
+
+
 def _say_problems(problems: tuple[Problem, ...] | list[Problem]) -> None:
     for problem in problems:
         typer.echo(str(problem), err=True)
@@ -209,8 +215,23 @@ def build(
         str | None, typer.Option("--blocks", help="Diagrams at layer detail: only these blocks, e.g. 1,3.")
     ] = None,
     rankdir: Annotated[
-        RankDir | None, typer.Option("--rankdir", help="Diagrams: top-bottom (default) or left-right.")
+        RankDir | None,
+        typer.Option("--rankdir", help="Diagrams: layers and stages left to right (default) or top to bottom."),
     ] = (None),
+    labels: Annotated[
+        LabelStyle | None,
+        typer.Option("--labels", help="Diagrams: short names (L3, T1; default) with a legend, module paths, or none."),
+    ] = None,
+    legend: Annotated[
+        bool | None, typer.Option("--legend/--no-legend", help="Diagrams: draw the legend (default: yes).")
+    ] = None,
+    title: Annotated[
+        str | None, typer.Option("--title", help="Diagrams: the title; '' for none (default: name and what is shown).")
+    ] = None,
+    dpi: Annotated[
+        float | None,
+        typer.Option("--dpi", min=10, max=2400, help="Diagrams: resolution of png output (Graphviz's default 96)."),
+    ] = None,
     strict: StrictOpt = False,
 ) -> None:
     """Emit PyTorch source, an ONNX model, a diagram or the IR as JSON.
@@ -229,6 +250,10 @@ def build(
             "detail": detail.value if detail else None,
             "blocks": blocks,
             "rankdir": rankdir.value if rankdir else None,
+            "labels": labels.value if labels else None,
+            "legend": legend,
+            "title": title,
+            "dpi": dpi,
         }.items()
         if value is not None
     }
@@ -242,24 +267,48 @@ def build(
     if "blocks" in given and given.get("detail") != "layers":
         typer.echo("error: --blocks selects blocks of the layer view: add --detail layers", err=True)
         raise typer.Exit(2)
+    missing = sorted(name for name in target.requires if name not in given)
+    if missing:
+        typer.echo(f"error: --to {target.name} needs {', '.join('--' + m for m in missing)}", err=True)
+        raise typer.Exit(2)
+    if target.formats:
+        given["format"] = _format_of(output, target.formats)
     with _reporting():
         ir = _compile(spec, strict)
         if "blocks" in given:
             given["blocks"] = _parse_blocks(given["blocks"], ir)
-        destination = output or _default_output(ir, target.name)
+        destination = output or _default_output(ir, target.name, given)
         data = api.emit(ir, target.name, given)
         where = emit(destination, data)
     if where != "stdout":
         typer.echo(f"wrote {where} ({len(data):,} bytes)", err=True)
 
 
-def _default_output(ir: IR, target: str) -> str:
-    """``./<name>.<ext>``; Python source gets an importable module name."""
+def _default_output(ir: IR, target: str, given: dict[str, Any]) -> str:
+    """``./<name>.<ext>``; diagrams say what they show (``densenet121.layers.block3.svg``); Python
+    source gets an importable module name."""
     if target == "torch":
         from .backends.torch_source import module_name
 
         return f"{module_name(ir.info.name)}.py"
-    return f"{ir.info.name}.{TARGETS[target].extension}"
+    chosen = TARGETS[target]
+    if "detail" not in chosen.options:
+        return f"{ir.info.name}.{target}.{given['format']}" if chosen.formats else f"{ir.info.name}.{chosen.extension}"
+    detail = given.get("detail", "blocks")
+    blocks = given.get("blocks")
+    which = "" if not blocks else (".block" if len(blocks) == 1 else ".blocks") + "_".join(map(str, blocks))
+    return f"{ir.info.name}.{detail}{which}.{chosen.extension}"
+
+
+def _format_of(output: str | None, formats: tuple[str, ...]) -> str:
+    """The format a multi-format target writes: the output file's suffix, else the first."""
+    suffix = Path(output).suffix.lstrip(".").lower() if output and output != "-" else ""
+    if not suffix:
+        return formats[0]
+    if suffix not in formats:
+        typer.echo(f"error: -o {output}: the suffix must be one of {', '.join('.' + f for f in formats)}", err=True)
+        raise typer.Exit(2)
+    return suffix
 
 
 def _parse_blocks(text: str, ir: IR) -> list[int]:

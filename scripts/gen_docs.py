@@ -48,6 +48,7 @@ diagrams and a cost summary. Version {version}.
 - [Presets](presets.md): the shipped specs with their parameters, MACs and diagrams.
 - [Write your own variant](tutorial.md): a new DenseNet in five lines with `extends`.
 - [Command line](cli.md): every command and option.
+- [Drawing DenseNets](drawing.md): the paper's figures, every diagram option, Mermaid, heat maps.
 
 ## Install
 
@@ -123,6 +124,100 @@ extends: densenet121
 growth_rat: 24
 compression: 1.5
 """
+
+
+DRAWING = """\
+# Drawing DenseNets
+
+`densenet-spec build SPEC --to svg|png|pdf|dot` draws a network as the DenseNet paper does. The
+tool computes every position itself and Graphviz only draws them (`neato -n2`; a `--to dot`
+file says so in its first line), so a block of 48 layers is as orderly as one of 6.
+
+## The block view (the paper's Figure 2)
+
+`densenet-spec build densenet121 --to svg` writes `densenet121.blocks.svg`: stages left to right,
+each dense block a frame holding the dense-connection motif, transitions between, and channels and
+sizes under each stage.
+
+![densenet121 blocks](diagrams/densenet121.blocks.svg)
+
+## The layer view (the paper's Figure 1)
+
+`densenet-spec build densenet121 --to svg --detail layers --blocks 3` writes
+`densenet121.layers.block3.svg`. A block is one row of layers in execution order, from the layer
+that feeds it to the layer it feeds. Each dense connection is an arc from the top of its source to
+the top of its target, longer spans higher, coloured by its source: the colours never repeat within
+a block (up to 11 sources distinct hues, beyond that stops of a blue-green-orange-red ramp, the
+block input first). A box's height grows with the channels the layer reads, the number in it.
+
+![densenet121 block 3](diagrams/densenet121.layers.block3.svg)
+
+Without `--blocks`, every block is a row (`densenet121.layers.svg`), the stem before the first and
+the head after the last; the layer that ends a row starts the next again, dashed.
+
+## Options
+
+| option | effect | default |
+|---|---|---|
+| `--detail blocks\\|layers` | one node per stage, or per layer | `blocks` |
+| `--blocks 1,3` | the layer view of these blocks only | all |
+| `--labels short\\|full\\|none` | `L3`, `T1` with a legend; module paths; no text | `short` |
+| `--legend/--no-legend` | the legend under the drawing | `--legend` |
+| `--title TEXT` | the title; `--title ''` for none | name and what is shown |
+| `--dpi N` | resolution of `png` output | Graphviz's 96 |
+| `--rankdir LR\\|TB` | rows left to right, or top to bottom with arcs to the right | `LR` |
+
+Default file names say what is drawn: `NAME.blocks.svg`, `NAME.layers.svg`,
+`NAME.layers.block3.svg`, `NAME.layers.blocks1_3.svg`.
+
+`--labels full --rankdir TB` (`densenet-spec build densenet121 --to svg --detail layers --blocks 1,2
+--labels full --rankdir TB`):
+
+![densenet121 blocks 1 and 2, top to bottom, full labels](diagrams/densenet121.layers.blocks1_2.tb.svg)
+
+`--labels none --no-legend --title "DenseNet (L=40, k=12), block 1"`, for a figure whose caption says the rest:
+
+![densenet-40-k12 block 1 without labels](diagrams/densenet-40-k12.layers.block1.bare.svg)
+
+## Connection strengths (the paper's Figure 5)
+
+`densenet-spec build SPEC --to heatmap --weights CHECKPOINT -o FILE.svg` (or `.png`, `.pdf`,
+`.dot`) draws, for each block, the mean absolute weight of each layer's first convolution over the
+input channels that come from each earlier source: the block input, then layers 1..l-1, in the
+order the layer concatenates them. The last column is the transition after the block, or the
+classifier after the last one. Colours are viridis, scaled to each block's largest value (under it);
+each cell's tooltip in the SVG holds the number. Here for the initial weights of
+densenet-bc-100-k12 (seed 0), which only shows the layout: the initial weights shrink with a
+layer's fan-in, which is why later columns are darker. A trained checkpoint shows what the paper
+discusses.
+
+![densenet-bc-100-k12 heat map, initial weights](diagrams/densenet-bc-100-k12.heatmap.svg)
+
+## Mermaid
+
+`densenet-spec build SPEC --to mermaid` writes a Mermaid flowchart (`NAME.blocks.mmd`) that GitHub,
+GitLab and MkDocs draw inside a Markdown ` ```mermaid ` block, with no build step. The block view
+is always available; a layer view (`--detail layers --blocks 1`) is written when it has at most
+{max_edges} connections, and refused with a message otherwise (densenet121's whole layer view has
+597; Mermaid itself stops at 500). `densenet-spec build densenet121 --to mermaid`:
+
+```mermaid
+{mermaid_blocks}```
+
+`densenet-spec build densenet-40-k12 --to mermaid --detail layers --blocks 1 --title ""`:
+
+```mermaid
+{mermaid_layers}```
+"""
+
+
+def drawing_page() -> str:
+    """The "Drawing DenseNets" page, with the Mermaid charts written by the tool itself."""
+    from densenet_spec.backends.mermaid import MAX_EDGES, blocks_flowchart, layers_flowchart
+
+    blocks = blocks_flowchart(compile_spec(load_spec("densenet121")), "short", "LR", None)
+    layers = layers_flowchart(compile_spec(load_spec("densenet-40-k12")), [1], "short", "LR", "")
+    return DRAWING.format(max_edges=MAX_EDGES, mermaid_blocks=blocks, mermaid_layers=layers)
 
 
 def _type_of(prop: dict[str, Any], defs: dict[str, Any]) -> str:
@@ -236,6 +331,7 @@ def pages() -> dict[str, str]:
         "presets.md": presets_page(),
         "tutorial.md": tutorial,
         "cli.md": cli_reference(),
+        "drawing.md": drawing_page(),
         "examples/densenet121-k48-c100.yaml": TUTORIAL_SPEC,
     }
     for name, dot in diagrams().items():
@@ -280,7 +376,24 @@ def diagrams() -> dict[str, str]:
         compile_spec(load_spec("densenet-bc-100-k12")), detail="layers", blocks=[1]
     )
     out["densenet121-k48-c100.blocks"] = to_dot(compile_spec(_tutorial_spec()))
+    d121 = compile_spec(load_spec("densenet121"))
+    out["densenet121.layers.block3"] = to_dot(d121, detail="layers", blocks=[3])
+    out["densenet121.layers.blocks1_2.tb"] = to_dot(d121, detail="layers", blocks=[1, 2], labels="full", rankdir="TB")
+    bare = {"labels": "none", "legend": False, "title": "DenseNet (L=40, k=12), block 1"}
+    out["densenet-40-k12.layers.block1.bare"] = to_dot(
+        compile_spec(load_spec("densenet-40-k12")), detail="layers", blocks=[1], **bare
+    )
+    out["densenet-bc-100-k12.heatmap"] = _heatmap_dot()
     return out
+
+
+def _heatmap_dot() -> str:
+    """The heat map of densenet-bc-100-k12's initial weights (seed 0): deterministic, no checkpoint."""
+    from densenet_spec import build_model
+    from densenet_spec.backends.heatmap import to_dot as heatmap_dot
+
+    ir = compile_spec(load_spec("densenet-bc-100-k12"))
+    return heatmap_dot(ir, build_model(ir, seed=0).state_dict())
 
 
 def generate(root: Path) -> list[Path]:

@@ -17,12 +17,18 @@ from densenet_spec.cli import app
 from .conftest import TESTS
 
 GOLDEN = TESTS / "golden"
-EDGE = re.compile(r'^\s*"?([\w.]+)"? -> "?([\w.]+)"?(?: \[(.*)\])?$')
+EDGE = re.compile(r'^\s*"([^"]+)" -> "([^"]+)" \[(.*)\]$')
+IDENT = re.compile(r'id="([^"]+) -> ([^"]+)"')
 HAS_DOT = shutil.which("dot") is not None
 
 
 def _edges(dot: str) -> list[tuple[str, str, str]]:
-    return [m.groups("") for line in dot.splitlines() if (m := EDGE.match(line))]  # type: ignore[misc]
+    """The drawn IR connections ``(source, target, attributes)``, by the ``id`` each edge carries."""
+    out = []
+    for line in dot.splitlines():
+        if (m := EDGE.match(line)) and (ident := IDENT.search(m.group(3))):
+            out.append((ident.group(1), ident.group(2), m.group(3)))
+    return out
 
 
 def test_layer_detail_draws_every_ir_edge_with_one_colour_per_source() -> None:
@@ -36,8 +42,9 @@ def test_layer_detail_draws_every_ir_edge_with_one_colour_per_source() -> None:
         colours.setdefault(source, set()).add(re.search(r'color="([^"]+)"', attrs).group(1))  # type: ignore[union-attr]
     assert all(len(c) == 1 for c in colours.values())
     for number in (1, 2, 3):
-        assert f"subgraph cluster_denseblock{number}" in dot
-    assert "features.denseblock2.denselayer3\\n132 -> 12 ch, 16x16" in dot
+        assert f"denseblock{number}: 16 layers, k=12" in dot
+    assert 'label="L3\\n132"' in dot
+    assert 'label="features.denseblock2.denselayer3\\n132"' in to_dot(ir, detail="layers", labels="full")
     assert "features.conv0" in dot and "features.transition1" in dot and "classifier" in dot
 
 
@@ -54,9 +61,10 @@ def test_blocks_option_limits_the_layer_view() -> None:
 def test_block_detail_has_one_node_per_stage() -> None:
     ir = compile_spec(load_spec("densenet121"))
     dot = to_dot(ir, detail="blocks", rankdir="LR")
-    assert "rankdir=LR" in dot
-    assert len(_edges(dot)) == 8
-    assert "denseblock3\\n24 layers, k=32\\n256 -> 1024 ch, 14x14" in dot
+    for stage in ("input", "stem", "transition1", "transition2", "transition3", "head", "prediction"):
+        assert f'\t"{stage}" [' in dot
+    assert dot.count('subgraph "cluster_denseblock') == 4
+    assert 'label="B3\\n24 layers, k=32\\n1024 ch, 14x14"' in dot
 
 
 @pytest.mark.parametrize(

@@ -190,6 +190,10 @@ OPTIONS = {
     "detail": ["--detail", "layers"],
     "blocks": ["--detail", "layers", "--blocks", "1"],
     "rankdir": ["--rankdir", "LR"],
+    "labels": ["--labels", "full"],
+    "legend": ["--no-legend"],
+    "title": ["--title", "x"],
+    "dpi": ["--dpi", "150"],
 }
 MISAPPLIED = [
     (t.name, option)

@@ -37,6 +37,9 @@ class Target:
         clamps: ``--optimize`` may turn a BN-ReLU before a 1x1 conv into a per-channel clamp;
             off where the runtime's fused BN-ReLU is faster (onnxruntime).
         help: one line for ``--help``.
+        formats: file formats the emitter can write, chosen by the output file's suffix and passed
+            as the option ``format`` (the first is the default); empty: one format, ``extension``.
+        requires: options that must be given (the heat map is meaningless without ``weights``).
     """
 
     name: str
@@ -46,6 +49,8 @@ class Target:
     needs_state: bool = False
     clamps: bool = True
     help: str = ""
+    formats: tuple[str, ...] = ()
+    requires: frozenset[str] = frozenset()
 
     def load(self) -> Emitter:
         module, function = self.emitter.split(":")
@@ -72,7 +77,8 @@ def target(name: str) -> Target:
         raise ValueError(f"no target {name!r}; the targets are {', '.join(TARGETS)}") from None
 
 
-_DIAGRAM = frozenset({"detail", "blocks", "rankdir"})
+_DIAGRAM = frozenset({"detail", "blocks", "rankdir", "labels", "legend", "title", "dpi"})
+_MERMAID = frozenset({"detail", "blocks", "rankdir", "labels", "title"})
 
 for _target in (
     Target("torch", "py", frozenset({"optimize"}), ".torch_source:emit", help="standalone PyTorch source"),
@@ -90,5 +96,16 @@ for _target in (
         for fmt in ("dot", "svg", "png", "pdf")
     ),
     Target("json", "json", frozenset({"optimize"}), ".json_view:emit", help="the IR as JSON"),
+    Target("mermaid", "mmd", _MERMAID, ".mermaid:emit", help="a Mermaid flowchart (renders in GitHub Markdown)"),
+    Target(
+        "heatmap",
+        "svg",
+        frozenset({"weights", "title", "dpi"}),
+        ".heatmap:emit",
+        needs_state=True,
+        help="connection strengths from a checkpoint (svg, png, pdf or dot, by the -o suffix)",
+        formats=("svg", "png", "pdf", "dot"),
+        requires=frozenset({"weights"}),
+    ),
 ):
     register_target(_target)

@@ -1,155 +1,508 @@
-"""IR to Graphviz diagrams of the dense connections.
+"""IR to Graphviz diagrams of the dense connections, in the style of the DenseNet paper.
 
-Two levels of detail. ``layers``: every layer is a node and every IR edge is drawn, the layers of
-a block in a cluster, and all edges leaving one layer share a colour so its fan-out can be
-followed. ``blocks``: one node per stage (stem, each block, each transition, head). The DOT text
-is deterministic; svg, png and pdf are rendered by Graphviz's ``dot`` program.
+Two levels of detail, both laid out here (:mod:`.graphviz_layout`) and only drawn by Graphviz:
+
+- ``layers`` (the paper's Figure 1): each dense block is one row of layers in execution order,
+  from the layer feeding the block to the one it feeds. Every connection is an arc from its
+  source's top to its target's top, longer spans higher, coloured by source with colours that do
+  not repeat inside a block; a box's height grows with the channels it reads. Several blocks are
+  stacked rows, the layer ending one row repeated (dashed) at the start of the next.
+- ``blocks`` (the paper's Figure 2): stages left to right, each dense block a frame holding the
+  dense-connection motif, transitions between, channels and sizes under each stage.
+
+Labels are short (``L3``, ``T1``) with a legend mapping them to module paths, full (the module
+paths), or none. The DOT text is deterministic; svg, png and pdf are rendered by ``neato -n2``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import graphviz
 
 from ..errors import ToolError
 from ..ir import IR, Layer, format_size
-from ..summary import Stage, stages
-
-# Colour-blind-friendly, distinguishable on white (Okabe-Ito, then Tol's bright).
-PALETTE = (
-    "#0072B2",
-    "#D55E00",
-    "#009E73",
-    "#CC79A7",
-    "#E69F00",
-    "#56B4E9",
-    "#AA3377",
-    "#228833",
-    "#EE6677",
-    "#4477AA",
-    "#666666",
+from . import views
+from .colours import source_colours
+from .graphviz_layout import (
+    PAD,
+    Box,
+    Curve,
+    Drawing,
+    Frame,
+    Orientation,
+    arc,
+    bezier_points,
+    polyline,
+    spread,
+    text_size,
 )
-FONT = "Helvetica"
-NEWLINE = "\\n"  # DOT's escape for a centred line break, kept as such in the DOT text
-FILL = {"stem": "#F2F2F2", "dense_layer": "#FFFFFF", "block": "#FFFFFF", "transition": "#FFF4D6", "head": "#E8F1FA"}
+from .views import Labels
+
+FILL = {"stem": "#F2F2F2", "dense_layer": "#FFFFFF", "transition": "#FFF4D6", "head": "#E8F1FA", "io": "#FFFFFF"}
+FONTSIZE = 10.0
+CAPTION_FONTSIZE = 9.0
+MIN_ALONG = 30.0  # points: the narrowest box along a row
+GAP = 10.0  # points between neighbouring boxes along a row
+ROW_GAP = 28.0  # points between a row's caption and the next row's arcs
 
 
-def _graph(ir: IR, rankdir: str, title: str) -> graphviz.Digraph:
-    dot = graphviz.Digraph(ir.info.name)
-    dot.attr(
-        rankdir=rankdir,
-        label=title,
-        labelloc="t",
-        fontname=FONT,
-        fontsize="16",
-        nodesep="0.25",
-        ranksep="0.35",
-        newrank="true",
+@dataclass(frozen=True)
+class Style:
+    """The drawing options every view takes."""
+
+    labels: Labels = "short"
+    legend: bool = True
+    title: str | None = None
+    dpi: float | None = None
+    rankdir: Literal["LR", "TB"] = "LR"
+
+
+# ----------------------------------------------------------------------------- rows of layers
+
+
+@dataclass
+class Row:
+    """One dense block as drawn: its boxes in order (input, layers, output), its arcs and caption.
+
+    ``sources`` maps the IR name of each source (the block input first) to its colour index.
+    """
+
+    boxes: list[Box]
+    sources: dict[str, int]
+    caption: Box
+    curves: list[Curve] = field(default_factory=list)
+
+    @property
+    def start(self) -> Box:
+        """The block input's box (after the stem chain, if any)."""
+        return next(box for box in self.boxes if _ir_name(box.name) in self.sources)
+
+    @property
+    def output(self) -> str:
+        """The IR name of the layer that the block feeds."""
+        return _ir_name(self.boxes[self.boxes.index(self.start) + len(self.sources)].name)
+
+    def shift(self, dv: float) -> None:
+        """Move the row across by ``dv``."""
+        for box in self.boxes:
+            box.v += dv
+        for curve in self.curves:
+            curve.points = [(u, v + dv) for u, v in curve.points]
+            if curve.tip is not None:
+                curve.tip = (curve.tip[0], curve.tip[1] + dv)
+
+    def top(self) -> float:
+        """The furthest the row reaches on the arcs' side."""
+        tops = [box.top for box in self.boxes]
+        return max(tops + [v for curve in self.curves for _, v in bezier_points(curve.points, 8)])
+
+
+def _ir_name(drawn: str) -> str:
+    """The IR layer a box draws: a repeated block input is drawn as ``NAME~BLOCK``."""
+    return drawn.split("~")[0]
+
+
+def _box(name: str, text: str, across: float, o: Orientation, attrs: dict[str, str]) -> Box:
+    """A box that fits ``text`` and is at least ``across`` wide across the row."""
+    text_w, text_h = text_size(text, FONTSIZE)
+    along, need = o.extent(text_w + PAD, text_h + PAD)
+    return Box(name, 0.0, 0.0, max(along, MIN_ALONG), max(need, across), {"label": text, **attrs})
+
+
+def _caption(name: str, text: str, o: Orientation) -> Box:
+    text_w, text_h = text_size(text, CAPTION_FONTSIZE)
+    along, across = o.extent(text_w, text_h)
+    attrs = {"label": text, "shape": "plaintext", "fontsize": f"{CAPTION_FONTSIZE:g}"}
+    return Box(name, 0.0, 0.0, along, across, attrs)
+
+
+def _across(channels: int, most: int, o: Orientation) -> float:
+    """The extent across the row of a box reading ``channels``: grows linearly up to ``most``."""
+    low, high = (34.0, 80.0) if o.rankdir == "LR" else (40.0, 110.0)
+    return low + (high - low) * channels / max(most, 1)
+
+
+def _layer_text(layer: Layer, channels: int, style: Style) -> str:
+    name = views.short_name(layer) if style.labels == "short" else layer.name
+    return "" if style.labels == "none" else f"{name}\n{channels}"
+
+
+def _place_row(boxes: list[Box]) -> None:
+    """Lay ``boxes`` along ``u`` from 0 with their bottoms on ``v = 0``."""
+    u = 0.0
+    for box in boxes:
+        box.u = u + box.du / 2
+        box.v = box.dv / 2
+        u += box.du + GAP
+
+
+@dataclass(frozen=True)
+class RowPlan:
+    """What one row holds: its block, the chains of stem and head layers, whether its input repeats."""
+
+    block: int
+    chain_in: list[Layer]
+    chain_out: list[Layer]
+    proxy: bool
+
+
+def _row(ir: IR, plan: RowPlan, most: int, style: Style) -> Row:
+    """Boxes of one block: the stem chain (first row), input, layers, output, the head chain (last row)."""
+    o = Orientation(style.rankdir)
+    members = ir.blocks()[plan.block - 1]
+    first, last = members[0], members[-1]
+    source = ir.layer(ir.inputs(first.name)[0])
+    target = ir.layer(next(iter(ir.graph.successors(last.name))))
+    colours = source_colours(len(members) + 1)
+    boxes = [_box(x.name, _layer_text(x, x.out_channels, style), 0, o, _fill(x)) for x in plan.chain_in]
+    name = f"{source.name}~{plan.block}" if plan.proxy else source.name
+    attrs = {**_fill(source), "color": colours[0], "penwidth": "1.6"}
+    if plan.proxy:
+        attrs["style"] = "rounded,dashed"
+    boxes.append(
+        _box(name, _layer_text(source, first.in_channels, style), _across(first.in_channels, most, o), o, attrs)
     )
-    dot.attr("node", shape="box", style="rounded,filled", fontname=FONT, fontsize="10", margin="0.12,0.06")
-    dot.attr("edge", arrowsize="0.5", penwidth="0.9")
-    return dot
+    for i, layer in enumerate(members, start=1):
+        attrs = {**_fill(layer), "color": colours[i], "penwidth": "1.6"}
+        text = _layer_text(layer, layer.in_channels, style)
+        boxes.append(_box(layer.name, text, _across(layer.in_channels, most, o), o, attrs))
+    text = _layer_text(target, target.in_channels, style)
+    boxes.append(_box(target.name, text, _across(target.in_channels, most, o), o, _fill(target)))
+    boxes += [_box(x.name, _layer_text(x, x.out_channels, style), 0, o, _fill(x)) for x in plan.chain_out]
+    _place_row(boxes)
+    sources = {source.name: 0} | {layer.name: i for i, layer in enumerate(members, start=1)}
+    caption = (
+        f"{first.stage}: {len(members)} layers, k={first.out_channels}, "
+        f"{first.in_channels} -> {target.in_channels} ch, {format_size(first.out_size)}"
+    )
+    return Row(boxes, sources, _caption(f"caption~{plan.block}", caption, o))
 
 
-def _layer_label(layer: Layer) -> str:
-    channels = f"{layer.in_channels} -> {layer.out_channels} ch"
-    return f"{layer.name}{NEWLINE}{channels}, {format_size(layer.out_size)}"
+def _fill(layer: Layer) -> dict[str, str]:
+    key = layer.stage if layer.stage in ("stem", "head") else layer.kind
+    return {"fillcolor": FILL.get(key, "#FFFFFF"), "style": "rounded,filled"}
 
 
-def _fill(layer: Layer) -> str:
-    if layer.stage == "stem":
-        return FILL["stem"]
-    if layer.stage == "head":
-        return FILL["head"]
-    return FILL.get(layer.kind, "#FFFFFF")
+def _row_curves(ir: IR, row: Row) -> list[Curve]:
+    """The row's arcs (dense connections) and straight chain edges, each IR edge once."""
+    index = {_ir_name(box.name): i for i, box in enumerate(row.boxes)}
+    by_name = {_ir_name(box.name): box for box in row.boxes}
+    colours = source_colours(len(row.sources))
+    pairs = [(a, b) for a, b in ir.graph.edges if a in index and b in index]
+    outgoing: dict[str, list[str]] = {}
+    incoming: dict[str, list[str]] = {}
+    for a, b in pairs:
+        outgoing.setdefault(a, []).append(b)
+        incoming.setdefault(b, []).append(a)
+    output = row.output
+    curves = []
+    for a, b in pairs:
+        ident = {"id": f"{a} -> {b}", "tooltip": f"{a} -> {b}: {ir.layer(a).out_channels} ch"}
+        if a in row.sources and (b in row.sources or b == output):
+            ends = (a, b, outgoing[a], incoming[b])
+            curves.append(_dense_arc(by_name[a], by_name[b], ends, index, colours[row.sources[a]], ident))
+        else:
+            curves.append(_straight(by_name[a], by_name[b], ident))
+    return curves
 
 
-def _layer_nodes(ir: IR, blocks: list[int] | None) -> list[str]:
-    """The layers drawn: everything, or the chosen blocks with the layers entering and leaving them."""
-    names = list(ir.graph.nodes)
-    if blocks is None:
-        return names
-    keep: set[str] = set()
-    for number in blocks:
-        members = [layer.name for layer in ir.blocks()[number - 1]]
-        keep.update(members)
-        for member in members:
-            keep.update(ir.graph.predecessors(member))
-            keep.update(ir.graph.successors(member))
-    return [name for name in names if name in keep]
+def _dense_arc(
+    tail: Box,
+    head: Box,
+    ends: tuple[str, str, list[str], list[str]],
+    index: dict[str, int],
+    colour: str,
+    attrs: dict[str, str],
+) -> Curve:
+    """One dense connection between the layers ``ends[0]`` and ``ends[1]``, given every target of the
+    first (``ends[2]``) and every source of the second (``ends[3]``).
+
+    Farther targets leave further left, farther sources land further right, so that arcs sharing
+    an end nest instead of crossing there.
+    """
+    t_name, h_name, targets, sources = ends
+    leaving = sorted(targets, key=lambda n: -index[n])
+    landing = sorted(sources, key=lambda n: -index[n])
+    leave = spread(tail.u - 0.4 * tail.du, tail.u - 0.06 * tail.du, len(leaving))[leaving.index(h_name)]
+    land = spread(head.u + 0.06 * head.du, head.u + 0.4 * head.du, len(landing))[landing.index(t_name)]
+    span = land - leave
+    curve = arc(tail, head, leave, land, 8.0 + 0.2 * span)
+    curve.attrs = {"color": colour, "arrowsize": "0.35", "penwidth": "0.9", **attrs}
+    return curve
 
 
-def layers_dot(ir: IR, blocks: list[int] | None = None, rankdir: str = "TB") -> graphviz.Digraph:
-    shown = _layer_nodes(ir, blocks)
-    chosen = "all blocks" if blocks is None else "block " + ", ".join(map(str, blocks))
-    dot = _graph(ir, rankdir, f"{ir.info.name}: dense connections ({chosen})")
-    colour = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(shown)}
-    clusters: dict[str, graphviz.Digraph] = {}
-    for name in shown:
-        layer = ir.layer(name)
-        target = dot
-        if layer.kind == "dense_layer":
-            if layer.stage not in clusters:
-                clusters[layer.stage] = graphviz.Digraph(f"cluster_{layer.stage}")
-            target = clusters[layer.stage]
-        target.node(name, _layer_label(layer), fillcolor=_fill(layer), color=colour[name], group="main")
-    members_of = {layers[0].stage: layers for layers in ir.blocks()}
-    for stage, cluster in clusters.items():
-        members = members_of[stage]
-        growth = members[0].out_channels
-        cluster.attr(
-            label=f"{stage}: {len(members)} layers, k={growth}",
-            style="rounded,dashed",
-            color="#999999",
-            fontname=FONT,
-            fontsize="12",
+def _straight(tail: Box, head: Box, attrs: dict[str, str]) -> Curve:
+    """A chain edge between neighbours, through the middle of the lower of the two boxes."""
+    v = min(tail.v, head.v)
+    curve = polyline(tail.name, head.name, [(tail.right, v), (head.left, v)])
+    curve.attrs = {"arrowsize": "0.5", "color": "#444444", **attrs}
+    return curve
+
+
+def _connector(previous: Row, row: Row, gap_v: float) -> Curve:
+    """From the layer that ends one row to its repetition that starts the next, around the outside."""
+    start = row.start
+    end = next(box for box in previous.boxes if box.name == _ir_name(start.name))
+    out_u, in_u = end.right + GAP, start.left - GAP / 2
+    corners = [
+        (end.right, end.v),
+        (out_u, end.v),
+        (out_u, gap_v),
+        (in_u, gap_v),
+        (in_u, start.v),
+        (start.left, start.v),
+    ]
+    curve = polyline(end.name, start.name, corners)
+    curve.attrs = {"style": "dashed", "color": "#888888", "arrowsize": "0.5", "id": f"continues: {end.name}"}
+    return curve
+
+
+def _plans(ir: IR, blocks: list[int] | None) -> list[RowPlan]:
+    """The rows: chosen blocks (all by default, then with the stem before and the head after)."""
+    chosen = blocks or list(range(1, len(ir.blocks()) + 1))
+    stages = ir.stages()
+    placed: set[str] = set()
+    plans = []
+    for number in chosen:
+        members = ir.blocks()[number - 1]
+        first_input = ir.inputs(members[0].name)[0]
+        chain_in = (
+            [x for x in stages.get("stem", []) if x.name != first_input] if blocks is None and number == 1 else []
         )
-        dot.subgraph(cluster)
-    # Consecutive layers pull hard on each other and share a group, so the layers form one column
-    # and the longer dense connections arc around it instead of weaving through it.
-    position = {name: i for i, name in enumerate(shown)}
-    for source, target in ir.graph.edges:
-        if source in position and target in position:
-            weight = "50" if position[target] == position[source] + 1 else "1"
-            tooltip = f"{source} -> {target}: {ir.layer(source).out_channels} ch"
-            dot.edge(source, target, color=colour[source], weight=weight, tooltip=tooltip)
-    return dot
+        last = number == len(ir.blocks())
+        chain_out = stages.get("head", [])[1:] if blocks is None and last else []
+        plans.append(RowPlan(number, chain_in, chain_out, first_input in placed))
+        placed |= {first_input, *(m.name for m in members), *ir.graph.successors(members[-1].name)}
+    return plans
 
 
-def _stage_label(stage: Stage) -> str:
-    lines = [stage.name, stage.layers]
-    if stage.dense_layers:
-        growth = (stage.out_channels - stage.in_channels) // stage.dense_layers
-        lines[1] = f"{stage.dense_layers} layers, k={growth}"
-    lines.append(f"{stage.in_channels} -> {stage.out_channels} ch, {format_size(stage.output_size)}")
-    return NEWLINE.join(lines)
+def layers_drawing(ir: IR, blocks: list[int] | None, style: Style) -> Drawing:
+    """The layer view: one row per chosen block, stacked; the stem and head chains when all are shown."""
+    o = Orientation(style.rankdir)
+    plans = _plans(ir, blocks)
+    most = max(ir.layer(next(iter(ir.graph.successors(ir.blocks()[p.block - 1][-1].name)))).in_channels for p in plans)
+    rows = [_row(ir, plan, most, style) for plan in plans]
+    for row in rows:
+        row.curves = _row_curves(ir, row)
+    drawing = Drawing(ir.info.name, o)
+    offset = 0.0
+    previous: Row | None = None
+    for row in rows:
+        gap_v = _stack(row, previous, offset, o)
+        if previous is not None and row.start.name != _ir_name(row.start.name):  # a repeated input
+            drawing.curves.append(_connector(previous, row, gap_v))
+        drawing.boxes += [*row.boxes, row.caption]
+        drawing.curves += row.curves
+        offset, previous = _next_offset(row, o), row
+    _finish(drawing, style, _layers_title(ir, blocks), _layers_legend(ir, rows, style))
+    return drawing
 
 
-def blocks_dot(ir: IR, rankdir: str = "TB") -> graphviz.Digraph:
-    title = f"{ir.info.name}: {ir.params:,} params, {ir.macs / 1e9:.3f} GMACs"
-    dot = _graph(ir, rankdir, title)
-    previous = None
-    for stage in stages(ir):
-        fill = FILL.get(stage.kind, "#FFFFFF")
-        dot.node(stage.name, _stage_label(stage), fillcolor=fill, penwidth="1.5" if stage.dense_layers else "1")
-        if previous is not None:
-            dot.edge(previous, stage.name)
-        previous = stage.name
-    return dot
+def _stack(row: Row, previous: Row | None, offset: float, o: Orientation) -> float:
+    """Put ``row`` at ``offset`` across (below the previous row in LR, right of it in TB) with its
+    caption; returns where the connector from the previous row runs."""
+    if o.rankdir == "LR":
+        shift = offset - row.top() if previous is not None else 0.0
+        row.shift(shift)
+        row.caption.u = row.boxes[0].left + row.caption.du / 2
+        row.caption.v = shift - 6.0 - row.caption.dv / 2
+        return offset + ROW_GAP / 2
+    row.shift(offset)
+    row.caption.u = row.boxes[0].left - 2 * GAP - row.caption.du / 2
+    row.caption.v = offset + row.caption.dv / 2
+    return offset - ROW_GAP / 2
 
 
-def to_dot(ir: IR, *, detail: str = "blocks", blocks: list[int] | None = None, rankdir: str = "TB") -> str:
-    """The diagram as DOT text."""
-    graph = layers_dot(ir, blocks, rankdir) if detail == "layers" else blocks_dot(ir, rankdir)
-    return str(graph.source)
+def _next_offset(row: Row, o: Orientation) -> float:
+    if o.rankdir == "LR":
+        return row.caption.bottom - ROW_GAP
+    return max(row.top(), row.caption.top) + ROW_GAP
+
+
+def _layers_title(ir: IR, blocks: list[int] | None) -> str:
+    if blocks is None:
+        return f"{ir.info.name}: dense connections (all blocks)"
+    which = ("block " if len(blocks) == 1 else "blocks ") + ", ".join(map(str, blocks))
+    return f"{ir.info.name}: dense connections ({which})"
+
+
+def _layers_legend(ir: IR, rows: list[Row], style: Style) -> list[tuple[str, str]]:
+    """Legend lines ``(key, meaning)``."""
+    lines: list[tuple[str, str]] = []
+    if style.labels == "short":
+        numbers = [row_plan for row_plan in sorted({_block_of(ir, row) for row in rows})]
+        for b in numbers:
+            count = len(ir.blocks()[b - 1])
+            lines.append((f"L1..L{count}", f"features.denseblock{b}.denselayer1..{count}"))
+        drawn = sorted({_ir_name(box.name) for row in rows for box in row.boxes})
+        lines += [(views.short_name(ir.layer(n)), n) for n in drawn if ir.layer(n).kind == "transition"]
+    box_side = "height" if style.rankdir == "LR" else "width"
+    if style.labels != "none":
+        lines.append(("number", f"channels the layer reads (box {box_side} grows with them)"))
+    else:
+        lines.append(("box", f"{box_side} grows with the channels the layer reads"))
+    lines.append(("arc", "a dense connection, coloured by its source (block input first)"))
+    return lines
+
+
+def _block_of(ir: IR, row: Row) -> int:
+    layer = ir.layer(next(name for name, i in row.sources.items() if i == 1))
+    return layer.block or 0
+
+
+# ----------------------------------------------------------------------------- the block view
+
+
+def blocks_drawing(ir: IR, style: Style) -> Drawing:
+    """The block view: input, stem, dense blocks (motif in a frame), transitions, head, prediction."""
+    o = Orientation(style.rankdir)
+    drawing = Drawing(ir.info.name, o)
+    u = 0.0
+    spine = 24.0
+    previous: Box | None = None
+    captions: list[Box] = []
+    for stage in views.stage_views(ir, style.labels):
+        if stage.kind == "block":
+            motif, frame_parts = _motif(stage, u, spine, o)
+            drawing.boxes += motif
+            drawing.curves += frame_parts[1]
+            if previous is not None:
+                drawing.curves.append(_spine_edge(previous, motif[0], spine))
+            first, last = motif[0], motif[-1]
+            caption = _caption(f"caption~{stage.name}", stage.caption, o)
+            caption.u = (first.left + last.right) / 2
+            captions.append(caption)
+            frame = Frame(stage.name, first.left - 10, 0, last.right + 10, 0, "", (0, 0), {"style": "rounded,dashed"})
+            frame.attrs["color"] = "#999999"
+            drawing.frames.append(frame)
+            previous = last
+            u = max(frame.u1, caption.right) + GAP * 2
+        else:
+            box = _box(stage.name, stage.label, 0, o, {"fillcolor": FILL[stage.kind], "style": "rounded,filled"})
+            box.u, box.v = u + box.du / 2, spine
+            drawing.boxes.append(box)
+            if previous is not None:
+                drawing.curves.append(_spine_edge(previous, box, spine))
+            caption = _caption(f"caption~{stage.name}", stage.caption, o)
+            caption.u = box.u
+            captions.append(caption)
+            previous = box
+            u = max(box.right, caption.right) + GAP * 2
+    low = min(box.bottom for box in drawing.boxes)
+    for caption in captions:
+        caption.v = low - 8 - caption.dv / 2
+    drawing.boxes += captions
+    top = max(v for curve in drawing.curves for _, v in bezier_points(curve.points, 8))
+    for frame in drawing.frames:
+        frame.v0, frame.v1 = low - 4, top + 6
+    _finish(drawing, style, views.blocks_title(ir), views.blocks_legend(ir, style.labels))
+    return drawing
+
+
+def _motif(
+    stage: views.StageView, u: float, spine: float, o: Orientation
+) -> tuple[list[Box], tuple[None, list[Curve]]]:
+    """Four feature-map boxes, growing, with all six dense connections: a block in the paper's look."""
+    count = 4
+    colours = source_colours(count)
+    boxes = []
+    low = 22.0 if o.rankdir == "LR" else 26.0
+    for i in range(count):
+        across = low + 9.0 * i
+        box = Box(f"{stage.name}~{i}", 0, 0, 14.0, across, {"label": "", "color": colours[i], "penwidth": "1.6"})
+        box.attrs |= {"style": "filled", "fillcolor": "#FFFFFF"}
+        box.u = u + 14.0 + i * 30.0 + 7.0
+        box.v = spine - low / 2 + across / 2
+        boxes.append(box)
+    curves = []
+    names = [b.name for b in boxes]
+    index = {n: i for i, n in enumerate(names)}
+    for i in range(count):
+        for j in range(i + 1, count):
+            ends = (names[i], names[j], names[i + 1 :], names[:j])
+            curve = _dense_arc(boxes[i], boxes[j], ends, index, colours[i], {})
+            curve.attrs["class"] = "motif"
+            curves.append(curve)
+    return boxes, (None, curves)
+
+
+def _spine_edge(tail: Box, head: Box, spine: float) -> Curve:
+    curve = polyline(tail.name, head.name, [(tail.right, spine), (head.left, spine)])
+    curve.attrs = {"arrowsize": "0.6", "color": "#333333", "penwidth": "1.2"}
+    return curve
+
+
+# ----------------------------------------------------------------------------- title, legend, DOT
+
+
+def _finish(drawing: Drawing, style: Style, title: str, legend: list[tuple[str, str]]) -> None:
+    """Title, legend (below the drawing) and graph attributes."""
+    text = title if style.title is None else style.title
+    if style.legend and legend:
+        _add_legend(drawing, legend)
+    attrs = {"bgcolor": "white", "pad": "0.2"}
+    if text:
+        attrs |= {"label": text, "labelloc": "t", "fontname": "Helvetica", "fontsize": "16"}
+    if style.dpi is not None:
+        attrs["dpi"] = f"{style.dpi:g}"
+    drawing.graph_attrs = attrs
+
+
+def _add_legend(drawing: Drawing, legend: list[tuple[str, str]]) -> None:
+    rows = "".join(
+        f'<TR><TD ALIGN="LEFT"><B>{_html(key)}</B></TD><TD ALIGN="LEFT">{_html(text)}</TD></TR>' for key, text in legend
+    )
+    label = f'<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="2">{rows}</TABLE>>'
+    key_w = max(len(k) for k, _ in legend) * CAPTION_FONTSIZE * 0.62
+    text_w = max(len(t) for _, t in legend) * CAPTION_FONTSIZE * 0.5
+    width, height = key_w + text_w + 24, len(legend) * (CAPTION_FONTSIZE * 1.25 + 4) + 12
+    along, across = drawing.orientation.extent(width, height)
+    u0, v0, _, _ = drawing.extent()
+    attrs = {
+        "label": label,
+        "shape": "box",
+        "style": "rounded",
+        "color": "#BBBBBB",
+        "fontsize": f"{CAPTION_FONTSIZE:g}",
+    }
+    box = Box("legend", u0 + along / 2, v0 - 16 - across / 2, along, across, attrs)
+    if drawing.orientation.rankdir == "TB":
+        box.u, box.v = u0 + along / 2, v0 - 16 - across / 2
+    drawing.boxes.append(box)
+
+
+def _html(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def to_dot(
+    ir: IR,
+    *,
+    detail: str = "blocks",
+    blocks: list[int] | None = None,
+    rankdir: str = "LR",
+    labels: str = "short",
+    legend: bool = True,
+    title: str | None = None,
+    dpi: float | None = None,
+) -> str:
+    """The diagram as DOT text with pinned positions (render with ``neato -n2``, see :func:`render`)."""
+    style = Style(labels, legend, title, dpi, rankdir)  # type: ignore[arg-type]
+    drawing = layers_drawing(ir, blocks, style) if detail == "layers" else blocks_drawing(ir, style)
+    return drawing.to_dot()
 
 
 def render(source: str, fmt: str) -> bytes:
-    """Render DOT text with Graphviz's ``dot``; ToolError when it is not installed."""
+    """Render DOT text with Graphviz (``neato -n2`` when its positions are pinned); ToolError without it."""
+    pinned = "layout=neato" in source or 'layout="neato"' in source
     try:
-        data: bytes = graphviz.Source(source).pipe(format=fmt)
+        if pinned:
+            data: bytes = graphviz.Source(source, engine="neato").pipe(format=fmt, neato_no_op=2)
+        else:
+            data = graphviz.Source(source).pipe(format=fmt)
     except graphviz.ExecutableNotFound:
         raise ToolError(
             f"rendering {fmt} needs Graphviz's `dot` program, which is not installed: "
@@ -159,14 +512,21 @@ def render(source: str, fmt: str) -> bytes:
     return data
 
 
+OPTION_DEFAULTS: dict[str, Any] = {
+    "detail": "blocks",
+    "blocks": None,
+    "rankdir": "LR",
+    "labels": "short",
+    "legend": True,
+    "title": None,
+    "dpi": None,
+}
+
+
 def _emitter(fmt: str) -> Callable[[IR, Mapping[str, Any] | None, Mapping[str, Any]], bytes | str]:
     def emit(ir: IR, state: Mapping[str, Any] | None, options: Mapping[str, Any]) -> bytes | str:
-        source = to_dot(
-            ir,
-            detail=options.get("detail", "blocks"),
-            blocks=options.get("blocks"),
-            rankdir=options.get("rankdir", "TB"),
-        )
+        chosen = {name: options.get(name, default) for name, default in OPTION_DEFAULTS.items()}
+        source = to_dot(ir, **chosen)
         return source if fmt == "dot" else render(source, fmt)
 
     emit.__doc__ = f"The ``--to {fmt}`` target."

@@ -1,0 +1,86 @@
+"""What the diagrams say, whatever draws them (Graphviz, Mermaid): names, stage texts, legends.
+
+Graphviz and Mermaid draw the same views, so the words are decided once, here: a layer's short
+name (``L3``, ``T1``), a stage's label and the caption under it, the titles, the legend lines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ..ir import IR, Layer, format_size
+from ..summary import Stage, stages
+
+Labels = Literal["short", "full", "none"]
+
+
+def short_name(layer: Layer) -> str:
+    """``L3`` for a dense layer, ``T1`` for a transition, else the module's own name (``conv0``)."""
+    last = layer.name.rsplit(".", 1)[-1]
+    if layer.kind == "dense_layer":
+        return "L" + last.removeprefix("denselayer")
+    if layer.kind == "transition":
+        return "T" + last.removeprefix("transition")
+    return last
+
+
+def stage_short_name(stage: Stage) -> str:
+    """``B2`` for ``denseblock2``, ``T1`` for ``transition1``; ``stem`` and ``head`` as they are."""
+    if stage.name.startswith("denseblock"):
+        return "B" + stage.name.removeprefix("denseblock")
+    if stage.name.startswith("transition"):
+        return "T" + stage.name.removeprefix("transition")
+    return stage.name
+
+
+def stage_full_name(stage: Stage) -> str:
+    """The module path of a block or transition (``features.denseblock2``); the stage name otherwise."""
+    return f"features.{stage.name}" if stage.kind in ("block", "transition") else stage.name
+
+
+@dataclass(frozen=True)
+class StageView:
+    """A stage as the block view draws it: ``label`` in its box, ``caption`` under it."""
+
+    name: str
+    kind: Literal["io", "stem", "block", "transition", "head"]
+    label: str
+    caption: str
+
+
+def stage_views(ir: IR, labels: Labels) -> list[StageView]:
+    """Input, every stage, and the prediction, in order (the paper's Figure 2)."""
+    channels, size = ir.info.input_channels, format_size(ir.info.input_size)
+    out: list[StageView] = [StageView("input", "io", "input" if labels != "none" else "", f"{channels} ch, {size}")]
+    for stage in stages(ir):
+        name = {"short": stage_short_name(stage), "full": stage_full_name(stage), "none": ""}[labels]
+        where = f"{stage.out_channels} ch, {format_size(stage.output_size)}"
+        if stage.kind == "block":
+            growth = (stage.out_channels - stage.in_channels) // stage.dense_layers
+            caption = "\n".join(x for x in (name, f"{stage.dense_layers} layers, k={growth}", where) if x)
+            out.append(StageView(stage.name, "block", "", caption))
+        else:
+            ops = stage.layers.split(", ")
+            label = "\n".join([name, *ops] if name else ops)
+            out.append(StageView(stage.name, stage.kind, label, where))
+    classes = ir.info.num_classes
+    what = f"{classes} classes" if classes else f"{ir.output.out_channels} features"
+    out.append(StageView("prediction", "io", "prediction" if labels != "none" else "", what))
+    return out
+
+
+def blocks_title(ir: IR) -> str:
+    return f"{ir.info.name}: {ir.params:,} params, {ir.macs / 1e9:.3f} GMACs"
+
+
+def blocks_legend(ir: IR, labels: Labels) -> list[tuple[str, str]]:
+    """Legend lines ``(key, meaning)`` of the block view."""
+    lines: list[tuple[str, str]] = []
+    if labels == "short":
+        count = len(ir.blocks())
+        lines.append((f"B1..B{count}", f"dense blocks: features.denseblock1..{count}"))
+        if count > 1:
+            lines.append((f"T1..T{count - 1}", f"transitions: features.transition1..{count - 1}"))
+    lines.append(("motif", "each layer reads every earlier output of its block (sizes: out channels, size)"))
+    return lines
