@@ -339,7 +339,7 @@ def _check_lowered(spec: Spec, lowered: Lowered) -> FieldProblems:
                     "raise compression or growth_rate",
                 )
             )
-    problems += _check_groups(lowered)
+    problems += _check_groups(lowered) + _check_instance_norms(lowered)
     shrunk = next((layer for layer, _ in lowered if _shrinks(layer)), None)
     if shrunk is not None:
         smallest = _smallest_input(lowered)
@@ -372,6 +372,21 @@ def _check_groups(lowered: Lowered) -> FieldProblems:
             "choose a number of groups that divides the stem width, the growth rate and the bottleneck width",
         )
     ]
+
+
+def _check_instance_norms(lowered: Lowered) -> FieldProblems:
+    """Instance norm normalises each channel of each sample over its positions: it needs two."""
+    for layer, _ in lowered:
+        for op in layer.ops:
+            if isinstance(op, Norm) and op.norm == "instance" and math.prod(op.in_size) < 2:
+                return [
+                    (
+                        ("input", "size"),
+                        f"{op.path}: instance norm needs more than one position per channel, and the map is "
+                        f"{format_size(op.in_size)} there; use a larger input or another norm",
+                    )
+                ]
+    return []
 
 
 def _smallest_input(lowered: Lowered) -> Size:

@@ -187,6 +187,11 @@ def test_group_norm_must_divide_every_width() -> None:
         compile_spec(_spec(norm={"kind": "group", "groups": 7}, input={"size": 64}))
 
 
+def test_instance_norm_needs_two_positions() -> None:
+    with pytest.raises(SpecError, match="instance norm needs more than one position per channel"):
+        compile_spec(_spec(norm="instance", blocks=[1, 1, 1], input={"channels": 1, "size": [24, 24, 24]}))
+
+
 def test_activation_parameter_of_another_kind_is_refused(write_spec: Any) -> None:
     path = write_spec("name: x\ngrowth_rate: 4\nblocks: [1]\nactivation: {kind: relu, negative_slope: 0.1}\n")
     with pytest.raises(SpecError, match="negative_slope applies to leaky_relu only"):
@@ -258,7 +263,8 @@ def design_specs(draw: st.DrawFn) -> Spec:
             max_size=3,
         )
     )
-    side = {1: 48, 2: 24, 3: 12}[rank] if stem == "cifar" else {1: 96, 2: 48, 3: 24}[rank]
+    # Big enough that every map keeps two positions (instance norm needs them) after 2 transitions.
+    side = {1: 48, 2: 24, 3: 12}[rank] if stem == "cifar" else {1: 96, 2: 48, 3: 32}[rank]
     return Spec.model_validate(
         {
             "name": "random",

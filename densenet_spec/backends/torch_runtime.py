@@ -132,7 +132,8 @@ class DenseLayer(nn.Sequential):
             return x
         norm, act, conv, *rest = self
         out = _lean(inputs, norm, act, conv, keep_input=False)
-        if _recomputable(rest[:3]):  # the bottleneck's norm-activation, from the kept 1x1 output
+        # The bottleneck's norm-activation, from the kept output of the 1x1 conv:
+        if _recomputable(rest[:3]):
             norm, act, conv, *rest = rest
             out = _lean([out], norm, act, conv, keep_input=True)
         for module in rest:
@@ -157,7 +158,13 @@ def _recomputable(first: list[nn.Module]) -> bool:
     return (type(norm) in _BATCH_NORMS or stateless) and type(act) in _ACTIVATIONS
 
 
-def _lean(inputs: list[Tensor], norm: Any, act: Any, conv: Any, keep_input: bool) -> Tensor:
+def _lean(
+    inputs: list[Tensor],
+    norm: Any,
+    act: Any,
+    conv: Any,
+    keep_input: bool,
+) -> Tensor:
     """``conv(act(norm(cat(inputs))))`` saving a recipe for the concatenation (unless it is kept
     anyway) and the norm-activation outputs instead of the tensors."""
     x = torch.cat(inputs, 1) if len(inputs) > 1 else inputs[0]

@@ -120,30 +120,52 @@ class DenseLayer(nn.Sequential):
                 x = module(x)
             return x
         norm, act, conv, *rest = self
-        recompute = _Recompute(inputs, norm, act)
-        with torch.autograd.graph.saved_tensors_hooks(recompute.pack, recompute.unpack):
-            recompute.x = x
-            y = recompute.y = norm(x)
-            a = recompute.a = act(y)  # an in-place activation returns y itself
-            out = conv(a)
-        recompute.forget()
+        out = _lean(inputs, norm, act, conv, keep_input=False)
+        # The bottleneck's norm-activation, from the kept output of the 1x1 conv:
+        if _recomputable(rest[:3]):
+            norm, act, conv, *rest = rest
+            out = _lean([out], norm, act, conv, keep_input=True)
         for module in rest:
             out = module(out)
-        return out  # type: ignore[no-any-return]
+        return out
 
     def _recomputable(self) -> bool:
-        """Norm-activation-conv first, with a norm whose batch statistics stay on this device.
+        return _recomputable(list(self)[:3])
 
-        A SyncBatchNorm (statistics across devices) or an instance norm with running statistics
-        runs the plain path.
-        """
-        first = list(self)[:3]
-        if len(first) < 3 or not isinstance(first[2], nn.modules.conv._ConvNd):
-            return False
-        norm, act = first[0], first[1]
-        tracks = getattr(norm, "track_running_stats", False)
-        stateless = isinstance(norm, _STATELESS_NORMS) and not tracks
-        return (type(norm) in _BATCH_NORMS or stateless) and type(act) in _ACTIVATIONS
+
+def _recomputable(first: list[nn.Module]) -> bool:
+    """Norm-activation-conv, with a norm whose batch statistics stay on this device.
+
+    A SyncBatchNorm (statistics across devices) or an instance norm with running statistics
+    runs the plain path.
+    """
+    if len(first) < 3 or not isinstance(first[2], nn.modules.conv._ConvNd):
+        return False
+    norm, act = first[0], first[1]
+    tracks = getattr(norm, "track_running_stats", False)
+    stateless = isinstance(norm, _STATELESS_NORMS) and not tracks
+    return (type(norm) in _BATCH_NORMS or stateless) and type(act) in _ACTIVATIONS
+
+
+def _lean(
+    inputs: list[Tensor],
+    norm: Any,
+    act: Any,
+    conv: Any,
+    keep_input: bool,
+) -> Tensor:
+    """``conv(act(norm(cat(inputs))))`` saving a recipe for the concatenation (unless it is kept
+    anyway) and the norm-activation outputs instead of the tensors."""
+    x = torch.cat(inputs, 1) if len(inputs) > 1 else inputs[0]
+    recompute = _Recompute(inputs, norm, act)
+    with torch.autograd.graph.saved_tensors_hooks(recompute.pack, recompute.unpack):
+        if not keep_input:
+            recompute.x = x
+        y = recompute.y = norm(x)
+        a = recompute.a = act(y)  # an in-place activation returns y itself
+        out: Tensor = conv(a)
+    recompute.forget()
+    return out
 
 
 class _Recompute:
