@@ -118,6 +118,40 @@ $ densenet-spec validate broken.yaml
 ```
 """
 
+MEDICAL_SPEC = """\
+# A 3-D DenseNet-121 for CT volumes: MONAI's network, group norm, leaky ReLU, a dropout head.
+name: ct-densenet121
+description: DenseNet-121 for 1-channel CT volumes, group norm, 2 classes
+extends: densenet121-3d
+input: {channels: 1, size: [128, 128, 64]}
+norm: {kind: group, groups: 8}
+activation: {kind: leaky_relu, negative_slope: 0.1}
+head: {dropout: 0.2}
+"""
+
+TUTORIAL_3D = """
+## A 3-D variant, and the rest of the design space
+
+The same five lines reach everything timm and MONAI let you change: the input's rank (1, 2 or 3
+numbers in `input.size`), the activation, the norm, the stem (`imagenet`, `cifar`, `deep`), blur
+pooling (`anti_alias`), the head's pooling and dropout, and per-block settings. This
+`ct-densenet121.yaml` starts from the MONAI-equivalent preset:
+
+```yaml
+{spec}```
+
+```console
+$ densenet-spec validate ct-densenet121.yaml
+ct-densenet121.yaml: ok (ct-densenet121: {params:,} params, {gmacs:.3f} GMACs)
+```
+
+{summary}
+Train it with `build_model("ct-densenet121.yaml", memory_efficient=True)`: each dense layer's
+concatenation and its norm-activation outputs are recomputed in the backward pass, which MONAI's
+DenseNet121 cannot do. The compiler checks what only 3-D reveals: a group count that does not
+divide every width, or an input too small for four stages (it names the smallest that works).
+"""
+
 BROKEN_SPEC = """\
 name: Tiny Net
 extends: densenet121
@@ -317,13 +351,16 @@ def pages() -> dict[str, str]:
     """Every generated text file under docs/, by relative path."""
     child = compile_spec(_tutorial_spec())
     summary = summary_markdown(child).split("\n", 4)[4]  # without the title and description
-    tutorial = TUTORIAL.format(
-        spec=TUTORIAL_SPEC,
-        params=child.params,
-        gmacs=child.macs / 1e9,
-        summary=summary,
-        broken=BROKEN_SPEC,
-        messages=_broken_messages(),
+    tutorial = (
+        TUTORIAL.format(
+            spec=TUTORIAL_SPEC,
+            params=child.params,
+            gmacs=child.macs / 1e9,
+            summary=summary,
+            broken=BROKEN_SPEC,
+            messages=_broken_messages(),
+        )
+        + _tutorial_3d()
     )
     out = {
         "index.md": INDEX.format(version=__version__),
@@ -333,10 +370,17 @@ def pages() -> dict[str, str]:
         "cli.md": cli_reference(),
         "drawing.md": drawing_page(),
         "examples/densenet121-k48-c100.yaml": TUTORIAL_SPEC,
+        "examples/ct-densenet121.yaml": MEDICAL_SPEC,
     }
     for name, dot in diagrams().items():
         out[f"diagrams/{name}.dot"] = dot
     return out
+
+
+def _tutorial_3d() -> str:
+    ir = compile_spec(_load_text(MEDICAL_SPEC, "ct-densenet121.yaml"))
+    summary = summary_markdown(ir).split("\n", 4)[4]
+    return TUTORIAL_3D.format(spec=MEDICAL_SPEC, params=ir.params, gmacs=ir.macs / 1e9, summary=summary)
 
 
 def _load_text(text: str, name: str) -> Spec:
