@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.nn import functional
+from torch.utils.checkpoint import checkpoint
 
 
 class Affine(nn.Module):
@@ -131,6 +132,9 @@ class DenseLayer(nn.Sequential):
                 x = module(x)
             return x
         norm, act, conv, *rest = self
+        # Saved-tensor hooks do not trace: under torch.compile the compiler recomputes instead.
+        if torch.compiler.is_compiling():
+            return _compiled_lean(self, inputs)
         out = _lean(inputs, norm, act, conv, keep_input=False)
         # The bottleneck's norm-activation, from the kept output of the 1x1 conv:
         if _recomputable(rest[:3]):
@@ -156,6 +160,21 @@ def _recomputable(first: list[nn.Module]) -> bool:
     tracks = getattr(norm, "track_running_stats", False)
     stateless = isinstance(norm, _STATELESS_NORMS) and not tracks
     return (type(norm) in _BATCH_NORMS or stateless) and type(act) in _ACTIVATIONS
+
+
+def _compiled_lean(layer: nn.Sequential, inputs: list[Tensor]) -> Tensor:
+    """Under torch.compile: the concatenation and norm-activation as a checkpointed region, which
+    the compiler's partitioner recomputes in the backward pass (running statistics move once)."""
+    norm, act, conv, *rest = layer
+
+    def bottleneck(*tensors: Tensor) -> Tensor:
+        x = torch.cat(tensors, 1) if len(tensors) > 1 else tensors[0]
+        return act(norm(x))  # type: ignore[no-any-return]
+
+    out: Tensor = conv(checkpoint(bottleneck, *inputs, use_reentrant=False))
+    for module in rest:
+        out = module(out)
+    return out
 
 
 def _lean(
