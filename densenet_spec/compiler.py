@@ -56,7 +56,7 @@ def compile_spec(spec: Spec, *, strict: bool = False) -> IR:
     _raise(spec, _check_counts(spec))
     lowered = _lower(spec, spec.input.shape)  # layer records only: nothing the size of the network
     _raise(spec, _check_params(lowered) or _check_lowered(spec, lowered))
-    warnings = _compression_warnings(spec, lowered)
+    warnings = _stem_warnings(spec) + _compression_warnings(spec, lowered)
     if strict:
         _raise(spec, warnings)
     problems = (Problem(spec.source.locate(path), format_path(path), msg, "warning") for path, msg in warnings)
@@ -406,6 +406,24 @@ def _smallest_input(lowered: Lowered) -> Size:
             for m, k, s, p in zip(need, op.kernel, op.stride, op.padding, strict=True)
         ]
     return tuple(need)
+
+
+SMALL_FOR_STRIDED_STEM = 64
+
+
+def _stem_warnings(spec: Spec) -> FieldProblems:
+    """A CIFAR-sized input behind a stem that divides it by 4 before the first block."""
+    shape = spec.input.shape
+    if spec.stem.kind == "cifar" or min(shape) >= SMALL_FOR_STRIDED_STEM:
+        return []
+    quarter = format_size(tuple(-(-n // 4) for n in shape))
+    return [
+        (
+            ("input", "size"),
+            f"{format_size(shape)} is small for the {spec.stem.kind} stem, which divides it by 4 before the first "
+            f"block ({quarter}); for CIFAR-sized inputs use stem: cifar (a 3x3 conv at full resolution)",
+        )
+    ]
 
 
 def _compression_warnings(spec: Spec, lowered: Lowered) -> FieldProblems:

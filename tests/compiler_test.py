@@ -144,3 +144,13 @@ def test_random_specs_compile_and_keep_invariants(spec: Spec) -> None:
         assert sum(ir.layer(s).out_channels for s in ir.inputs(layer.name)) in (0, layer.in_channels)
     assert ir.params == closed_form_params(spec)
     assert ir.output.out_channels == spec.num_classes
+
+
+def test_small_input_behind_the_imagenet_stem_warns_and_fails_under_strict() -> None:
+    spec = Spec.model_validate({"name": "w", "growth_rate": 12, "blocks": [2, 2], "input": {"size": 32}})
+    (warning,) = compile_spec(spec).warnings
+    assert warning.field == "input.size" and "use stem: cifar" in warning.message and "(8x8)" in warning.message
+    with pytest.raises(SpecError, match="small for the imagenet stem"):
+        compile_spec(spec, strict=True)
+    cifar = Spec.model_validate({**spec.model_dump(exclude={"extends"}), "stem": {"kind": "cifar"}})
+    assert compile_spec(cifar, strict=True).warnings == ()
