@@ -323,3 +323,26 @@ def test_random_design_specs_round_trip_through_onnx(spec: Spec, optimize: bool)
     (got,) = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})
     with torch.no_grad():
         np.testing.assert_allclose(got, model(x).numpy(), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("memory_efficient", [False, True])
+def test_bf16_autocast_trains_across_the_design_space(memory_efficient: bool) -> None:
+    spec = Spec.model_validate(
+        {
+            "name": "amp",
+            "growth_rate": 4,
+            "blocks": [2, 2],
+            "input": {"size": 64},
+            "stem": {"kind": "deep"},
+            "anti_alias": "all",
+            "activation": "silu",
+            "norm": {"kind": "group", "groups": 2},
+            "head": {"pool": "catavgmax"},
+        }
+    )
+    model = build_model(spec, seed=0, memory_efficient=memory_efficient).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(torch.randn(2, 3, 64, 64))
+    assert out.dtype == torch.bfloat16
+    out.float().square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
