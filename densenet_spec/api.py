@@ -8,12 +8,11 @@ optimisation passes — happens here, once, for the Python API and the command l
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from .compiler import compile_spec
-from .errors import SpecError
 from .ir import IR
 from .loader import load_spec
 from .schema import Spec
@@ -21,7 +20,9 @@ from .schema import Spec
 if TYPE_CHECKING:
     from torch import Tensor
 
+    from .backends.torch_features import FeatureNet
     from .backends.torch_runtime import DenseNet
+    from .interop import LoadReport
 
 SpecLike = Spec | IR | str | os.PathLike[str]
 Weights = Mapping[str, Any] | str | os.PathLike[str]
@@ -34,24 +35,41 @@ def as_ir(spec: SpecLike, *, strict: bool = False) -> IR:
     return compile_spec(spec if isinstance(spec, Spec) else load_spec(spec), strict=strict)
 
 
-def state_for(ir: IR, weights: Weights | None = None, *, seed: int = 0) -> dict[str, Tensor]:
-    """The weights for ``ir``: a checkpoint file or a state_dict, checked key by key; or, without
-    one, the reference initialisation drawn with ``seed``.
+def state_for(
+    ir: IR,
+    weights: Weights | None = None,
+    *,
+    seed: int = 0,
+    adapt: bool = False,
+    on_report: Callable[[str], None] | None = None,
+) -> dict[str, Tensor]:
+    """The weights for ``ir``: a checkpoint file or a state_dict of any layout (torchvision, timm,
+    MONAI), checked key by key; or, without one, the reference initialisation drawn with ``seed``.
+
+    Args:
+        adapt: fit the first convolution's input channels and the classifier's size to ``ir``
+            (timm's rule; a new classifier drawn with ``seed``) instead of refusing them.
+        on_report: called with each line of the load report (layout, adapted tensors).
 
     Raises:
         SpecError: the checkpoint cannot be read safely, or its keys or shapes do not fit ``ir``.
     """
-    from .weights import check_state_dict, load_state_dict
-
     if weights is None:
         return initial_state_dict(ir, seed)
-    if not isinstance(weights, Mapping):
-        return load_state_dict(Path(weights), ir)
-    state = dict(weights)
-    problems = check_state_dict(state, ir)
-    if problems:
-        raise SpecError(problems)
+    state, report = load_report(ir, weights, seed=seed, adapt=adapt)
+    if on_report is not None:
+        for line in report.lines():
+            on_report(line)
     return state
+
+
+def load_report(
+    ir: IR, weights: Weights, *, seed: int = 0, adapt: bool = False
+) -> tuple[dict[str, Tensor], LoadReport]:
+    """The checked (and, with ``adapt``, adapted) state_dict for ``ir``, with the report of what was done."""
+    from .interop import load_weights
+
+    return load_weights(weights, ir, adapt=adapt, seed=seed)
 
 
 def initial_state_dict(ir: IR, seed: int) -> dict[str, Tensor]:
@@ -61,13 +79,42 @@ def initial_state_dict(ir: IR, seed: int) -> dict[str, Tensor]:
     return build_module(ir, seed=seed).state_dict()
 
 
+@overload
+def build_model(
+    spec: SpecLike,
+    *,
+    memory_efficient: bool = ...,
+    seed: int | None = ...,
+    weights: Weights | None = ...,
+    adapt: bool = ...,
+    features_only: Literal[False] = ...,
+    out_indices: Sequence[int] | None = ...,
+) -> DenseNet: ...
+
+
+@overload
+def build_model(
+    spec: SpecLike,
+    *,
+    memory_efficient: bool = ...,
+    seed: int | None = ...,
+    weights: Weights | None = ...,
+    adapt: bool = ...,
+    features_only: Literal[True],
+    out_indices: Sequence[int] | None = ...,
+) -> FeatureNet: ...
+
+
 def build_model(
     spec: SpecLike,
     *,
     memory_efficient: bool = False,
     seed: int | None = None,
     weights: Weights | None = None,
-) -> DenseNet:
+    adapt: bool = False,
+    features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
+) -> DenseNet | FeatureNet:
     """A ``torch.nn.Module`` of the network, built from the compiled IR alone.
 
     Args:
@@ -76,13 +123,33 @@ def build_model(
             instead of storing it (less memory, a little more time in training).
         seed: seed of the initial weights; the same seed gives the same weights. ``None`` draws
             from torch's global generator.
-        weights: a checkpoint file or a state_dict to load (strictly) instead.
+        weights: a checkpoint file or a state_dict to load (strictly) instead; torchvision, timm
+            and MONAI layouts are recognised. ``model.load_report`` says what was read.
+        adapt: fit the checkpoint's first convolution to the spec's input channels and replace a
+            classifier of another size with a fresh one (listed in ``model.load_report``), as
+            fine-tuning needs; without it such a checkpoint is refused.
+        features_only: return the backbone: ``forward`` gives the feature maps at each
+            resolution (a list), ``feature_info`` their channels, reductions and modules, as
+            timm's ``features_only`` models.
+        out_indices: with ``features_only``, the taps to return (default: all; 0 is the stem).
     """
+    from .backends.torch_features import build_features
     from .backends.torch_module import build_module
 
     ir = as_ir(spec)
-    state = state_for(ir, weights) if weights is not None else None
-    return build_module(ir, memory_efficient=memory_efficient, seed=seed, state_dict=state)
+    report = None
+    state = None
+    if weights is not None:
+        state, report = load_report(ir, weights, seed=seed or 0, adapt=adapt)
+    model = build_module(ir, memory_efficient=memory_efficient, seed=seed, state_dict=state)
+    model.load_report = report  # type: ignore[assignment,unused-ignore]
+    if not features_only:
+        if out_indices is not None:
+            raise ValueError("out_indices applies to features_only=True")
+        return model
+    backbone = build_features(model, ir, out_indices)
+    backbone.load_report = report  # type: ignore[assignment,unused-ignore]
+    return backbone
 
 
 def optimize(
@@ -121,12 +188,19 @@ def optimize_for_inference(model: DenseNet) -> DenseNet:
     return build_module(fast_ir, state_dict=fast_state).to(device)
 
 
-def emit(ir: IR, target: str, options: Mapping[str, Any] | None = None) -> bytes | str:
+def emit(
+    ir: IR,
+    target: str,
+    options: Mapping[str, Any] | None = None,
+    *,
+    on_report: Callable[[str], None] | None = None,
+) -> bytes | str:
     """What ``build --to TARGET`` writes for ``ir``.
 
-    ``options`` may hold ``optimize``, ``weights`` and ``seed`` (handled here) and the target's own
-    options (passed on); each must be one that the target declares. A target with several
-    ``formats`` (the heat map) also takes ``format``.
+    ``options`` may hold ``optimize``, ``weights``, ``adapt`` and ``seed`` (handled here) and the
+    target's own options (passed on); each must be one that the target declares. A target with
+    several ``formats`` (the heat map) also takes ``format``. ``on_report`` gets each line of the
+    weights' load report (their layout, what was adapted).
     """
     from .backends import target as find_target
 
@@ -140,7 +214,11 @@ def emit(ir: IR, target: str, options: Mapping[str, Any] | None = None) -> bytes
         raise ValueError(f"--to {target} needs {', '.join('--' + name for name in missing)}")
     if chosen.formats and given.setdefault("format", chosen.formats[0]) not in chosen.formats:
         raise ValueError(f"--to {target} writes {', '.join(chosen.formats)}, not {given['format']}")
-    state = state_for(ir, given.pop("weights", None), seed=given.pop("seed", 0)) if chosen.needs_state else None
+    seed, adapt = given.pop("seed", 0), given.pop("adapt", False)
+    if adapt and given.get("weights") is None:
+        raise ValueError(f"--adapt fits a checkpoint to the spec: --to {target} needs --weights with it")
+    weights = given.pop("weights", None)
+    state = state_for(ir, weights, seed=seed, adapt=adapt, on_report=on_report) if chosen.needs_state else None
     if given.pop("optimize", False):
         ir, state = optimize(ir, state, clamps=chosen.clamps)
     return chosen.load()(ir, state, given)
@@ -154,6 +232,8 @@ def export_onnx(
     opset: int = 17,
     optimize: bool = False,
     seed: int = 0,
+    adapt: bool = False,
+    features: Sequence[int] | None = None,
 ) -> Path:
     """Write the ONNX model of ``spec`` to ``path`` atomically and return the path.
 
@@ -163,10 +243,18 @@ def export_onnx(
             default: the torch backend's initialisation with ``seed``.
         opset: the ONNX opset, 13 or later.
         optimize: apply the optimisation passes (BN folding, pool before the transition conv).
+        adapt: fit the checkpoint's first conv and classifier to the spec (see :func:`build_model`).
+        features: export the backbone instead: one output per feature tap at these indices
+            (``feature0``, ...; 0 is the stem), as ``build_model(features_only=True)`` computes them.
     """
     from .outputs import write_atomic
 
-    data = emit(as_ir(spec), "onnx", {"weights": state_dict, "opset": opset, "optimize": optimize, "seed": seed})
+    options: dict[str, Any] = {"weights": state_dict, "opset": opset, "optimize": optimize, "seed": seed}
+    if adapt:
+        options["adapt"] = True
+    if features is not None:
+        options["features"] = tuple(features)
+    data = emit(as_ir(spec), "onnx", options)
     target = Path(path)
     write_atomic(target, data)
     return target

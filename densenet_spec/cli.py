@@ -196,7 +196,25 @@ def build(
         ),
     ] = None,
     weights: Annotated[
-        Path | None, typer.Option("--weights", help="A state_dict or checkpoint file to export.")
+        Path | None,
+        typer.Option("--weights", help="A state_dict or checkpoint file (torchvision, timm or MONAI layout)."),
+    ] = None,
+    adapt: Annotated[
+        bool | None,
+        typer.Option(
+            "--adapt",
+            help="Fit the checkpoint's first conv to the spec's input channels and replace a classifier of "
+            "another size (each change is reported).",
+            show_default=False,
+        ),
+    ] = None,
+    features: Annotated[
+        str | None,
+        typer.Option(
+            "--features",
+            help="ONNX: export the backbone, one output per feature tap: 'all' or tap indices, e.g. 1,2,3 "
+            "(0 is the stem).",
+        ),
     ] = None,
     opset: Annotated[
         int | None, typer.Option("--opset", help="The ONNX opset (13 or later; default 17).", min=13)
@@ -244,6 +262,8 @@ def build(
         name: value
         for name, value in {
             "weights": weights,
+            "adapt": adapt,
+            "features": features,
             "opset": opset,
             "seed": seed,
             "optimize": optimize,
@@ -264,6 +284,9 @@ def build(
             f"error: {options} does not apply to --to {target.name}; it takes {target.describe_options()}", err=True
         )
         raise typer.Exit(2)
+    if given.get("adapt") and "weights" not in given:
+        typer.echo("error: --adapt fits a checkpoint to the spec: give it with --weights", err=True)
+        raise typer.Exit(2)
     if "blocks" in given and given.get("detail") != "layers":
         typer.echo("error: --blocks selects blocks of the layer view: add --detail layers", err=True)
         raise typer.Exit(2)
@@ -277,8 +300,10 @@ def build(
         ir = _compile(spec, strict)
         if "blocks" in given:
             given["blocks"] = _parse_blocks(given["blocks"], ir)
+        if "features" in given:
+            given["features"] = _parse_features(given["features"], ir)
         destination = output or _default_output(ir, target.name, given)
-        data = api.emit(ir, target.name, given)
+        data = api.emit(ir, target.name, given, on_report=lambda line: typer.echo(line, err=True))
         where = emit(destination, data)
     if where != "stdout":
         typer.echo(f"wrote {where} ({len(data):,} bytes)", err=True)
@@ -321,6 +346,59 @@ def _parse_blocks(text: str, ir: IR) -> list[int]:
         typer.echo(f"error: --blocks: expected block numbers 1..{count} separated by commas, got {text!r}", err=True)
         raise typer.Exit(2)
     return chosen
+
+
+def _parse_features(text: str, ir: IR) -> tuple[int, ...]:
+    """``all`` or tap indices separated by commas, each within the network's taps."""
+    from .backends.taps import describe, feature_taps
+
+    taps = feature_taps(ir)
+    if text.strip() == "all":
+        return tuple(range(len(taps)))
+    try:
+        chosen = tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
+    except ValueError:
+        chosen = ()
+    if not chosen or not all(0 <= i < len(taps) for i in chosen):
+        typer.echo(f"error: --features: expected 'all' or tap indices among {describe(taps)}; got {text!r}", err=True)
+        raise typer.Exit(2)
+    return chosen
+
+
+@app.command()
+def infer(
+    checkpoint: Annotated[
+        Path, typer.Argument(help="A checkpoint (.pt, .pth, .safetensors) of a DenseNet.", show_default=False)
+    ],
+    output: Annotated[str, typer.Option("--output", "-o", help="The spec file to write; '-' for stdout.")] = "-",
+    name: Annotated[
+        str | None, typer.Option("--name", help="The spec's name (default: the checkpoint's file name).")
+    ] = None,
+) -> None:
+    """Write the spec of a checkpoint's network (torchvision, timm or MONAI layout).
+
+    What the weights cannot tell (activation, dropout, input size, ...) is left at its default and
+    listed in a comment at the top. The checkpoint then loads into the spec with --weights.
+    """
+    from .infer import infer as infer_from
+    from .infer import to_yaml
+    from .weights import read_state
+
+    with _reporting():
+        state = read_state(checkpoint)
+        inference = infer_from(state, name=name or _spec_name(checkpoint), file=str(checkpoint))
+        text = to_yaml(inference, checkpoint.name)
+        where = emit(output, text)
+    if where != "stdout":
+        typer.echo(f"wrote {where}: {inference.spec.name}", err=True)
+
+
+def _spec_name(path: Path) -> str:
+    """A valid spec name from a file name: lower case, other characters as '-'."""
+    import re
+
+    cleaned = re.sub(r"[^a-z0-9._-]+", "-", path.stem.lower()).strip("-.")
+    return cleaned or "inferred"
 
 
 @app.command()

@@ -193,14 +193,18 @@ class _Ops:
             inplace=inplace,
         )
 
-    def norm_act(self, prefix: str, suffix: str, channels: int, size: Size) -> list[Op]:
-        """``norm{suffix}`` then ``{act}{suffix}``; the activation is in place only behind a norm."""
+    def norm_act(self, prefix: str, suffix: str, channels: int, size: Size, *, inplace: bool = True) -> list[Op]:
+        """``norm{suffix}`` then ``{act}{suffix}``; the activation is in place only behind a norm
+        (and not behind a norm whose output is a feature tap: ``inplace=False``)."""
         norm = self.norm(f"{prefix}norm{suffix}", channels, size)
-        act = self.act(f"{prefix}relu{suffix}", channels, size, inplace=norm is not None)
+        act = self.act(f"{prefix}relu{suffix}", channels, size, inplace=inplace and norm is not None)
         return [norm, act] if norm is not None else [act]
 
 
 def _stem(spec: Spec, ops: _Ops, size: Size, out: Lowered) -> str:
+    """The stem's layers; its last norm is the first feature tap (timm's ``norm0``/``norm2``), so
+    the activation after it is not in place: a full backward hook on that norm would otherwise
+    see its output modified in place."""
     c_in, c_out = spec.input.channels, spec.stem_channels
     stem = spec.stem
     if stem.kind == "cifar":
@@ -212,10 +216,10 @@ def _stem(spec: Spec, ops: _Ops, size: Size, out: Lowered) -> str:
         for i, (a, b, stride) in enumerate(widths):
             conv = _conv(f"features.conv{i}", a, b, size, 3, stride, 1)
             size = conv.out_size
-            chain += [conv, *ops.norm_act("features.", str(i), b, size)]
+            chain += [conv, *ops.norm_act("features.", str(i), b, size, inplace=i < 2)]
     else:
         conv0 = _conv("features.conv0", c_in, c_out, size, 7, 2, 3)
-        chain = [conv0, *ops.norm_act("features.", "0", c_out, conv0.out_size)]
+        chain = [conv0, *ops.norm_act("features.", "0", c_out, conv0.out_size, inplace=False)]
     previous: list[str] = []
     for op in chain:
         out.append((Layer(op.path, _STEM_KINDS[op.kind], "stem", (op,)), previous))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,13 @@ _OLD_TORCHVISION = re.compile(
 
 
 def read_checkpoint(path: Path) -> dict[str, Tensor]:
-    """The state_dict in ``path``: a state_dict, or a checkpoint holding one under ``state_dict`` or ``model``.
+    """The state_dict in ``path`` with torchvision's key names, whatever its layout (see :func:`canonical_state`)."""
+    return canonical_state(read_state(path))[0]
+
+
+def read_state(path: Path) -> dict[str, Tensor]:
+    """The state_dict in ``path``, keys as saved: a state_dict, or a checkpoint holding one under
+    ``state_dict`` or ``model``.
 
     Every key must be a string and every value a dense floating-point tensor with finite values
     (``num_batches_tracked`` counters may be integers): anything else would be cast or copied
@@ -62,7 +69,7 @@ def read_checkpoint(path: Path) -> dict[str, Tensor]:
     problems = [Problem(where, "", message) for message in _entry_problems(obj)]
     if problems:
         raise SpecError(problems)
-    return _normalise_keys(dict(obj))
+    return dict(obj)
 
 
 def _load_any(path: Path, where: Location) -> Any:
@@ -179,11 +186,74 @@ def _read_safetensors(path: Path) -> dict[str, Tensor]:
     return dict(load_file(str(path)))
 
 
-def _normalise_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Strip DDP's ``module.`` prefix and rename old torchvision keys."""
-    if state and all(key.startswith("module.") for key in state):
-        state = {key.removeprefix("module."): value for key, value in state.items()}
-    return {_OLD_TORCHVISION.sub(r"\1\2.\3", key): value for key, value in state.items()}
+@dataclass(frozen=True)
+class Layout:
+    """Which library's key names a checkpoint used, and what reading it changed.
+
+    Attributes:
+        name: ``torchvision``, ``timm`` or ``MONAI`` (torchvision's and timm's names are the same;
+            timm is told by its deep stem or blur-pool filters).
+        changes: one line per kind of change (a stripped prefix, renamed keys, dropped buffers).
+        dropped: the keys left out (old timm blur-pool filters: constants, not weights).
+    """
+
+    name: str
+    changes: tuple[str, ...] = ()
+    dropped: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        """One line for the report: the layout, then what was changed to read it."""
+        done = "; ".join(self.changes)
+        return f"{self.name} layout" + (f" ({done})" if done else "")
+
+
+# MONAI names a dense layer's modules `denselayerJ.layers.norm1` and its classifier `class_layers.out`.
+_MONAI_LAYER = re.compile(r"^(features\.denseblock\d+\.denselayer\d+)\.layers\.")
+_MONAI_CLASSIFIER = "class_layers.out."
+# timm < 1.0 saved its blur pools' fixed filters; they are constants (timm 1.0 no longer saves them).
+_BLUR_FILTER = re.compile(r"^features\.(?:pool0\.1|transition\d+\.pool)\.filt$")
+_TIMM_DEEP_STEM = "features.conv1.weight"
+
+
+def canonical_state(state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], Layout]:
+    """``state`` with torchvision's key names, and the layout it came in.
+
+    Accepts the wrappers training code leaves: one common prefix before ``features.`` (DDP's
+    ``module.``, Lightning's ``model.``, both), MONAI's names, old torchvision names (``norm.1``)
+    and old timm blur-pool filters (dropped). Nothing else is renamed, so a key of another network
+    still shows up as unexpected.
+    """
+    out = dict(state)
+    changes: list[str] = []
+    prefix = _common_prefix(out)
+    if prefix:
+        out = {key.removeprefix(prefix): value for key, value in out.items()}
+        changes.append(f"stripped the prefix {prefix!r}")
+    monai = any(_MONAI_LAYER.match(key) or key.startswith(_MONAI_CLASSIFIER) for key in out)
+    if monai:
+        out = {_MONAI_LAYER.sub(r"\1.", key).replace(_MONAI_CLASSIFIER, "classifier.", 1): v for key, v in out.items()}
+        changes.append("renamed '.layers.' and 'class_layers.out.'")
+    old = sum(bool(_OLD_TORCHVISION.match(key)) for key in out)
+    if old:
+        out = {_OLD_TORCHVISION.sub(r"\1\2.\3", key): value for key, value in out.items()}
+        changes.append(f"renamed {old} old torchvision keys (norm.1 -> norm1)")
+    dropped = tuple(key for key in out if _BLUR_FILTER.match(key))
+    if dropped:
+        out = {key: value for key, value in out.items() if key not in dropped}
+        changes.append(f"dropped {len(dropped)} blur-pool filters (constants)")
+    timm = bool(dropped) or _TIMM_DEEP_STEM in out
+    name = "MONAI" if monai else "timm" if timm else "torchvision"
+    return out, Layout(name, tuple(changes), dropped)
+
+
+def _common_prefix(state: Mapping[str, Tensor]) -> str:
+    """The prefix every key has before ``features.`` (``module.``, ``model.``, ``module.model.``), or ''."""
+    first = next((key for key in state if "features." in key), "")
+    at = first.find("features.")
+    if at <= 0 or first[at - 1] != ".":
+        return ""
+    prefix = first[:at]
+    return prefix if all(key.startswith(prefix) for key in state) else ""
 
 
 def check_state_dict(state: Mapping[str, Tensor], ir: IR, file: str = "<state_dict>") -> list[Problem]:

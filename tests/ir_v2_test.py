@@ -184,6 +184,8 @@ def test_a_new_op_kind_is_one_emitter_per_backend(monkeypatch: pytest.MonkeyPatc
 RUNNER = CliRunner()
 OPTIONS = {
     "weights": ["--weights", "x.pt"],
+    "adapt": ["--weights", "x.pt", "--adapt"],
+    "features": ["--features", "1"],
     "seed": ["--seed", "1"],
     "opset": ["--opset", "17"],
     "optimize": ["--optimize"],

@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 
 Emitter = Callable[["IR", "Mapping[str, Any] | None", "Mapping[str, Any]"], "bytes | str"]
 
-FRONT_DOOR_OPTIONS = frozenset({"weights", "seed", "optimize"})
-"""Options the front door handles before the backend runs (weights, initial weights, passes)."""
+FRONT_DOOR_OPTIONS = frozenset({"weights", "adapt", "seed", "optimize"})
+"""Options the front door handles before the backend runs (weights and their adaptation, initial weights, passes)."""
 
 
 @dataclass(frozen=True)
@@ -30,8 +30,8 @@ class Target:
     Attributes:
         name: the ``--to`` value.
         extension: of the default output file.
-        options: the option names that apply (``weights``, ``seed`` and ``optimize`` are handled by
-            the front door; the rest are passed to the emitter).
+        options: the option names that apply (``weights``, ``adapt``, ``seed`` and ``optimize`` are
+            handled by the front door; the rest are passed to the emitter).
         emitter: ``"module:function"``, the function ``(ir, state, options) -> bytes | str``.
         needs_state: the emitter needs weights (a checkpoint, or initial weights from ``seed``).
         clamps: ``--optimize`` may turn a BN-ReLU before a 1x1 conv into a per-channel clamp;
@@ -85,7 +85,7 @@ for _target in (
     Target(
         "onnx",
         "onnx",
-        frozenset({"weights", "seed", "opset", "optimize"}),
+        frozenset({"weights", "adapt", "seed", "opset", "optimize", "features"}),
         ".onnx:emit",
         needs_state=True,
         clamps=False,
@@ -100,7 +100,7 @@ for _target in (
     Target(
         "heatmap",
         "svg",
-        frozenset({"weights", "title", "dpi"}),
+        frozenset({"weights", "adapt", "title", "dpi"}),
         ".heatmap:emit",
         needs_state=True,
         help="connection strengths from a checkpoint (svg, png, pdf or dot, by the -o suffix)",

@@ -12,7 +12,8 @@ The same IR and weights give byte-identical files.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from .._version import __version__
 from ..ir import IR, Act, Affine, Blur, Clamp, Conv, Dropout, Flatten, GlobalPool, Layer, Linear, Norm, Op, Pool
+from .taps import Tap, feature_taps, select
 
 INPUT, OUTPUT = "input", "logits"
 MIN_OPSET = 13
@@ -35,6 +37,7 @@ class Emitter:
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self.outputs: dict[str, str] = {}  # layer name -> name of the tensor it produces
+        self.concats: dict[tuple[str, ...], str] = {}  # concatenated tensors -> the Concat's output
 
     def weight(self, op: Op, key: str) -> str:
         """An initialiser from the state_dict entry ``<op path>.<key>``; returns its name."""
@@ -67,15 +70,21 @@ class Emitter:
     def add(self, op_type: str, inputs: list[str], output: str, name: str, **attrs: Any) -> None:
         self.nodes.append(helper.make_node(op_type, inputs, [output], name=name, **attrs))
 
-    def layer(self, layer: Layer, sources: list[str], is_last: bool) -> None:
+    def concat(self, sources: Sequence[str], name: str) -> str:
+        """The concatenation of ``sources``' outputs, made once (a feature tap and the next layer share it)."""
         inputs = [self.outputs[source] for source in sources]
         if not inputs:
-            x = INPUT
-        elif len(inputs) == 1:
-            x = inputs[0]
-        else:
-            x = f"{layer.name}.cat"
-            self.add("Concat", inputs, x, x, axis=1)
+            return INPUT
+        if len(inputs) == 1:
+            return inputs[0]
+        key = tuple(inputs)
+        if key not in self.concats:
+            self.add("Concat", inputs, name, name, axis=1)
+            self.concats[key] = name
+        return self.concats[key]
+
+    def layer(self, layer: Layer, sources: list[str], is_last: bool) -> None:
+        x = self.concat(sources, f"{layer.name}.cat")
         emitted = [op for op in layer.ops if not isinstance(op, Dropout)]  # identity at inference
         for i, op in enumerate(emitted):
             out = OUTPUT if is_last and i == len(emitted) - 1 else op.path
@@ -313,14 +322,25 @@ def _numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-def to_onnx(ir: IR, state: Mapping[str, Any], *, opset: int = 17) -> onnx.ModelProto:
-    """The ONNX model of ``ir`` with the weights in ``state`` (a state_dict, tensors or arrays)."""
+def to_onnx(
+    ir: IR, state: Mapping[str, Any], *, opset: int = 17, features: Sequence[int] | None = None
+) -> onnx.ModelProto:
+    """The ONNX model of ``ir`` with the weights in ``state`` (a state_dict, tensors or arrays).
+
+    With ``features``, the backbone instead: one output ``feature{i}`` per tap index ``i`` (see
+    :func:`~.taps.feature_taps`), and nothing after the last tap.
+    """
     if opset < MIN_OPSET:
         raise ValueError(f"opset {opset} is not supported; use {MIN_OPSET} or later")
     emitter = Emitter(state, opset)
-    layers = list(ir.layers())
-    for i, layer in enumerate(layers):
-        emitter.layer(layer, ir.inputs(layer.name), is_last=i == len(layers) - 1)
+    if features is None:
+        layers = list(ir.layers())
+        for i, layer in enumerate(layers):
+            emitter.layer(layer, ir.inputs(layer.name), is_last=i == len(layers) - 1)
+        shape: list[str | int] = ["batch", ir.output.out_channels]
+        outputs = [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, shape)]
+    else:
+        outputs = _feature_outputs(emitter, ir, select(feature_taps(ir), features))
     graph = helper.make_graph(
         emitter.nodes,
         ir.info.name,
@@ -329,7 +349,7 @@ def to_onnx(ir: IR, state: Mapping[str, Any], *, opset: int = 17) -> onnx.ModelP
                 INPUT, TensorProto.FLOAT, ["batch", ir.info.input_channels, *ir.info.input_size]
             )
         ],
-        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", ir.output.out_channels])],
+        outputs,
         emitter.initializers,
     )
     opsets = [helper.make_opsetid("", opset)]
@@ -353,9 +373,29 @@ def to_onnx(ir: IR, state: Mapping[str, Any], *, opset: int = 17) -> onnx.ModelP
     return model
 
 
-def export_bytes(ir: IR, state: Mapping[str, Any], *, opset: int = 17) -> bytes:
-    """The serialised model of ``ir`` with ``state``."""
-    data: bytes = to_onnx(ir, state, opset=opset).SerializeToString(deterministic=True)
+def _feature_outputs(emitter: Emitter, ir: IR, taps: Sequence[Tap]) -> list[onnx.ValueInfoProto]:
+    """Emit the layers up to the last tap, then an output ``feature{i}`` per tap."""
+    layers = list(ir.layers())
+    needed = {source for tap in taps for source in tap.sources}
+    last = max(i for i, layer in enumerate(layers) if layer.name in needed)
+    for layer in layers[: last + 1]:
+        emitter.layer(layer, ir.inputs(layer.name), is_last=False)
+    outputs = []
+    for tap in taps:
+        name = f"feature{tap.index}"
+        x = emitter.concat(tap.sources, f"{tap.module}.out")
+        if tap.act is not None:
+            node_emitter(tap.act)(emitter, replace(tap.act, path=f"{tap.module}.act"), x, f"{tap.module}.act")
+            x = f"{tap.module}.act"
+        emitter.add("Identity", [x], name, name)
+        shape: list[str | int] = ["batch", tap.channels, *tap.size]
+        outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape, doc_string=tap.module))
+    return outputs
+
+
+def export_bytes(ir: IR, state: Mapping[str, Any], *, opset: int = 17, features: Sequence[int] | None = None) -> bytes:
+    """The serialised model of ``ir`` with ``state`` (the backbone's, with ``features``)."""
+    data: bytes = to_onnx(ir, state, opset=opset, features=features).SerializeToString(deterministic=True)
     return data
 
 
@@ -363,4 +403,4 @@ def emit(ir: IR, state: Mapping[str, Any] | None, options: Mapping[str, Any]) ->
     """The ``--to onnx`` target; the front door supplies ``state`` (and has run the passes)."""
     if state is None:
         raise ValueError("the ONNX backend needs weights")
-    return export_bytes(ir, state, opset=options.get("opset", 17))
+    return export_bytes(ir, state, opset=options.get("opset", 17), features=options.get("features"))

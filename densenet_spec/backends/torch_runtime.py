@@ -328,9 +328,19 @@ class DenseNet(nn.Module):
         self.channels_last = channels_last
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The last block's map after the final norm, before the head (timm's method of this name)."""
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.classifier(self.head(self.features(x)))  # type: ignore[no-any-return]
+        return self.features(x)  # type: ignore[no-any-return]
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """The head on :meth:`forward_features`' output: the logits, or with ``pre_logits`` the
+        pooled features the classifier takes (timm's method of this name)."""
+        pooled = self.head(x)
+        return pooled if pre_logits else self.classifier(pooled)  # type: ignore[no-any-return]
 
     def train(self, mode: bool = True) -> DenseNet:
         if mode and self.inference_only:
