@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from densenet_spec.cli import app
 from densenet_spec.errors import SpecError
-from densenet_spec.loader import MAX_BYTES, load_spec
+from densenet_spec.loader import load_spec
+from densenet_spec.yaml_nodes import MAX_BYTES
 
 from .conftest import FIXTURES
 

@@ -192,8 +192,8 @@ def test_unreadable_spec_names_the_file(write_spec) -> None:  # type: ignore[no-
 
 
 def test_scalar_constructors_leave_no_cache_behind(write_spec) -> None:  # type: ignore[no-untyped-def]
-    from densenet_spec import loader
+    from densenet_spec import yaml_nodes
 
     for i in range(3):
         load_spec(write_spec(f"name: x{i}\ngrowth_rate: 12\nblocks: [2]\n"))
-    assert not loader._CONSTRUCTOR.constructed_objects
+    assert not yaml_nodes._CONSTRUCTOR.constructed_objects

@@ -1,0 +1,299 @@
+"""YAML text to a checked tree of PyYAML nodes: the part of loading that untrusted bytes reach first.
+
+A spec file is read within a size limit, refused if it holds control characters, composed with
+PyYAML's safe loader (nothing is constructed), then checked node by node within a budget: tags,
+duplicate keys, merge keys (resolved here, so that PyYAML's exponential flattening never runs),
+integer literals too long to convert, aliases that loop. Every refusal is a :class:`SpecError`
+located at ``FILE:LINE:COL``. Kept apart from :mod:`densenet_spec.loader`, which deals in files,
+``extends`` chains and pydantic, so that the defences can be read and fuzzed on their own.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from .errors import Location, Problem, SpecError
+from .schema import FieldPath, format_path
+
+MAX_BYTES = 1 << 20
+MAX_NODES = 10_000
+MAX_DEPTH = 32
+MAX_INT_DIGITS = 100  # far below Python's int-to-str limit (4,300 digits), far above any real spec
+
+_SAFE_TAGS = frozenset(tag for tag in yaml.SafeLoader.yaml_constructors if tag and tag.startswith("tag:yaml.org,2002:"))
+
+
+def location(node: Node) -> Location:
+    mark = node.start_mark
+    return Location(mark.name, mark.line + 1, mark.column + 1)
+
+
+def node_problem(node: Node, message: str, field: str = "") -> Problem:
+    return Problem(location(node), field, message)
+
+
+def _read_text(path: Path, name: str) -> str:
+    """A spec file's text, at most MAX_BYTES of UTF-8 without control characters; SpecError otherwise.
+
+    The size is checked on what is read, not on ``stat`` (a file may grow, ``/proc`` files report 0),
+    and control characters are refused here with their line and column, before PyYAML reports them
+    with an offset into "<unicode string>".
+    """
+    here = Location(name)
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise SpecError([Problem(here, "", f"cannot read the file: {exc.strerror or exc}")]) from None
+    if len(raw) > MAX_BYTES:
+        raise SpecError([Problem(here, "", f"file is over {MAX_BYTES:,} bytes; a spec may be at most 1 MiB")])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError([Problem(here, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})")]) from None
+    bad = NON_PRINTABLE.search(text)
+    if bad:
+        pos = bad.start()
+        line, column = text.count("\n", 0, pos) + 1, pos - text.rfind("\n", 0, pos)
+        message = f"{describe_char(bad.group())} in the file: a spec is plain text; remove it"
+        raise SpecError([Problem(Location(name, line, column), "", message)])
+    return text
+
+
+NON_PRINTABLE = re.compile("[^\t\n\r\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def describe_char(char: str) -> str:
+    """A character YAML does not allow, named so that a reader can find it."""
+    code = f"U+{ord(char):04X}"
+    if char == "\0":
+        return f"a NUL byte ({code})"
+    if "\ud800" <= char <= "\udfff":
+        return f"a lone surrogate ({code}, half of a UTF-16 pair, not a character)"
+    return f"the control character {code}"
+
+
+def _compose(text: str, name: str) -> Node | None:
+    """PyYAML's node tree of ``text`` (safe loader: nothing is constructed), or SpecError with the place."""
+    loader = yaml.SafeLoader(text)
+    loader.name = name
+    try:
+        return loader.get_single_node()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = Location(name, mark.line + 1, mark.column + 1) if mark else Location(name)
+        raise SpecError([Problem(where, "", f"invalid YAML: {_yaml_hint(exc)}")]) from None
+    except yaml.YAMLError as exc:
+        raise SpecError([Problem(Location(name), "", f"invalid YAML: {exc}")]) from None
+    except RecursionError:
+        raise SpecError([Problem(Location(name), "", f"invalid YAML: nested more than {MAX_DEPTH} levels")]) from None
+    finally:
+        loader.dispose()
+
+
+def _yaml_hint(exc: yaml.MarkedYAMLError) -> str:
+    """PyYAML's message, with what a person should do when it is about indentation or tabs."""
+    problem = str(exc.problem or exc.context)
+    if problem.startswith("expected <block end>"):
+        return (
+            "bad indentation: this line does not line up with the lines above it; the keys of one "
+            "mapping, and the '-' items of one list, must start in the same column"
+        )
+    if "'\\t'" in problem:
+        return f"{problem}: YAML indents with spaces, not tabs"
+    if problem == "mapping values are not allowed here":
+        return f"{problem} (a key indented further than the one above it, or a ': ' in a value that needs quotes)"
+    return problem
+
+
+def read_tree(path: Path, name: str) -> MappingNode:
+    """One file's YAML as a checked node tree, merge keys resolved; raises SpecError naming the file and line.
+
+    ``name`` is how messages call the file (the loader shortens paths relative to the working directory).
+    """
+    node = _compose(_read_text(path, name), name)
+    if node is None:
+        raise SpecError(
+            [Problem(Location(name), "", "the file is empty; a spec needs at least name, growth_rate and blocks")]
+        )
+    if not isinstance(node, MappingNode):
+        kind = "a list" if isinstance(node, SequenceNode) else "a single value"
+        raise SpecError(
+            [node_problem(node, f"the top level must be a mapping (name: ..., growth_rate: ...), not {kind}")]
+        )
+    checker = _Checker(node)
+    tree = checker.mapping(node, (), 0)
+    if checker.problems:
+        raise SpecError(dict.fromkeys(checker.problems))  # an alias reports a problem once, not per use
+    return tree
+
+
+TAG = "tag:yaml.org,2002:"
+_TAGS_OF: dict[type[Node], frozenset[str]] = {
+    ScalarNode: frozenset(TAG + t for t in ("null", "bool", "int", "float", "str", "binary", "timestamp")),
+    SequenceNode: frozenset(TAG + t for t in ("seq", "omap", "pairs")),
+    MappingNode: frozenset(TAG + t for t in ("map", "set")),
+}
+_MERGE = TAG + "merge"
+_MERGE_HELP = "a merge key '<<' takes a mapping or a list of mappings (e.g. `<<: *defaults`)"
+
+
+class _Checker:
+    """Checks a composed document and resolves its merge keys, within a budget of values.
+
+    Aliases make a document a graph: a few hundred bytes can stand for billions of values, and
+    PyYAML's own merge-key flattening is exponential in the nesting of merges. The checker builds
+    a fresh tree, spending one unit of ``MAX_NODES`` per value it visits (an alias costs what it
+    expands to), so its work is bounded whatever the input; it stops at the first value over the
+    budget or the depth limit, and at an alias inside the node it names.
+
+    Merge keys follow the YAML 1.1 merge spec: the mapping's own keys win over merged ones, and
+    of several merged mappings (``<<: [*a, *b]``) the earlier wins. Only the mapping's own keys can
+    be duplicates.
+    """
+
+    def __init__(self, root: Node) -> None:
+        self.root = root
+        self.problems: list[Problem] = []
+        self.spent = 0
+        self.open: set[int] = set()
+
+    def _spend(self, node: Node, depth: int) -> None:
+        self.spent += 1
+        if self.spent > MAX_NODES or depth > MAX_DEPTH:
+            message = (
+                f"the document expands to more than {MAX_NODES:,} values or {MAX_DEPTH} levels "
+                "(YAML aliases or merge keys?); a spec is a small mapping"
+            )
+            raise SpecError([node_problem(self.root, message)])
+        if id(node) in self.open:
+            message = "this node holds an alias to itself (`*name` inside `&name`); a spec is a tree"
+            raise SpecError([node_problem(node, message)])
+
+    def node(self, node: Node, path: FieldPath, depth: int) -> Node:
+        """The checked copy of ``node`` (at ``path``, ``depth`` levels down)."""
+        if isinstance(node, MappingNode):
+            return self.mapping(node, path, depth)
+        self._spend(node, depth)
+        if not self._tag_fits(node, path):
+            return node
+        if isinstance(node, SequenceNode):
+            self.open.add(id(node))
+            items = [self.node(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
+            self.open.discard(id(node))
+            return SequenceNode(TAG + "seq", items, node.start_mark, node.end_mark, node.flow_style)
+        assert isinstance(node, ScalarNode)
+        self._scalar(node, path)
+        return node
+
+    def _tag_fits(self, node: Node, path: FieldPath) -> bool:
+        if node.tag in _TAGS_OF[type(node)]:
+            return True
+        tag = node.tag.replace(TAG, "!!")
+        if node.tag == _MERGE:
+            message = "'<<' is YAML's merge key, a key only (`<<: *defaults`); quote it ('<<') for the text"
+            self.problems.append(node_problem(node, message, format_path(path)))
+        elif node.tag in _SAFE_TAGS:
+            self.problems.append(node_problem(node, f"the YAML tag '{tag}' does not fit this value", format_path(path)))
+        else:
+            message = f"the YAML tag '{tag}' is not allowed: a spec holds plain data only"
+            self.problems.append(node_problem(node, message, format_path(path)))
+        return False
+
+    def _scalar(self, node: ScalarNode, path: FieldPath) -> None:
+        """Refuse what would break later: huge integers, control characters, values the tag cannot read."""
+        field = format_path(path)
+        text = node.value
+        if node.tag == TAG + "int" and len(text) > MAX_INT_DIGITS:
+            message = f"an integer of {len(text):,} digits is far too large; at most {MAX_INT_DIGITS} are read"
+            self.problems.append(node_problem(node, message, field))
+            return
+        bad = NON_PRINTABLE.search(text)
+        if bad:
+            message = f"{describe_char(bad.group())} in the text; write printable characters only"
+            self.problems.append(node_problem(node, message, field))
+            return
+        try:
+            construct(node)
+        except Exception:  # PyYAML raises ValueError, KeyError, ... for `!!int abc`, `!!bool maybe`
+            tag = node.tag.replace(TAG, "!!")
+            self.problems.append(node_problem(node, f"{text[:40]!r} is not a valid {tag} value", field))
+
+    def mapping(self, node: MappingNode, path: FieldPath, depth: int) -> MappingNode:
+        """The checked copy of a mapping, its merge keys resolved."""
+        self._spend(node, depth)
+        if not self._tag_fits(node, path):
+            return MappingNode(TAG + "map", [], node.start_mark, node.end_mark, node.flow_style)
+        self.open.add(id(node))
+        own: list[tuple[Node, Node]] = []
+        merged: list[tuple[Node, Node]] = []
+        seen: dict[str, Node] = {}
+        for key, value in node.value:
+            if key.tag == _MERGE and isinstance(key, ScalarNode):
+                merged.extend(self._merged(value, path, depth))
+            elif self._key_ok(key, seen, path, depth):
+                own.append((key, self.node(value, (*path, key.value), depth + 1)))
+        self.open.discard(id(node))
+        entries = own
+        for key, value in merged:
+            if key.value not in seen:
+                seen[key.value] = key
+                entries.append((key, value))
+        return MappingNode(TAG + "map", entries, node.start_mark, node.end_mark, node.flow_style)
+
+    def _key_ok(self, key: Node, seen: dict[str, Node], path: FieldPath, depth: int) -> bool:
+        """Whether ``key`` is a plain, printable string not written before in its mapping."""
+        self._spend(key, depth + 1)
+        field = format_path(path)
+        if not (isinstance(key, ScalarNode) and key.tag == TAG + "str"):
+            self.problems.append(node_problem(key, "keys must be plain strings", field))
+            return False
+        bad = NON_PRINTABLE.search(key.value)
+        if bad:
+            self.problems.append(node_problem(key, f"{describe_char(bad.group())} in a key", field))
+            return False
+        if key.value in seen:
+            first = seen[key.value].start_mark.line + 1
+            self.problems.append(
+                node_problem(key, f"duplicate key '{key.value}' (first written on line {first})", field)
+            )
+            return False
+        seen[key.value] = key
+        return True
+
+    def _merged(self, value: Node, path: FieldPath, depth: int) -> list[tuple[Node, Node]]:
+        """The entries a merge key brings in, earlier mappings first; non-mappings are problems."""
+        sources = [value]
+        if isinstance(value, SequenceNode) and value.tag == TAG + "seq":
+            self._spend(value, depth + 1)
+            sources = value.value
+        entries: list[tuple[Node, Node]] = []
+        for source in sources:
+            if isinstance(source, MappingNode):
+                entries.extend(self.mapping(source, path, depth).value)
+            else:
+                message = f"{_MERGE_HELP}, not {_kind_of(source)}"
+                self.problems.append(node_problem(source, message, format_path((*path, "<<"))))
+        return entries
+
+
+def _kind_of(node: Node) -> str:
+    if isinstance(node, SequenceNode):
+        return "a list"
+    if node.tag == TAG + "null":
+        return "null"
+    return f"the single value {node.value!r}"
+
+
+_SCALAR_CONSTRUCTORS = yaml.SafeLoader.yaml_constructors
+_CONSTRUCTOR = yaml.SafeLoader("")
+
+
+def construct(node: ScalarNode) -> Any:
+    """The Python value of a checked scalar, by its tag's constructor (no cache, unlike construct_object)."""
+    return _SCALAR_CONSTRUCTORS[node.tag](_CONSTRUCTOR, node)
