@@ -24,11 +24,21 @@ from . import __version__, api
 from .backends import TARGETS
 from .compiler import compile_spec
 from .errors import Problem, SpecError, ToolError
-from .ir import IR, format_size
+from .ir import IR
 from .loader import load_spec, preset_names
 from .outputs import emit
 from .schema import json_schema
-from .summary import HEADERS, presets_markdown, stage_rows, stages, summary_json, summary_markdown
+from .summary import (
+    HEADERS,
+    format_count,
+    format_dims,
+    format_gmacs,
+    presets_markdown,
+    stage_rows,
+    stages,
+    summary_json,
+    summary_markdown,
+)
 
 app = typer.Typer(
     name="densenet-spec",
@@ -97,7 +107,8 @@ def _compile(spec: str, strict: bool) -> IR:
 
 
 def _console() -> Console:
-    return Console(soft_wrap=False, width=max(120, shutil.get_terminal_size().columns))
+    # markup off: a description or a file name with "[/b]" is text to print, not a (broken) style tag
+    return Console(soft_wrap=False, markup=False, width=max(120, shutil.get_terminal_size().columns))
 
 
 def _version(value: bool) -> None:
@@ -126,7 +137,8 @@ def validate(
         try:
             with _reporting():
                 ir = _compile(spec, strict)
-                typer.echo(f"{spec}: ok ({ir.info.name}: {ir.params:,} params, {ir.macs / 1e9:.3f} GMACs)")
+                costs = f"{format_count(ir.params)} params, {format_gmacs(ir.macs)} GMACs"
+                typer.echo(f"{spec}: ok ({ir.info.name}: {costs})")
         except typer.Exit:
             failed = True
     if failed:
@@ -171,14 +183,18 @@ def _print_summary(ir: IR, optimized: IR | None) -> None:
         table.add_column("saved", justify="right")
         base = [s.macs for s in stages(ir)] + [ir.macs]
         new = [s.macs for s in stages(optimized)] + [optimized.macs]
-        rows = [(*row, f"{n:,}", f"{1 - n / b:.1%}" if b else "") for row, b, n in zip(rows, base, new, strict=True)]
+        # int / int is exact-rounded at any size (never float(int)), so this holds for huge counts
+        rows = [
+            (*row, format_count(n), f"{1 - n / b:.1%}" if b else "") for row, b, n in zip(rows, base, new, strict=True)
+        ]
     for row in rows:
         table.add_row(*row, end_section=row[0] == "head")
     console = _console()
     console.print(table)
     console.print(
-        f"params {ir.params:,}   MACs {ir.macs:,} ({ir.macs / 1e9:.3f} G)   FLOPs {2 * ir.macs:,} (2 x MACs)   "
-        f"input {format_size((ir.info.input_channels, *ir.info.input_size))}"
+        f"params {format_count(ir.params)}   MACs {format_count(ir.macs)} ({format_gmacs(ir.macs)} G)   "
+        f"FLOPs {format_count(2 * ir.macs)} (2 x MACs)   "
+        f"input {format_dims((ir.info.input_channels, *ir.info.input_size))}"
     )
 
 
@@ -430,7 +446,7 @@ def presets(
         table.add_column(header, justify="right" if header in ("params", "GMACs") else "left")
     for name, ir in rows:
         table.add_row(
-            name, format_size(ir.info.input_size), f"{ir.params:,}", f"{ir.macs / 1e9:.3f}", ir.info.description
+            name, format_dims(ir.info.input_size), format_count(ir.params), format_gmacs(ir.macs), ir.info.description
         )
     _console().print(table)
 
@@ -476,6 +492,7 @@ def bench(
     """Time a spec: median and spread, images/s, peak memory, and the floor from its MACs."""
     from .bench import BenchConfig, BenchResult, run_compare, run_here, run_isolated
 
+    _check_bench_usage(mode, device, optimize, onnxruntime)
     with _reporting():
         _compile(spec, strict=False)
     config = BenchConfig(
@@ -519,6 +536,26 @@ def bench(
     _print_bench(results)
 
 
+def _check_bench_usage(mode: BenchMode, device: Device, optimize: bool, onnxruntime: bool) -> None:
+    """Refuse option combinations that would otherwise run something other than what was asked (exit 2)."""
+    problem = ""
+    if optimize and mode is BenchMode.train:
+        problem = "--optimize is eval-only (it folds batch norms for inference); drop it or use --mode eval"
+    elif onnxruntime and (mode is not BenchMode.eval or device is not Device.cpu):
+        problem = "--onnxruntime runs inference on the CPU only: use --mode eval --device cpu"
+    if problem:
+        typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(2)
+
+
+BENCH_CAPTION = (
+    "floor (MACs): the time this network's multiply-accumulates take at this machine's measured 3x3-convolution "
+    "rate (training: 3x), and that time as a share of the median, i.e. how close the run comes to the ideal; "
+    "setup: seconds spent building (and compiling) the model before the first run, not included in the times."
+)
+"""Printed under the bench table: the two columns whose meaning a reader cannot guess."""
+
+
 @contextmanager
 def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -534,7 +571,9 @@ def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
 
 
 def _print_bench(results: list[Any]) -> None:
-    table = Table(title=f"bench {results[0].config.spec}", title_justify="left")
+    table = Table(
+        title=f"bench {results[0].config.spec}", title_justify="left", caption=BENCH_CAPTION, caption_justify="left"
+    )
     for header in ("configuration", "median", "spread", "images/s", "peak memory", "floor (MACs)", "setup"):
         table.add_column(header, justify="left" if header == "configuration" else "right")
     for r in results:

@@ -7,6 +7,7 @@ spec's input size; ``flops`` is ``2 * macs``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -14,6 +15,53 @@ from typing import Any, Literal
 from .ir import IR, Conv, GlobalPool, Layer, Linear, Op, Pool, Shape, format_size
 
 StageKind = Literal["stem", "block", "transition", "head"]
+
+EXACT_DIGITS = 30
+"""Counts of up to this many digits are printed in full; longer ones as ``about 1.2e160``."""
+
+
+def format_count(n: int) -> str:
+    """``n`` with thousands separators, or ``about 1.2e160`` when it has more than EXACT_DIGITS digits.
+
+    Why not ``f"{n:,}"`` alone: an input size of 10**160 gives a MAC count that no float holds
+    (``n / 1e9`` raises OverflowError) and whose digits nobody reads; past 4,300 digits Python
+    refuses to convert it to text at all. The estimate uses only integer arithmetic and
+    ``math.log10`` of the int (exact in magnitude for ints of any size), never ``float(n)``.
+    """
+    if abs(n) < 10**EXACT_DIGITS:
+        return f"{n:,}"
+    return "about " + _scientific(n)
+
+
+def format_gmacs(macs: int) -> str:
+    """MACs in billions with three decimals (``2.834``), or ``about 7.6e151`` past 10**15 G.
+
+    A float keeps about 16 significant digits, so beyond 10**15 G the decimals would be noise.
+    """
+    if abs(macs) < 10 ** (15 + 9):
+        return f"{macs / 1e9:,.3f}"
+    return "about " + _scientific(macs, shift=9)
+
+
+def _scientific(n: int, shift: int = 0) -> str:
+    """``n / 10**shift`` as ``1.2e160`` (two significant digits), from the int's logarithm."""
+    sign = "-" if n < 0 else ""
+    exponent_f = math.log10(abs(n)) - shift
+    exponent = math.floor(exponent_f)
+    mantissa = round(10 ** (exponent_f - exponent), 1)
+    if mantissa >= 10:  # 9.96 rounds up to the next power of ten
+        mantissa, exponent = mantissa / 10, exponent + 1
+    return f"{sign}{mantissa:.1f}e{exponent}"
+
+
+def format_plain(n: int) -> str:
+    """``n`` without separators (channels, sizes), or ``about 1.0e95`` when longer than EXACT_DIGITS digits."""
+    return str(n) if abs(n) < 10**EXACT_DIGITS else format_count(n)
+
+
+def format_dims(size: Shape) -> str:
+    """A size as ``56x56`` (as :func:`~densenet_spec.ir.format_size`), long axes as ``~1.0e95``."""
+    return "x".join(str(n) if abs(n) < 10**EXACT_DIGITS else "~" + _scientific(n) for n in size)
 
 
 @dataclass(frozen=True)
@@ -27,6 +75,8 @@ class Stage:
     output_size: Shape
     params: int
     macs: int
+    growth_rate: int | None = None
+    """k of a dense block: the maps each of its layers adds; None for other stages."""
 
 
 def stages(ir: IR) -> list[Stage]:
@@ -60,6 +110,7 @@ def _stage(name: str, layers: list[Layer]) -> Stage:
         output_size=layers[-1].out_size,
         params=sum(layer.params for layer in layers),
         macs=sum(layer.macs for layer in layers),
+        growth_rate=dense[0].out_channels if dense else None,
     )
 
 
@@ -93,8 +144,11 @@ def summary_json(ir: IR) -> dict[str, Any]:
 
 
 def _stage_json(stage: Stage) -> dict[str, Any]:
+    """A stage as JSON; counts stay exact ints (JSON has no size limit for them)."""
     data = asdict(stage)
     del data["kind"]  # the name says it; kept out so that the JSON of v1 specs stays as it was
+    if stage.growth_rate is None:
+        del data["growth_rate"]  # only blocks have one; other stages keep the keys they always had
     return data | {"output_size": list(stage.output_size)}
 
 
@@ -106,16 +160,23 @@ def stage_rows(ir: IR) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = [
         (
             s.name,
-            format_size(s.output_size),
-            s.layers,
-            f"{s.in_channels} -> {s.out_channels}",
-            f"{s.params:,}",
-            f"{s.macs:,}",
+            format_dims(s.output_size),
+            _layers_text(s),
+            f"{format_plain(s.in_channels)} -> {format_plain(s.out_channels)}",
+            format_count(s.params),
+            format_count(s.macs),
         )
         for s in stages(ir)
     ]
-    rows.append(("total", "", "", "", f"{ir.params:,}", f"{ir.macs:,}"))
+    rows.append(("total", "", "", "", format_count(ir.params), format_count(ir.macs)))
     return rows
+
+
+def _layers_text(stage: Stage) -> str:
+    """The "layers" column: the ops, and for a dense block its growth rate (blocks may differ)."""
+    if stage.growth_rate is None:
+        return stage.layers
+    return f"{stage.layers}, k={format_plain(stage.growth_rate)}"
 
 
 def summary_markdown(ir: IR) -> str:
@@ -127,7 +188,8 @@ def summary_markdown(ir: IR) -> str:
         "|" + "---|" * len(HEADERS),
     ]
     lines += ["| " + " | ".join(row) + " |" for row in stage_rows(ir)]
-    lines += ["", f"params {ir.params:,}; MACs {ir.macs:,} ({ir.macs / 1e9:.3f} G); FLOPs = 2 x MACs", ""]
+    gmacs = format_gmacs(ir.macs)
+    lines += ["", f"params {format_count(ir.params)}; MACs {format_count(ir.macs)} ({gmacs} G); FLOPs = 2 x MACs", ""]
     return "\n".join(lines)
 
 
@@ -135,6 +197,7 @@ def presets_markdown(irs: list[IR]) -> str:
     """The presets as a Markdown table (``presets --format markdown`` and the generated docs)."""
     lines = ["| preset | input | params | GMACs | description |", "|---|---|---:|---:|---|"]
     for ir in irs:
-        size = format_size(ir.info.input_size)
-        lines.append(f"| {ir.info.name} | {size} | {ir.params:,} | {ir.macs / 1e9:.3f} | {ir.info.description} |")
+        size = format_dims(ir.info.input_size)
+        params, gmacs = format_count(ir.params), format_gmacs(ir.macs)
+        lines.append(f"| {ir.info.name} | {size} | {params} | {gmacs} | {ir.info.description} |")
     return "\n".join(lines)
