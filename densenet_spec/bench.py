@@ -81,7 +81,10 @@ class BenchResult:
         if not self.conv_gflops:
             return None
         passes = 3 if self.config.mode == "train" else 1
-        return 2 * self.macs * self.config.batch * passes / (self.conv_gflops * 1e9)
+        try:
+            return 2 * self.macs * self.config.batch * passes / (self.conv_gflops * 1e9)
+        except OverflowError:  # MACs past float range: no floor worth printing
+            return None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -290,8 +293,32 @@ def run_compare(
             done += 1
             if progress:
                 progress(done, total)
+    del steps  # free both models before measuring memory
     rate = conv_gflops(config.device)
-    return replace(results[0], conv_gflops=rate), replace(results[1], conv_gflops=rate)
+    first, second = (replace(result, conv_gflops=rate, peak_memory=peak_memory(result.config)) for result in results)
+    return first, second
+
+
+def peak_memory(config: BenchConfig) -> int | None:
+    """The peak memory of one step of ``config`` alone, measured as :func:`run_isolated` and
+    :func:`run_here` do (a child's peak RSS on the CPU, the allocator's peak on CUDA).
+
+    :func:`run_compare` times two models in one process, where neither's peak can be told apart;
+    this measures each on its own afterwards, so that a comparison keeps its memory column.
+    """
+    once = replace(config, warmup=1, repeat=1)  # a train step allocates its optimizer state in the first run
+    if config.device == "cpu":
+        return _run_child(once, CHILD_ENV, None).peak_memory
+    import torch
+
+    torch.cuda.empty_cache()
+    step, _ = make_step(once)
+    torch.cuda.reset_peak_memory_stats()
+    time_step(step, once.warmup, once.repeat)
+    peak = torch.cuda.max_memory_allocated()
+    del step
+    torch.cuda.empty_cache()
+    return peak
 
 
 def peak_rss() -> int:

@@ -50,6 +50,32 @@ def test_bench_compare_prints_both_and_the_ratio() -> None:
     labels = [r["label"] for r in data["results"]]
     assert labels == ["eval cpu b2 optimize", "eval cpu b2 eager"]
     assert data["ratio"] == pytest.approx(data["results"][1]["median_s"] / data["results"][0]["median_s"])
+    assert all(r["peak_memory_bytes"] > 50 * 2**20 for r in data["results"])  # each measured on its own
+
+
+def test_bench_compare_table_keeps_memory_and_explains_the_columns() -> None:
+    args = ["bench", SMALL, "--batch", "1", "--warmup", "0", "--repeat", "1", "--channels-last", "--compare"]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("│ eval cpu b1")]
+    assert len(rows) == 2 and all(" MiB " in row for row in rows)
+    caption = " ".join(result.stdout.split())
+    assert "floor (MACs): the time this network's multiply-accumulates take" in caption
+    assert "setup: seconds spent building" in caption
+
+
+def test_bench_train_optimize_is_a_usage_error() -> None:
+    result = CliRunner().invoke(app, ["bench", SMALL, "--mode", "train", "--optimize", "--repeat", "1"])
+    assert result.exit_code == 2
+    assert "--optimize is eval-only" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_floor_is_none_past_float_range() -> None:
+    from densenet_spec.bench import BenchResult
+
+    huge = BenchResult(BenchConfig(SMALL), [1.0], 10**400, 0.0, conv_gflops=100.0)
+    assert huge.floor_s is None
+    assert BenchResult(BenchConfig(SMALL, batch=1), [1.0], 10**9, 0.0, conv_gflops=100.0).floor_s == pytest.approx(0.02)
 
 
 def test_bench_errors_are_clean() -> None:
@@ -57,7 +83,7 @@ def test_bench_errors_are_clean() -> None:
     bad_spec = runner.invoke(app, ["bench", "no-such-spec"])
     assert bad_spec.exit_code == 1 and "no such file or preset" in bad_spec.stderr
     onnx_train = runner.invoke(app, ["bench", SMALL, "--onnxruntime", "--mode", "train", "--repeat", "1"])
-    assert onnx_train.exit_code == 1 and "Traceback" not in onnx_train.stderr
+    assert onnx_train.exit_code == 2 and "CPU only" in onnx_train.stderr and "Traceback" not in onnx_train.stderr
     import torch
 
     if not torch.cuda.is_available():
