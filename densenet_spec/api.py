@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from .compiler import compile_spec
+from .errors import Location, Problem, SpecError
 from .ir import IR
 from .loader import load_spec
 from .schema import Spec
@@ -214,6 +215,8 @@ def emit(
         raise ValueError(f"--to {target} needs {', '.join('--' + name for name in missing)}")
     if chosen.formats and given.setdefault("format", chosen.formats[0]) not in chosen.formats:
         raise ValueError(f"--to {target} writes {', '.join(chosen.formats)}, not {given['format']}")
+    if chosen.name == "onnx":
+        _refuse_for_onnx(ir)  # before state_for: the refusal is about sizes too big to make tensors of
     seed, adapt = given.pop("seed", 0), given.pop("adapt", False)
     if adapt and given.get("weights") is None:
         raise ValueError(f"--adapt fits a checkpoint to the spec: --to {target} needs --weights with it")
@@ -222,6 +225,27 @@ def emit(
     if given.pop("optimize", False):
         ir, state = optimize(ir, state, clamps=chosen.clamps)
     return chosen.load()(ir, state, given)
+
+
+def _refuse_for_onnx(ir: IR) -> None:
+    """SpecError, located in the spec file where there is one, if an ONNX file cannot hold ``ir``."""
+    from .backends.onnx import export_problems
+
+    problems = export_problems(ir)
+    if problems:
+        raise SpecError(Problem(_locate(ir, p.path), ".".join(p.path), p.message) for p in problems)
+
+
+def _locate(ir: IR, path: tuple[str, ...]) -> Location | None:
+    """Where ``path`` is written in the spec file ``ir`` came from (read again: the IR keeps no
+    source map), or the file alone, or None for a spec built in Python."""
+    source = ir.info.source
+    if source.startswith(("<", "preset ")):
+        return None if source.startswith("<") else Location(source)
+    try:
+        return load_spec(source).source.locate(path) or Location(source)
+    except SpecError:  # the file changed since it was compiled
+        return Location(source)
 
 
 def export_onnx(

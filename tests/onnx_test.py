@@ -158,3 +158,52 @@ def test_ddp_prefixed_and_old_torchvision_keys_are_accepted(weights, tmp_path: P
 def test_bad_opset_is_usage_error() -> None:
     result = CliRunner().invoke(app, ["build", "densenet-40-k12", "--to", "onnx", "--opset", "11"])
     assert result.exit_code == 2
+
+
+def test_onnx_refuses_over_2gb_up_front(write_spec) -> None:  # type: ignore[no-untyped-def]
+    """2.3e9 parameters: refused from the IR's shapes in well under a second, before any tensor is made."""
+    import time
+
+    from densenet_spec.errors import SpecError
+
+    spec = write_spec("name: big\ngrowth_rate: 1024\nblocks: [24]\n")
+    result = CliRunner().invoke(app, ["build", str(spec), "--to", "onnx", "-o", str(spec.with_suffix(".onnx"))])
+    assert result.exit_code == 1
+    assert "spec.yaml:1:1: an ONNX file cannot hold this network" in result.stderr and "2 GiB" in result.stderr
+    assert not spec.with_suffix(".onnx").exists()
+    start = time.perf_counter()
+    with pytest.raises(SpecError, match=r"9\.2 GB as float32"):
+        export_onnx(spec, spec.with_suffix(".onnx"))
+    assert time.perf_counter() - start < 2
+
+
+def test_onnx_refuses_dimensions_beyond_int64(write_spec) -> None:  # type: ignore[no-untyped-def]
+    from densenet_spec.backends.onnx import export_problems, refuse_unexportable
+    from densenet_spec.errors import SpecError
+    from densenet_spec.schema import Spec
+
+    spec = write_spec(f"name: wide\ngrowth_rate: 2\nblocks: [1]\ninput:\n  size: [32, {2**63}]\n")
+    result = CliRunner().invoke(app, ["build", str(spec), "--to", "onnx", "-o", "-"])
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    assert "spec.yaml:5:9: input.size: 9223372036854775808 is too large for an ONNX model" in result.stderr
+    in_python = compile_spec(
+        Spec.model_validate({"name": "x", "growth_rate": 1, "blocks": [1], "input": {"size": 10**160}})
+    )
+    assert [p.path for p in export_problems(in_python)] == [("input", "size")]
+    with pytest.raises(SpecError, match=r"^input\.size: about 1\.0e160 is too large"):
+        refuse_unexportable(in_python)
+    assert (
+        export_problems(
+            compile_spec(
+                Spec.model_validate({"name": "x", "growth_rate": 1, "blocks": [1], "input": {"size": 2**63 - 1}})
+            )
+        )
+        == []
+    )
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_presets_fit_in_onnx(name: str) -> None:
+    from densenet_spec.backends.onnx import export_problems
+
+    assert export_problems(compile_spec(load_spec(name))) == []

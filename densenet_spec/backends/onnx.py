@@ -7,6 +7,9 @@ one :func:`register_node` call). Node names are the module paths
 inference form (``BatchNormalization`` with the running statistics and the IR's eps). The input is
 ``input`` ``[batch, C, *size]`` with a symbolic batch; the output is ``logits`` ``[batch, classes]``.
 The same IR and weights give byte-identical files.
+
+What ONNX cannot hold is refused before any tensor exists (:func:`export_problems`): a model file
+is one protobuf message, which cannot exceed 2 GiB, and its dimensions are int64.
 """
 
 from __future__ import annotations
@@ -14,18 +17,77 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .._version import __version__
+from ..errors import Problem, SpecError
 from ..ir import IR, Act, Affine, Blur, Clamp, Conv, Dropout, Flatten, GlobalPool, Layer, Linear, Norm, Op, Pool
+from ..summary import format_count, format_plain
 from .taps import Tap, feature_taps, select
 
 INPUT, OUTPUT = "input", "logits"
 MIN_OPSET = 13
+INT64_MAX = 2**63 - 1
+MAX_WEIGHT_BYTES = 1_900_000_000
+"""float32 weights a model file may hold: protobuf's 2 GiB (2**31 - 1 bytes) for the whole message,
+less a margin for the graph itself (node names, attributes: about a kilobyte a layer)."""
+
+
+class Refusal(NamedTuple):
+    """Why the ONNX backend cannot write an IR: the spec field at fault (dotted path parts) and why."""
+
+    path: tuple[str, ...]
+    message: str
+
+
+def export_problems(ir: IR) -> list[Refusal]:
+    """What in ``ir`` an ONNX file cannot hold, from the IR's shapes alone (no tensor is made).
+
+    Checked up front because otherwise the failure comes late and unreadable: protobuf refuses to
+    serialise more than 2 GiB only after every initialiser is built (gigabytes of memory, minutes),
+    and a dimension past int64 is a ``ValueError: Value out of range`` from deep inside onnx.
+    """
+    problems = _dimension_problems(ir)
+    elements = sum(math.prod(shape) for shape in ir.state_shapes().values())
+    if 4 * elements > MAX_WEIGHT_BYTES:
+        problems.append(
+            Refusal(
+                (),
+                f"an ONNX file cannot hold this network: its {format_count(elements)} weights and statistics take "
+                f"{4 * elements / 10**9:,.1f} GB as float32, and an ONNX model is one protobuf message of at most "
+                "2 GiB; use --to torch (PyTorch source) or a smaller network",
+            )
+        )
+    return problems
+
+
+def _dimension_problems(ir: IR) -> list[Refusal]:
+    """Dimensions of the graph's input and output that do not fit ONNX's int64."""
+    dims = [
+        (("input", "channels"), ir.info.input_channels),
+        *((("input", "size"), n) for n in ir.info.input_size),
+        (("num_classes",), ir.output.out_channels),
+    ]
+    out: list[Refusal] = []
+    for path, value in dims:
+        if value > INT64_MAX and all(r.path != path for r in out):
+            message = (
+                f"{format_plain(value)} is too large for an ONNX model, whose dimensions are int64 "
+                "(at most 2**63 - 1, about 9.2e18)"
+            )
+            out.append(Refusal(path, message))
+    return out
+
+
+def refuse_unexportable(ir: IR) -> None:
+    """Raise SpecError (without a file location: a backend sees only the IR) if ONNX cannot hold ``ir``."""
+    problems = export_problems(ir)
+    if problems:
+        raise SpecError(Problem(None, ".".join(p.path), p.message) for p in problems)
 
 
 class Emitter:
@@ -332,6 +394,7 @@ def to_onnx(
     """
     if opset < MIN_OPSET:
         raise ValueError(f"opset {opset} is not supported; use {MIN_OPSET} or later")
+    refuse_unexportable(ir)
     emitter = Emitter(state, opset)
     if features is None:
         layers = list(ir.layers())
