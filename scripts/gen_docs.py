@@ -19,13 +19,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from densenet_spec import __version__
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from densenet_spec import __version__, schema
 from densenet_spec.backends.graphviz import render, to_dot
 from densenet_spec.compiler import compile_spec
 from densenet_spec.errors import SpecError
 from densenet_spec.loader import load_spec, preset_names
 from densenet_spec.schema import Spec, json_schema
-from densenet_spec.summary import presets_markdown, summary_markdown
+from densenet_spec.summary import format_count, format_gmacs, presets_markdown, summary_markdown
 
 TUTORIAL_SPEC = """\
 # A wider DenseNet-121: growth rate 48 instead of 32, and a 100-class head.
@@ -49,6 +52,8 @@ diagrams and a cost summary. Version {version}.
 - [Write your own variant](tutorial.md): a new DenseNet in five lines with `extends`.
 - [Command line](cli.md): every command and option.
 - [Drawing DenseNets](drawing.md): the paper's figures, every diagram option, Mermaid, heat maps.
+- [Warnings and `--strict`](strict.md): the valid-but-suspicious specs that `--strict` refuses.
+- [Examples](#examples): spec files to copy and start from.
 
 ## Install
 
@@ -78,7 +83,19 @@ model = build_model("densenet121", memory_efficient=True)   # torchvision's modu
 A block of DenseNet-BC (k=12, 100 layers), every dense connection drawn:
 
 ![densenet-bc-100-k12, block 1](diagrams/densenet-bc-100-k12.block1.svg)
+
+## Examples
+
+Spec files in [`examples/`](examples/), each valid under `--strict`:
+
+{examples}
 """
+
+EXAMPLES = {
+    "densenet121-k48-c100.yaml": "the tutorial's variant: densenet121 with k=48 and a 100-class head, by `extends`",
+    "ct-densenet121.yaml": "a 3-D DenseNet-121 for 1-channel CT volumes: group norm, leaky ReLU, a dropout head",
+}
+"""The files under docs/examples/ and what each shows (their text is generated with the pages)."""
 
 TUTORIAL = """\
 # Write your own variant
@@ -93,7 +110,7 @@ Save it as `densenet121-k48-c100.yaml` and check it:
 
 ```console
 $ densenet-spec validate densenet121-k48-c100.yaml
-densenet121-k48-c100.yaml: ok (densenet121-k48-c100: {params:,} params, {gmacs:.3f} GMACs)
+densenet121-k48-c100.yaml: ok (densenet121-k48-c100: {params} params, {gmacs} GMACs)
 ```
 
 Mappings merge key by key (`input: {{size: 160}}` keeps the parent's `channels`) and lists
@@ -142,7 +159,7 @@ pooling (`anti_alias`), the head's pooling and dropout, and per-block settings. 
 
 ```console
 $ densenet-spec validate ct-densenet121.yaml
-ct-densenet121.yaml: ok (ct-densenet121: {params:,} params, {gmacs:.3f} GMACs)
+ct-densenet121.yaml: ok (ct-densenet121: {params} params, {gmacs} GMACs)
 ```
 
 {summary}
@@ -284,21 +301,59 @@ def _range_of(prop: dict[str, Any]) -> str:
     return ", ".join(dict.fromkeys(parts))
 
 
-def _field_rows(title: str, schema: dict[str, Any], defs: dict[str, Any], required: list[str]) -> list[str]:
-    rows = [f"### {title}", "", schema.get("description", ""), ""]
+COMPUTED_DEFAULTS = {("Spec", "stem"): "with 2 x growth_rate channels"}
+"""Words for the part of a default that depends on other fields (the schema can only say null)."""
+
+
+def _field_rows(
+    title: str, schema_: dict[str, Any], defs: dict[str, Any], required: list[str], model: type[BaseModel] | None
+) -> list[str]:
+    rows = [f"### {title}", "", schema_.get("description", ""), ""]
     rows += ["| field | type | default | range | description |", "|---|---|---|---|---|"]
-    for name, prop in schema["properties"].items():
-        default = "required" if name in required else f"`{prop['default']}`" if "default" in prop else "computed"
-        if prop.get("default") is None and name not in required and "default" in prop:
-            default = "`null`"
+    for name, prop in schema_["properties"].items():
+        default = _default_text(model, name, prop, required)
         kind = _type_of(prop, defs)
         rows.append(f"| `{name}` | {kind} | {default} | {_range_of(prop)} | {prop.get('description', '')} |")
     return [*rows, ""]
 
 
+def _default_text(model: type[BaseModel] | None, name: str, prop: dict[str, Any], required: list[str]) -> str:
+    """A field's default as a spec would write it.
+
+    Taken from the pydantic model rather than the JSON Schema, which has no default for a field
+    whose default is built by a factory (``input``, ``stem``) and renders an empty string as nothing.
+    """
+    if name in required:
+        return "required"
+    value: Any = prop.get("default", PydanticUndefined)
+    if model is not None and name in model.model_fields:
+        value = model.model_fields[name].get_default(call_default_factory=True)
+    if value is PydanticUndefined:
+        return "computed"
+    note = COMPUTED_DEFAULTS.get((model.__name__ if model else "", name))
+    return f"`{_yaml(value)}`" + (f" {note}" if note else "")
+
+
+def _yaml(value: Any) -> str:
+    """``value`` in YAML flow style, as one would write it in a spec (fields left at null omitted)."""
+    if isinstance(value, BaseModel):
+        value = value.model_dump(exclude_none=True)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_yaml(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_yaml(v) for v in value) + "]"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value == "":
+        return '""'
+    return str(value)
+
+
 def spec_reference() -> str:
-    schema = json_schema()
-    defs = schema.get("$defs", {})
+    spec_schema = json_schema()
+    defs = spec_schema.get("$defs", {})
     lines = [
         "# Spec reference (format v1)",
         "",
@@ -307,10 +362,74 @@ def spec_reference() -> str:
         "spec `extends` another. Stem channels default to 2 x growth_rate.",
         "",
     ]
-    lines += _field_rows("Top level", schema, defs, ["name", "growth_rate", "blocks"])
+    lines += _field_rows("Top level", spec_schema, defs, ["name", "growth_rate", "blocks"], Spec)
     for name, sub in defs.items():
-        lines += _field_rows(name, sub, defs, sub.get("required", []))
+        model = getattr(schema, name, None)
+        lines += _field_rows(name, sub, defs, sub.get("required", []), model if isinstance(model, type) else None)
     return "\n".join(lines)
+
+
+STRICT = """\
+# Warnings and `--strict`
+
+Some specs are valid but most likely not what their author meant. densenet-spec builds them, and
+prints one line per doubt on stderr, `FILE:LINE:COL: field: warning: message`, with exit status 0.
+With `--strict` (`validate`, `summary` and `build` take it) every warning is an error instead: the
+same line without `warning:`, exit status 1, nothing written. Use `--strict` in CI and in scripts.
+
+| warning | field | why | what to do |
+|---|---|---|---|
+{rows}
+
+{examples}"""
+
+WARNINGS: list[dict[str, str]] = [
+    {
+        "title": "a transition keeps a non-integer number of maps",
+        "field": "`compression`",
+        "why": "theta x m, the maps a transition keeps of its m inputs, is not a whole number; floor(theta x m) "
+        "are kept, so the network is not quite the one the compression suggests",
+        "fix": "a compression that gives whole numbers (0.5 with an even m), or accept the floor",
+        "file": "odd-compression.yaml",
+        "example": "name: odd-compression\ngrowth_rate: 12\nblocks: [5, 5]\ncompression: 0.3\n"
+        "input: {size: 32}\nstem: cifar\n",
+    },
+    {
+        "title": "input smaller than 64 with the imagenet stem",
+        "field": "`input.size`, `stem`",
+        "why": "the imagenet stem (conv 7x7/2, max pool 3x3/2) divides the input by 4 before the first dense "
+        "block: a 32x32 image reaches it as 8x8",
+        "fix": "`stem: cifar` (one conv 3x3/1, full resolution), as the paper's CIFAR networks",
+    },
+]
+"""Every warning the compiler gives; an entry with an ``example`` shows the tool's own output for it."""
+
+
+def strict_page() -> str:
+    """The "Warnings and --strict" page, its console examples run through the command line itself."""
+    rows = [f"| {w['title']} | {w['field']} | {w['why']} | {w['fix']} |" for w in WARNINGS]
+    examples = [_warning_example(w) for w in WARNINGS if "example" in w]
+    return STRICT.format(rows="\n".join(rows), examples="\n".join(examples))
+
+
+def _warning_example(warning: dict[str, str]) -> str:
+    """A spec that gets ``warning``, and what validate prints for it with and without --strict."""
+    from typer.testing import CliRunner
+
+    from densenet_spec.cli import app
+
+    name, text = warning["file"], warning["example"]
+    with tempfile.TemporaryDirectory() as tmp, _chdir(Path(tmp)):
+        Path(name).write_text(text)
+        relaxed = CliRunner().invoke(app, ["validate", name])
+        strict = CliRunner().invoke(app, ["validate", "--strict", name])
+    if relaxed.exit_code != 0 or "warning:" not in relaxed.stderr or strict.exit_code != 1:
+        raise AssertionError(f"the example of {warning['title']!r} does not get its warning")
+    return (
+        f"## {warning['title'].capitalize()}\n\n`{name}`:\n\n```yaml\n{text}```\n\n```console\n"
+        f"$ densenet-spec validate {name}\n{relaxed.stderr}{relaxed.stdout}"
+        f"$ densenet-spec validate --strict {name}\n{strict.stderr}$ echo $?\n1\n```\n"
+    )
 
 
 def presets_page() -> str:
@@ -354,8 +473,8 @@ def pages() -> dict[str, str]:
     tutorial = (
         TUTORIAL.format(
             spec=TUTORIAL_SPEC,
-            params=child.params,
-            gmacs=child.macs / 1e9,
+            params=format_count(child.params),
+            gmacs=format_gmacs(child.macs),
             summary=summary,
             broken=BROKEN_SPEC,
             messages=_broken_messages(),
@@ -363,15 +482,17 @@ def pages() -> dict[str, str]:
         + _tutorial_3d()
     )
     out = {
-        "index.md": INDEX.format(version=__version__),
+        "index.md": INDEX.format(version=__version__, examples=_example_list()),
         "spec-reference.md": spec_reference(),
         "presets.md": presets_page(),
         "tutorial.md": tutorial,
         "cli.md": cli_reference(),
         "drawing.md": drawing_page(),
+        "strict.md": strict_page(),
         "examples/densenet121-k48-c100.yaml": TUTORIAL_SPEC,
         "examples/ct-densenet121.yaml": MEDICAL_SPEC,
     }
+    assert {f"examples/{name}" for name in EXAMPLES} == {path for path in out if path.startswith("examples/")}
     for name, dot in diagrams().items():
         out[f"diagrams/{name}.dot"] = dot
     return out
@@ -380,7 +501,12 @@ def pages() -> dict[str, str]:
 def _tutorial_3d() -> str:
     ir = compile_spec(_load_text(MEDICAL_SPEC, "ct-densenet121.yaml"))
     summary = summary_markdown(ir).split("\n", 4)[4]
-    return TUTORIAL_3D.format(spec=MEDICAL_SPEC, params=ir.params, gmacs=ir.macs / 1e9, summary=summary)
+    params, gmacs = format_count(ir.params), format_gmacs(ir.macs)
+    return TUTORIAL_3D.format(spec=MEDICAL_SPEC, params=params, gmacs=gmacs, summary=summary)
+
+
+def _example_list() -> str:
+    return "\n".join(f"- [{name}](examples/{name}): {what}" for name, what in EXAMPLES.items())
 
 
 def _load_text(text: str, name: str) -> Spec:

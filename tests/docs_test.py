@@ -57,3 +57,53 @@ def test_every_diagram_in_docs_is_made_by_the_tool() -> None:
     assert referenced == set(DIAGRAMS)
     on_disk = {p.name for p in (DOCS / "diagrams").iterdir()}
     assert on_disk == {f"{n}.{ext}" for n in DIAGRAMS for ext in ("dot", "svg")}
+
+
+def test_spec_reference_shows_real_defaults() -> None:
+    page = PAGES["spec-reference.md"]
+    assert '| `description` | string | `""` |' in page and " `` " not in page
+    assert "| `input` | mapping (InputSpec) | `{channels: 3, size: 224}` |" in page
+    assert "`{kind: imagenet}` with 2 x growth_rate channels" in page
+    assert "computed" not in page
+
+
+def test_strict_page_lists_the_warnings_with_real_output() -> None:
+    page = PAGES["strict.md"]
+    assert "input smaller than 64 with the imagenet stem" in page and "stem: cifar" in page
+    assert "compression: warning: features.transition1: 0.3 x 84 = 25.2 maps is not an integer" in page
+    assert "(strict.md)" in PAGES["index.md"]
+
+
+@pytest.mark.parametrize("name", sorted(docs.EXAMPLES))
+def test_examples_are_linked_and_valid_under_strict(name: str, tmp_path: Path) -> None:
+    from densenet_spec import compile_spec, load_spec
+
+    assert f"](examples/{name})" in PAGES["index.md"]
+    path = tmp_path / name
+    path.write_text(PAGES[f"examples/{name}"])
+    assert compile_spec(load_spec(path), strict=True).params > 0
+
+
+def test_readme_training_loop_runs_on_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's loop, as written, for two steps of a tiny spec (on CUDA where there is one)."""
+    import torch
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### In a training loop", 1)[1]
+    snippet = re.search(r"```python\n(.*?)```", section, flags=re.S)
+    assert snippet is not None
+    code = snippet.group(1)
+    assert 'device = "cuda" if torch.cuda.is_available() else "cpu"' in code and ".cuda()" not in code
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my-variant.yaml").write_text(
+        "name: tiny\ngrowth_rate: 4\nblocks: [2, 2]\ninput: {size: 16}\nstem: cifar\nnum_classes: 3\n"
+    )
+    generator = torch.Generator().manual_seed(0)
+    loader = [(torch.randn(2, 3, 16, 16, generator=generator), torch.tensor([0, 2])) for _ in range(2)]
+    namespace: dict[str, object] = {"loader": loader}
+    exec(compile(code, "README.md", "exec"), namespace)  # the README's own code, as a user runs it
+    model = namespace["model"]
+    assert isinstance(model, torch.nn.Module)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert state.keys() == model.state_dict().keys()
+    assert int(state["features.denseblock1.denselayer1.norm1.num_batches_tracked"]) == 2
