@@ -103,12 +103,27 @@ def _extends_of(node: MappingNode) -> tuple[Node, str] | None:
     return None
 
 
+def _quoted(text: str) -> str:
+    """A value from the spec, quoted for a message: at most 200 characters, on one line.
+
+    A message is one line (``FILE:LINE:COL: field: message``); an ``extends: |`` block scalar
+    ends in a newline, and a value may hold tabs or other characters that would break the line.
+    """
+    return f"'{_one_line(text[:200])}'"
+
+
+def _one_line(text: str) -> str:
+    """``text`` with newlines and other non-printable characters escaped (``\\n``)."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 def _resolve_extends(node: Node, target: str, child: Path) -> Path:
     try:
         return _find_parent(node, target, child)
     except (OSError, ValueError, RuntimeError) as exc:  # a name too long, a symlink loop, ...
         reason = getattr(exc, "strerror", None) or str(exc)
-        raise SpecError([node_problem(node, f"cannot open '{target[:200]}': {reason}", "extends")]) from None
+        message = f"cannot open {_quoted(target)}: {_one_line(reason)}"
+        raise SpecError([node_problem(node, message, "extends")]) from None
 
 
 def _find_parent(node: Node, target: str, child: Path) -> Path:
@@ -116,13 +131,18 @@ def _find_parent(node: Node, target: str, child: Path) -> Path:
         path = (child.parent / target).resolve()
         if path.is_file():
             return path
-        raise SpecError([node_problem(node, f"no spec file '{target}' (looked for {_display(path)})", "extends")])
+        message = f"no spec file {_quoted(target)} (looked for {_one_line(_display(path))})"
+        raise SpecError([node_problem(node, message, "extends")])
     path = preset_dir() / f"{target}.yaml"
     if path.is_file():
         return path.resolve()
     hint = _did_you_mean(target, preset_names())
     raise SpecError(
-        [node_problem(node, f"no preset named '{target}'{hint} (a file path must end in .yaml or .yml)", "extends")]
+        [
+            node_problem(
+                node, f"no preset named {_quoted(target)}{hint} (a file path must end in .yaml or .yml)", "extends"
+            )
+        ]
     )
 
 
