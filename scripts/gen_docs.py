@@ -395,11 +395,14 @@ WARNINGS: list[dict[str, str]] = [
         "input: {size: 32}\nstem: cifar\n",
     },
     {
-        "title": "input smaller than 64 with the imagenet stem",
-        "field": "`input.size`, `stem`",
-        "why": "the imagenet stem (conv 7x7/2, max pool 3x3/2) divides the input by 4 before the first dense "
-        "block: a 32x32 image reaches it as 8x8",
+        "title": "input smaller than 64 with the imagenet (or deep) stem",
+        "field": "`input.size`",
+        "why": "the imagenet stem (conv 7x7/2, max pool 3x3/2) and the deep stem divide the input by 4 before "
+        "the first dense block: a 32x32 image reaches it as 8x8",
         "fix": "`stem: cifar` (one conv 3x3/1, full resolution), as the paper's CIFAR networks",
+        "file": "cifar-imagenet-stem.yaml",
+        "example": "name: cifar-imagenet-stem\ngrowth_rate: 12\nblocks: [16, 16, 16]\ninput: {size: 32}\n"
+        "num_classes: 10\n",
     },
 ]
 """Every warning the compiler gives; an entry with an ``example`` shows the tool's own output for it."""

@@ -69,7 +69,8 @@ def test_spec_reference_shows_real_defaults() -> None:
 
 def test_strict_page_lists_the_warnings_with_real_output() -> None:
     page = PAGES["strict.md"]
-    assert "input smaller than 64 with the imagenet stem" in page and "stem: cifar" in page
+    assert "input smaller than 64 with the imagenet (or deep) stem" in page and "stem: cifar" in page
+    assert "input.size: warning: 32x32 is small for the imagenet stem" in page
     assert "compression: warning: features.transition1: 0.3 x 84 = 25.2 maps is not an integer" in page
     assert "(strict.md)" in PAGES["index.md"]
 
