@@ -38,6 +38,7 @@ from .ir import (
 )
 from .loader import preset_dir
 from .schema import BlockConfig, FieldPath, Spec, format_path
+from .summary import format_count
 
 MAX_DENSE_LAYERS = 10_000
 MAX_DENSE_CONNECTIONS = 500_000
@@ -300,15 +301,17 @@ def _check_counts(spec: Spec) -> FieldProblems:
     blocks = spec.block_layers
     total = sum(n for n, _ in blocks)
     if total > MAX_DENSE_LAYERS:
-        return [(("blocks",), f"{total:,} dense layers is too many to build (at most {MAX_DENSE_LAYERS:,})")]
+        message = f"{format_count(total)} dense layers is too many to build (at most {MAX_DENSE_LAYERS:,})"
+        return [(("blocks",), message)]
     connections = sum(n * (n + 1) // 2 + n + 1 for n, _ in blocks)
     if connections > MAX_DENSE_CONNECTIONS:
         largest = max(n for n, _ in blocks)
         return [
             (
                 ("blocks",),
-                f"{connections:,} dense connections is too many to build (at most {MAX_DENSE_CONNECTIONS:,}); "
-                f"the largest block has {largest:,} layers; split it into more blocks",
+                f"{format_count(connections)} dense connections is too many to build "
+                f"(at most {MAX_DENSE_CONNECTIONS:,}); "
+                f"the largest block has {format_count(largest)} layers; split it into more blocks",
             )
         ]
     return []
@@ -318,7 +321,7 @@ def _check_params(lowered: Lowered) -> FieldProblems:
     """Refuse a network too big to build, from the layer records, before any tensor exists."""
     params = sum(layer.params for layer, _ in lowered)
     if params > MAX_PARAMS:
-        return [((), f"{params:,} parameters is too many to build (at most {MAX_PARAMS:,})")]
+        return [((), f"{format_count(params)} parameters is too many to build (at most {MAX_PARAMS:,})")]
     return []
 
 
@@ -439,7 +442,7 @@ def _compression_warnings(spec: Spec, lowered: Lowered) -> FieldProblems:
         written = configs[layer.block - 1].compression
         theta = _theta(written)
         if (theta * layer.in_channels).denominator != 1:
-            exact = float(theta * layer.in_channels)
+            exact = float(theta * layer.in_channels)  # bounded: the parameter limit is checked first
             out.append(
                 (
                     _compression_path(spec, layer.block),

@@ -154,3 +154,16 @@ def test_small_input_behind_the_imagenet_stem_warns_and_fails_under_strict() -> 
         compile_spec(spec, strict=True)
     cifar = Spec.model_validate({**spec.model_dump(exclude={"extends"}), "stem": {"kind": "cifar"}})
     assert compile_spec(cifar, strict=True).warnings == ()
+
+
+@pytest.mark.parametrize(
+    ("fields", "fragment"),
+    [
+        ({"growth_rate": 10**3000, "blocks": [1]}, "about 4.4e6001 parameters is too many"),
+        ({"growth_rate": 1, "blocks": [10**5000]}, "about 1.0e5000 dense layers is too many"),
+        ({"growth_rate": 4, "blocks": [1], "num_classes": 10**5000}, "parameters is too many"),
+    ],
+)
+def test_refusals_of_huge_networks_format_their_numbers(fields: dict[str, object], fragment: str) -> None:
+    with pytest.raises(SpecError, match=fragment):
+        compile_spec(Spec.model_validate({"name": "huge", **fields}))
