@@ -24,7 +24,7 @@ from torch.utils.checkpoint import checkpoint
 
 from densenet_spec import build_model
 from densenet_spec.backends.torch_module import DenseLayer
-from densenet_spec.bench import CHILD_ENV, BenchConfig, BenchResult, peak_rss, run_compare, time_step
+from densenet_spec.bench import CHILD_ENV, BenchConfig, BenchResult, run_compare, step_peaks, time_step
 
 
 class TorchvisionStyleLayer(DenseLayer):
@@ -67,22 +67,9 @@ def train_step(spec: str, batch: int, variant: str) -> Callable[[], None]:
 
 def _child(argv: list[str]) -> None:
     """Run steps of one train variant; print the peak of live tensors in a step and the peak RSS."""
-    from torch.profiler import ProfilerActivity, profile
-
     spec, batch, variant = argv[0], int(argv[1]), argv[2]
     torch.set_num_threads(2)
-    step = train_step(spec, batch, variant)
-    for _ in range(3):
-        step()
-    rss = peak_rss()  # before the profiler adds its own
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
-    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
-    live = peak = 0
-    for _, nbytes in events:
-        live += nbytes
-        peak = max(peak, live)
-    print(peak, rss)
+    print(*step_peaks(train_step(spec, batch, variant)))
 
 
 def _peaks(spec: str, batch: int, variant: str) -> tuple[int, int]:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 import torch
 
 from densenet_spec import Spec, build_model, load_spec
-from densenet_spec.bench import CHILD_ENV, peak_rss, time_step
+from densenet_spec.bench import CHILD_ENV, step_peaks, time_step
 
 VARIANTS = ("monai", "plain", "memory_efficient")
 
@@ -61,21 +61,8 @@ def train_step(variant: str, batch: int, size: int) -> Callable[[], None]:
 
 
 def _child(variant: str, batch: int, size: int) -> None:
-    from torch.profiler import ProfilerActivity, profile
-
     torch.set_num_threads(2)
-    step = train_step(variant, batch, size)
-    for _ in range(2):
-        step()
-    rss = peak_rss()
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
-    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
-    live = peak = 0
-    for _, nbytes in events:
-        live += nbytes
-        peak = max(peak, live)
-    print(peak, rss)
+    print(*step_peaks(train_step(variant, batch, size), warmup=2))
 
 
 def _peaks(variant: str, batch: int, size: int) -> tuple[int, int]:

@@ -337,6 +337,27 @@ def peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
 
 
+def step_peaks(step: Callable[[], None], warmup: int = 3) -> tuple[int, int]:
+    """(peak bytes of tensors alive during one ``step``, this process's peak RSS), after ``warmup`` steps.
+
+    The tensor peak is replayed from the profiler's allocation events; the RSS is read before the
+    profiler adds its own memory.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(warmup):
+        step()
+    rss = peak_rss()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
+    live = peak = 0
+    for _, nbytes in events:
+        live += nbytes
+        peak = max(peak, live)
+    return peak, rss
+
+
 def _child_main(argv: list[str]) -> None:
     config = BenchConfig(**json.loads(argv[0]))
 
