@@ -28,16 +28,13 @@ import os
 import random
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from densenet_spec.backends.onnx import MAX_WEIGHT_BYTES  # noqa: E402
-from tests.fuzz_test import CASE_SECONDS, Case, RandomChooser, check_problem, generate  # noqa: E402
+from tests.fuzz_test import CASE_SECONDS, Case, RandomChooser, alarm, check_problem, generate  # noqa: E402
 
 HANG_SECONDS = 60
 # build --to onnx materialises the weights. Specs past protobuf's 2 GiB are refused up front (and run
@@ -77,26 +74,12 @@ class Result:
     detail: str = ""
 
 
-@contextmanager
-def _alarm(seconds: int) -> Iterator[None]:
-    def expire(signum: int, frame: object) -> None:
-        raise TimeoutError(f"no answer within {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
-
-
 def _api(spec: Path) -> Result:
     from densenet_spec import SpecError, compile_spec, load_spec
 
     start = time.perf_counter()
     try:
-        with _alarm(HANG_SECONDS):
+        with alarm(HANG_SECONDS):
             params = compile_spec(load_spec(spec)).params
         outcome, detail = "ok", f"params {params}"
     except SpecError as exc:
@@ -136,7 +119,7 @@ def _cli(command: str, spec: Path, out: Path) -> Result:
     args = [a.format(spec=spec, out=out) for a in COMMANDS[command]]
     start = time.perf_counter()
     try:
-        with _alarm(HANG_SECONDS):
+        with alarm(HANG_SECONDS):
             result = CliRunner().invoke(app, args)
     except TimeoutError as exc:
         return Result(command, "hang", time.perf_counter() - start, str(exc))

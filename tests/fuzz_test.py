@@ -278,7 +278,7 @@ def generate(ch: Chooser, *, long_lists: bool = False) -> Case:
 
 
 @contextmanager
-def _alarm(seconds: int) -> Iterator[None]:
+def alarm(seconds: int) -> Iterator[None]:
     """Turn a hang into a failure (POSIX main thread only)."""
     usable = hasattr(signal, "SIGALRM") and threading.current_thread() is threading.main_thread()
     if not usable:
@@ -310,7 +310,7 @@ def check_problem(exc: SpecError) -> None:
 def run_case(spec: Path, compile_: Callable[[Path], object] | None = None) -> tuple[str, float]:
     """Load and compile ``spec``: ("ok" or "refused", seconds); anything else raises."""
     start = time.perf_counter()
-    with _alarm(30):
+    with alarm(30):
         try:
             (compile_ or (lambda path: compile_spec(load_spec(path))))(spec)
             outcome = "ok"
