@@ -132,32 +132,22 @@ def _theta(compression: float) -> Fraction:
     return Fraction(repr(compression))
 
 
-def _conv(path: str, c_in: int, c_out: int, size: Size, kernel: int, stride: int = 1, padding: int = 0) -> Conv:
+def _square(size: Size, kernel: int, stride: int, padding: int) -> tuple[Size, Size, Size]:
+    """Kernel, stride and padding of the same extent on every axis of ``size``'s rank."""
     rank = len(size)
-    return Conv(
-        path=path,
-        in_channels=c_in,
-        in_size=size,
-        out_channels=c_out,
-        kernel=(kernel,) * rank,
-        stride=(stride,) * rank,
-        padding=(padding,) * rank,
-    )
+    return (kernel,) * rank, (stride,) * rank, (padding,) * rank
+
+
+def _conv(path: str, c_in: int, c_out: int, size: Size, kernel: int, stride: int = 1, padding: int = 0) -> Conv:
+    k, s, p = _square(size, kernel, stride, padding)
+    return Conv(path=path, in_channels=c_in, in_size=size, out_channels=c_out, kernel=k, stride=s, padding=p)
 
 
 def _pool(
     path: str, kind: Literal["max", "avg"], channels: int, size: Size, kernel: int, stride: int, pad: int
 ) -> Pool:
-    rank = len(size)
-    return Pool(
-        path=path,
-        in_channels=channels,
-        in_size=size,
-        pool=kind,
-        kernel=(kernel,) * rank,
-        stride=(stride,) * rank,
-        padding=(pad,) * rank,
-    )
+    k, s, p = _square(size, kernel, stride, pad)
+    return Pool(path=path, in_channels=channels, in_size=size, pool=kind, kernel=k, stride=s, padding=p)
 
 
 class _Ops:
