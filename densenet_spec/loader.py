@@ -21,7 +21,19 @@ from pydantic_core import ErrorDetails
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .errors import Location, Problem, SpecError
-from .schema import STEM_KINDS, BlockSpec, FieldPath, ImagenetStem, InputSpec, SourceMap, Spec, format_path
+from .schema import (
+    STEM_KINDS,
+    ActivationSpec,
+    BlockSpec,
+    FieldPath,
+    HeadSpec,
+    ImagenetStem,
+    InputSpec,
+    NormSpec,
+    SourceMap,
+    Spec,
+    format_path,
+)
 from .yaml_nodes import TAG, construct, location, node_problem, read_tree
 
 MAX_EXTENDS = 64  # files in one extends chain
@@ -221,7 +233,14 @@ def _data_path(loc: tuple[int | str, ...], data: Any) -> FieldPath:
     return tuple(path)
 
 
-_MODELS: dict[str, type[BaseModel]] = {"input": InputSpec, "stem": ImagenetStem, "blocks": BlockSpec}
+_MODELS: dict[str, type[BaseModel]] = {
+    "input": InputSpec,
+    "stem": ImagenetStem,
+    "blocks": BlockSpec,
+    "activation": ActivationSpec,
+    "norm": NormSpec,
+    "head": HeadSpec,
+}
 _RANGES = {
     "compression": "0 < compression <= 1",
     "dropout": "0 <= dropout < 1",
@@ -251,6 +270,10 @@ def _message(error: ErrorDetails, path: FieldPath) -> str:
         fields = list(_model_of(path[:-1]).model_fields)
         hint = _did_you_mean(str(path[-1]), fields) or f"; allowed keys: {', '.join(fields)}"
         return f"unknown key '{path[-1]}'{hint}"
+    if kind == "literal_error":
+        choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        hint = _did_you_mean(str(got), choices) if isinstance(got, str) else ""
+        return f"must be one of {', '.join(repr(c) for c in choices)}, not {shown}{hint}"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         return f"{shown} is out of range: must be {_range_hint(path)}"
     if kind in ("int_type", "int_from_float", "int_parsing"):
