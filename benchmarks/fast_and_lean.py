@@ -24,7 +24,7 @@ from torch.utils.checkpoint import checkpoint
 
 from densenet_spec import build_model
 from densenet_spec.backends.torch_module import DenseLayer
-from densenet_spec.bench import CHILD_ENV, BenchConfig, BenchResult, run_compare, step_peaks, time_step
+from densenet_spec.bench import CHILD_ENV, BenchConfig, BenchResult, run_compare, sgd_step, step_peaks, time_step
 
 
 class TorchvisionStyleLayer(DenseLayer):
@@ -54,15 +54,7 @@ def train_step(spec: str, batch: int, variant: str) -> Callable[[], None]:
     ir = model.ir
     x = torch.randn(batch, ir.info.input_channels, *ir.info.input_size)
     labels = torch.randint(0, ir.info.num_classes, (batch,))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-
-    def step() -> None:
-        loss = torch.nn.functional.cross_entropy(model(x), labels)
-        loss.backward()  # type: ignore[no-untyped-call]
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    return step
+    return sgd_step(model, x, labels)
 
 
 def _child(argv: list[str]) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 import torch
 
 from densenet_spec import Spec, build_model, load_spec
-from densenet_spec.bench import CHILD_ENV, step_peaks, time_step
+from densenet_spec.bench import CHILD_ENV, sgd_step, step_peaks, time_step
 
 VARIANTS = ("monai", "plain", "memory_efficient")
 
@@ -49,15 +49,7 @@ def train_step(variant: str, batch: int, size: int) -> Callable[[], None]:
     model = _model(variant, size).train()
     x = torch.randn(batch, 1, size, size, size, generator=torch.Generator().manual_seed(0))
     labels = torch.tensor([i % 2 for i in range(batch)])
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-
-    def step() -> None:
-        loss = torch.nn.functional.cross_entropy(model(x), labels)
-        loss.backward()  # type: ignore[no-untyped-call]
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    return step
+    return sgd_step(model, x, labels)
 
 
 def _child(variant: str, batch: int, size: int) -> None:

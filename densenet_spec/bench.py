@@ -337,6 +337,21 @@ def peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
 
 
+def sgd_step(model: Any, x: Any, labels: Any) -> Callable[[], None]:
+    """One training step (cross-entropy, SGD with momentum) of ``model`` on a fixed batch."""
+    import torch
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step() -> None:
+        loss = torch.nn.functional.cross_entropy(model(x), labels)
+        loss.backward()  # type: ignore[no-untyped-call]
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
 def step_peaks(step: Callable[[], None], warmup: int = 3) -> tuple[int, int]:
     """(peak bytes of tensors alive during one ``step``, this process's peak RSS), after ``warmup`` steps.
 

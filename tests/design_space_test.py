@@ -10,10 +10,11 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from torch.utils.flop_counter import FlopCounterMode
 
-from densenet_spec import IR, Spec, SpecError, build_model, compile_spec, emit, load_spec
+from densenet_spec import Spec, SpecError, build_model, compile_spec, emit, load_spec
 from densenet_spec.backends.torch_runtime import BlurPool
+
+from .torch_module_test import assert_model_agrees_with_ir
 
 
 def _spec(**fields: Any) -> Spec:
@@ -283,32 +284,10 @@ def design_specs(draw: st.DrawFn) -> Spec:
     )
 
 
-def _shapes_params_macs(ir: IR) -> None:
-    model = build_model(ir, seed=0).eval()
-    assert sum(p.numel() for p in model.parameters()) == ir.params
-    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == ir.state_shapes()
-    shapes: dict[str, tuple[int, ...]] = {}
-    hooks = [
-        model.get_submodule(layer.name).register_forward_hook(
-            lambda _m, _i, out, name=layer.name: shapes.__setitem__(name, tuple(out.shape))
-        )
-        for layer in ir.layers()
-    ]
-    x = torch.randn(2, ir.info.input_channels, *ir.info.input_size)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(x)
-    for hook in hooks:
-        hook.remove()
-    for layer in ir.layers():
-        expected = (2, layer.out_channels) if layer.kind == "classifier" else (2, layer.out_channels, *layer.out_size)
-        assert shapes[layer.name] == expected, layer.name
-    assert counter.get_total_flops() == 2 * 2 * ir.macs  # FLOPs = 2 x MACs, for each of 2 inputs
-
-
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(design_specs())
 def test_random_design_specs_agree_with_the_torch_model(spec: Spec) -> None:
-    _shapes_params_macs(compile_spec(spec))
+    assert_model_agrees_with_ir(compile_spec(spec), batch=2)
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -51,7 +51,11 @@ def test_torchvision_style_checkpoint_loads_strictly() -> None:
 @pytest.mark.parametrize("name", PRESETS)
 def test_model_agrees_with_ir(name: str) -> None:
     """Parameter count, every node's output shape (forward hooks) and FLOPs = 2 x MACs."""
-    ir = compile_spec(load_spec(name))
+    assert_model_agrees_with_ir(compile_spec(load_spec(name)))
+
+
+def assert_model_agrees_with_ir(ir: IR, batch: int = 1) -> None:
+    """The built model has the IR's parameters, state_dict shapes, layer output shapes and MACs."""
     model = build_model(ir, seed=0).eval()
     assert sum(p.numel() for p in model.parameters()) == ir.params
     assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == ir.state_shapes()
@@ -63,13 +67,13 @@ def test_model_agrees_with_ir(name: str) -> None:
         for layer in ir.layers()
     ]
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(_input(ir))
+        model(_input(ir, batch=batch))
     for hook in hooks:
         hook.remove()
     for layer in ir.layers():
-        expected = (1, layer.out_channels) if layer.kind == "classifier" else (1, layer.out_channels, *layer.out_size)
-        assert shapes[layer.name] == expected, layer.name
-    assert counter.get_total_flops() == 2 * ir.macs
+        size = () if layer.kind == "classifier" else layer.out_size
+        assert shapes[layer.name] == (batch, layer.out_channels, *size), layer.name
+    assert counter.get_total_flops() == 2 * batch * ir.macs  # FLOPs = 2 x MACs, per input
 
 
 def test_initialisation_follows_the_reference() -> None:
