@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
 
 from densenet_spec import build_model, compile_spec, export_onnx, load_spec
+from densenet_spec.bench import ort_session
 
 
 def _timed(fn, repeat: int) -> list[float]:  # type: ignore[no-untyped-def]
@@ -28,15 +28,9 @@ def _timed(fn, repeat: int) -> list[float]:  # type: ignore[no-untyped-def]
     return times
 
 
-def _session(path: Path) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def _alternate_latency(paths: list[Path], x: np.ndarray, repeat: int) -> list[float]:
     """Median latency of each model, run alternately so that machine noise hits both alike."""
-    sessions = [_session(path) for path in paths]
+    sessions = [ort_session(str(path), torch.get_num_threads()) for path in paths]
     feeds = [{s.get_inputs()[0].name: x} for s in sessions]
     times: list[list[float]] = [[] for _ in sessions]
     for i in range(repeat + 2):

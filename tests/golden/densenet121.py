@@ -249,8 +249,26 @@ class _Recompute:
         return {kind: t for kind, t in made if self._pending[kind]}
 
 
+class _Prefix(torch.autograd.Function):
+    """The first channels of a block's buffer, which hold ``features``: their concatenation as a
+    view. The backward pass splits the gradient among the features, as ``torch.cat``'s does."""
+
+    @staticmethod
+    def forward(ctx: Any, buffer: Tensor, *features: Tensor) -> Tensor:
+        ctx.sizes = [feature.shape[1] for feature in features]
+        return buffer[:, : sum(ctx.sizes)]
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        return (None, *torch.split(grad, ctx.sizes, 1))
+
+
 class DenseBlock(nn.ModuleDict):
-    """Dense layers, each fed every earlier output; returns their concatenation with the input."""
+    """Dense layers, each fed every earlier output; returns their concatenation with the input.
+
+    ``shared_buffer`` forces the buffer (True) or the concatenation (False); None chooses as
+    :meth:`shares_buffer` says.
+    """
 
     def __init__(
         self,
@@ -262,27 +280,63 @@ class DenseBlock(nn.ModuleDict):
         super().__init__(OrderedDict(named))
         self.out_channels = out_channels
         self.buffered = buffered
+        self.shared_buffer: bool | None = None
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.buffered and not torch.is_grad_enabled():
+        if self.shares_buffer(x):
             return self._buffered(x)
         features = [x]
         for layer in self.values():
             features.append(layer(features))
         return torch.cat(features, 1)
 
+    def shares_buffer(self, x: Tensor) -> bool:
+        """Whether this call writes into one buffer: in inference-only networks without autograd,
+        and in ``memory_efficient`` training on a contiguous (not channels_last) input, where the
+        norm reads the buffer once and the backward pass recomputes it from there. Under
+        torch.compile with autograd the concatenation is traced (the compiler fuses it)."""
+        grads = torch.is_grad_enabled()
+        if grads and torch.compiler.is_compiling():
+            return False
+        if self.shared_buffer is not None:
+            return self.shared_buffer
+        if not grads:
+            return self.buffered
+        lean = self.training and all(layer.memory_efficient for layer in self.values())
+        return lean and _memory_format(x) == torch.contiguous_format
+
     def _buffered(self, x: Tensor) -> Tensor:
-        """Each layer's output written once into one buffer; a layer reads the prefix so far."""
+        """Each layer's output written once into one buffer; a layer reads the prefix so far.
+
+        Writes go through ``buffer.data``, whose version counter is its own: autograd then does
+        not flag the views that earlier layers saved, whose channels the writes never touch.
+        """
         shape = (x.shape[0], self.out_channels, *x.shape[2:])
         layout = _memory_format(x)
-        buf = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=layout)
+        buffer = torch.empty(
+            shape,
+            dtype=x.dtype,
+            device=x.device,
+            memory_format=layout,
+        )
+        grads = torch.is_grad_enabled()
+        store = buffer.data if grads else buffer
+        features = [x]
         end = x.shape[1]
-        buf[:, :end] = x
+        with torch.no_grad():
+            store[:, :end] = x
         for layer in self.values():
-            out = layer([buf[:, :end]])
-            buf[:, end : end + out.shape[1]] = out
+            prefix = _prefix(buffer, features) if grads else buffer[:, :end]
+            out = layer([prefix])
+            with torch.no_grad():
+                store[:, end : end + out.shape[1]] = out
             end += out.shape[1]
-        return buf
+            features.append(out)
+        return _prefix(buffer, features) if grads else buffer
+
+
+def _prefix(buffer: Tensor, features: list[Tensor]) -> Tensor:
+    return _Prefix.apply(buffer, *features)  # type: ignore[no-untyped-call,no-any-return]
 
 
 def _memory_format(x: Tensor) -> torch.memory_format:
@@ -336,6 +390,16 @@ class DenseNet(nn.Module):
             message = "this network is for inference only (batch norms folded)"
             raise RuntimeError(message + "; train the plain model")
         return super().train(mode)
+
+    def set_channels_last(self, enabled: bool = True) -> DenseNet:
+        """Weights and inputs in channels_last (2-D networks), where CPU and GPU convolutions and
+        batch norms run fastest, in training as in inference; the values are unchanged."""
+        layout = torch.channels_last if enabled else torch.contiguous_format
+        for param in self.parameters():
+            if param.dim() == 4:
+                param.data = param.data.contiguous(memory_format=layout)
+        self.channels_last = enabled
+        return self
 
     def set_memory_efficient(self, enabled: bool = True) -> DenseNet:
         for module in self.modules():
