@@ -114,7 +114,7 @@ def alternate(steps: dict[str, Callable[[], None]], repeat: int, warmup: int = 1
 def verdict(name: str, ratio: float, target: float, better: str) -> str:
     met = ratio <= target if better == "lower" else ratio >= target
     sign = "<=" if better == "lower" else ">="
-    return f"  {name:58s} {ratio:5.2f}x  (target {sign} {target:.2f}x)  {'PASS' if met else 'FAIL'}"
+    return f"  {name:66s} {ratio:5.2f}x  (target {sign} {target:.2f}x)  {'PASS' if met else 'FAIL'}"
 
 
 # ----------------------------------------------------------------------------- train

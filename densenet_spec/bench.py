@@ -60,6 +60,7 @@ class BenchResult:
     setup_s: float
     peak_memory: int | None = None
     conv_gflops: float | None = None
+    compile_s: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -95,6 +96,7 @@ class BenchResult:
             "spread": self.spread,
             "images_per_s": self.images_per_s,
             "setup_s": self.setup_s,
+            "compile_s": self.compile_s,
             "peak_memory_bytes": self.peak_memory,
             "macs_per_image": self.macs,
             "conv_gflops": self.conv_gflops,
@@ -111,6 +113,7 @@ class BenchResult:
             data["setup_s"],
             data["peak_memory_bytes"],
             data["conv_gflops"],
+            data.get("compile_s"),
         )
 
 
@@ -232,6 +235,14 @@ def time_step(step: Callable[[], None], warmup: int, repeat: int, progress: Prog
     return times
 
 
+def compile_first(config: BenchConfig, step: Callable[[], None]) -> float | None:
+    """With ``compile``, run the first step (where torch.compile traces and generates code) and
+    return its seconds, so that the warm-up and timed runs measure the steady state alone."""
+    if not config.compile:
+        return None
+    return time_step(step, 0, 1)[0]
+
+
 def run_here(config: BenchConfig, progress: Progress | None = None) -> BenchResult:
     """Run ``config`` in this process (peak memory only on CUDA)."""
     import torch
@@ -239,11 +250,12 @@ def run_here(config: BenchConfig, progress: Progress | None = None) -> BenchResu
     start = time.perf_counter()
     step, macs = make_step(config)
     setup = time.perf_counter() - start
+    compiling = compile_first(config, step)
     if config.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times = time_step(step, config.warmup, config.repeat, progress)
     peak = torch.cuda.max_memory_allocated() if config.device == "cuda" else None
-    return BenchResult(config, times, macs, setup, peak, conv_gflops(config.device))
+    return BenchResult(config, times, macs, setup, peak, conv_gflops(config.device), compiling)
 
 
 # glibc keeps freed blocks of the sizes it saw freed lately on its heap, so a process's RSS peak
@@ -290,8 +302,9 @@ def run_compare(
     for cfg in (config, other):
         start = time.perf_counter()
         step, macs = make_step(cfg)
+        setup = time.perf_counter() - start
         steps.append(step)
-        results.append(BenchResult(cfg, [], macs, time.perf_counter() - start))
+        results.append(BenchResult(cfg, [], macs, setup, compile_s=compile_first(cfg, step)))
     total = (config.warmup + config.repeat) * 2
     done = 0
     for i in range(config.warmup + config.repeat):

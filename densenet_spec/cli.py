@@ -551,7 +551,8 @@ def _check_bench_usage(mode: BenchMode, device: Device, optimize: bool, onnxrunt
 BENCH_CAPTION = (
     "floor (MACs): the time this network's multiply-accumulates take at this machine's measured 3x3-convolution "
     "rate (training: 3x), and that time as a share of the median, i.e. how close the run comes to the ideal; "
-    "setup: seconds spent building (and compiling) the model before the first run, not included in the times."
+    "setup: seconds spent building the model; compile (with --compile): the first run, where torch.compile traces "
+    "and generates code; neither is included in the times, which are the steady state."
 )
 """Printed under the bench table: the two columns whose meaning a reader cannot guess."""
 
@@ -574,12 +575,14 @@ def _print_bench(results: list[Any]) -> None:
     table = Table(
         title=f"bench {results[0].config.spec}", title_justify="left", caption=BENCH_CAPTION, caption_justify="left"
     )
-    for header in ("configuration", "median", "spread", "images/s", "peak memory", "floor (MACs)", "setup"):
+    compiled = any(r.compile_s is not None for r in results)
+    headers = ["configuration", "median", "spread", "images/s", "peak memory", "floor (MACs)", "setup"]
+    for header in headers + ["compile"] * compiled:
         table.add_column(header, justify="left" if header == "configuration" else "right")
     for r in results:
         memory = f"{r.peak_memory / 2**20:,.0f} MiB" if r.peak_memory else "-"
         floor = f"{r.floor_s * 1e3:.1f} ms ({r.floor_s / r.median:.0%})" if r.floor_s else "-"
-        table.add_row(
+        row = [
             r.config.label(),
             f"{r.median * 1e3:.1f} ms",
             f"+-{r.spread:.0%}",
@@ -587,7 +590,10 @@ def _print_bench(results: list[Any]) -> None:
             memory,
             floor,
             f"{r.setup_s:.1f} s",
-        )
+        ]
+        if compiled:
+            row.append("-" if r.compile_s is None else f"{r.compile_s:.1f} s")
+        table.add_row(*row)
     console = _console()
     console.print(table)
     if len(results) == 2:

@@ -95,3 +95,17 @@ def test_run_here_counts_warmup_apart() -> None:
     result = run_here(BenchConfig(SMALL, batch=1, warmup=2, repeat=3))
     assert len(result.times) == 3
     assert result.spread >= 0
+
+
+def test_bench_compile_reports_compile_time_apart_from_the_steady_state(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text("name: tiny\ninput: {size: 16}\nstem: cifar\ngrowth_rate: 4\nblocks: [2, 2]\nnum_classes: 3\n")
+    args = ["bench", str(spec), "--batch", "2", "--warmup", "1", "--repeat", "2", "--compile", "--mode", "train"]
+    table = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert table.exit_code == 0, table.stderr
+    header = next(line for line in table.stdout.splitlines() if "configuration" in line)
+    assert header.rstrip("┃ ").endswith("compile")
+    row = next(line for line in table.stdout.splitlines() if line.startswith("│ train cpu b2"))
+    compile_s = float(row.split("│")[-2].split()[0])
+    median_ms = float(row.split("│")[2].split()[0])
+    assert compile_s * 1e3 > median_ms  # tracing and code generation took longer than a compiled step
