@@ -121,8 +121,9 @@ def test_where_the_buffer_is_used() -> None:
     x = torch.randn(2, 3, 32, 32)
     plain = build_model(spec, seed=0).train()
     lean = build_model(spec, seed=0, memory_efficient=True).train()
-    block = lean.features.denseblock1
-    assert not plain.features.denseblock1.shares_buffer(x)  # plain training: torch.cat is faster on CPU
+    block, plain_block = lean.features.denseblock1, plain.features.denseblock1
+    assert isinstance(block, DenseBlock) and isinstance(plain_block, DenseBlock)
+    assert not plain_block.shares_buffer(x)  # plain training: torch.cat is faster on CPU
     assert block.shares_buffer(x)  # memory_efficient in the default layout
     assert not block.shares_buffer(x.contiguous(memory_format=torch.channels_last))
     with torch.no_grad():
@@ -135,7 +136,7 @@ def test_channels_last_model_computes_the_same_function() -> None:
     spec = load_spec("densenet-bc-100-k12")
     default = build_model(spec, seed=0).train()
     fast = build_model(spec, seed=0, channels_last=True).train()
-    assert fast.features.conv0.weight.is_contiguous(memory_format=torch.channels_last)
+    assert fast.get_parameter("features.conv0.weight").is_contiguous(memory_format=torch.channels_last)
     x = torch.randn(4, 3, 32, 32)
     out_default, out_fast = default(x), fast(x)
     torch.testing.assert_close(out_fast, out_default, rtol=1e-4, atol=1e-4)
@@ -150,3 +151,23 @@ def test_channels_last_model_computes_the_same_function() -> None:
 def test_channels_last_is_refused_for_other_ranks() -> None:
     with pytest.raises(ValueError, match="channels_last applies to 2-D networks; this one is 3-D"):
         build_model(load_spec("densenet121-3d"), channels_last=True)
+
+
+class _HalfOfInput(torch.nn.Module):
+    """A stand-in layer whose output dtype differs from its input's (as under some autocast policies)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :2].float() * 2
+
+
+def test_buffer_takes_the_dtype_the_concatenation_would() -> None:
+    from densenet_spec.backends.torch_module import DenseLayer
+
+    block = DenseBlock([DenseLayer(_HalfOfInput()), DenseLayer(_HalfOfInput())], out_channels=7)
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    block.shared_buffer = False
+    concatenated = block(x)
+    block.shared_buffer = True
+    shared = block(x)
+    assert concatenated.dtype == shared.dtype == torch.float64
+    assert torch.equal(shared, concatenated)

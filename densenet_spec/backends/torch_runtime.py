@@ -325,31 +325,38 @@ class DenseBlock(nn.ModuleDict):
     def _buffered(self, x: Tensor) -> Tensor:
         """Each layer's output written once into one buffer; a layer reads the prefix so far.
 
-        Writes go through ``buffer.data``, whose version counter is its own: autograd then does
-        not flag the views that earlier layers saved, whose channels the writes never touch.
+        The buffer takes the dtype ``torch.cat`` would give the input and the first output (they
+        differ under some autocast policies). Writes go through ``buffer.data``, whose version
+        counter is its own: autograd then does not flag the views that earlier layers saved,
+        whose channels the writes never touch.
         """
+        first, *rest = self.values()
+        out = first([x])
         shape = (x.shape[0], self.out_channels, *x.shape[2:])
-        layout = _memory_format(x)
         buffer = torch.empty(
             shape,
-            dtype=x.dtype,
+            dtype=torch.promote_types(x.dtype, out.dtype),
             device=x.device,
-            memory_format=layout,
+            memory_format=_memory_format(x),
         )
         grads = torch.is_grad_enabled()
         store = buffer.data if grads else buffer
-        features = [x]
-        end = x.shape[1]
-        with torch.no_grad():
-            store[:, :end] = x
-        for layer in self.values():
+        end = _write(store, _write(store, 0, x), out)
+        features = [x, out]
+        for layer in rest:
             prefix = _prefix(buffer, features) if grads else buffer[:, :end]
             out = layer([prefix])
-            with torch.no_grad():
-                store[:, end : end + out.shape[1]] = out
-            end += out.shape[1]
+            end = _write(store, end, out)
             features.append(out)
         return _prefix(buffer, features) if grads else buffer
+
+
+def _write(store: Tensor, start: int, tensor: Tensor) -> int:
+    """Copy ``tensor`` into ``store`` from channel ``start``; return where the next one goes."""
+    end = start + tensor.shape[1]
+    with torch.no_grad():
+        store[:, start:end] = tensor
+    return end
 
 
 def _prefix(buffer: Tensor, features: list[Tensor]) -> Tensor:
