@@ -163,9 +163,10 @@ ct-densenet121.yaml: ok (ct-densenet121: {params} params, {gmacs} GMACs)
 ```
 
 {summary}
-Train it with `build_model("ct-densenet121.yaml", memory_efficient=True)`: each dense layer's
-concatenation and its norm-activation outputs are recomputed in the backward pass, which MONAI's
-DenseNet121 cannot do. The compiler checks what only 3-D reveals: a group count that does not
+Train it with `build_model("ct-densenet121.yaml", memory_efficient=True)`: each dense block writes
+its layers' outputs into one shared buffer instead of concatenating them, and each layer's
+norm-activation outputs are recomputed in the backward pass, which MONAI's DenseNet121 cannot do.
+The compiler checks what only 3-D reveals: a group count that does not
 divide every width, or an input too small for four stages (it names the smallest that works).
 """
 
