@@ -150,9 +150,11 @@ def test_file_too_large_names_the_file_and_leaves_nothing(tmp_path: Path) -> Non
 @posix_only
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_signal_during_the_write_removes_the_temp_file(tmp_path: Path, signum: int) -> None:
-    # fsync is made slow so that the signal lands while the temporary file exists.
+    # fsync is made slow so that the signal lands while the temporary file exists. The child starts
+    # from the default action: a shell that runs the tests in the background has SIGINT ignored,
+    # and an ignored signal stays ignored (as the shell asked).
     code = (
-        "import os, sys, time\n"
+        f"import os, signal, sys, time\nsignal.signal({int(signum)}, signal.SIG_DFL)\n"
         "from pathlib import Path\n"
         "from densenet_spec import outputs\n"
         "def slow(fd):\n    sys.stderr.write('writing\\n'); sys.stderr.flush(); time.sleep(30)\n"
