@@ -133,11 +133,13 @@ def make_step(config: BenchConfig) -> tuple[Callable[[], None], int]:
     x = torch.randn(config.batch, ir.info.input_channels, *ir.info.input_size)
     if config.onnxruntime:
         return _onnxruntime_step(config, ir, x), ir.macs
-    plain = build_model(ir, seed=0, memory_efficient=config.memory_efficient).to(device)
+    if config.channels_last and ir.rank != 2:
+        raise ValueError(f"--channels-last applies to 2-D networks; {config.spec} is {ir.rank}-D")
+    lean, channels_last = config.memory_efficient, config.channels_last
+    plain = build_model(ir, seed=0, memory_efficient=lean, channels_last=channels_last).to(device)
     model: torch.nn.Module = optimize_for_inference(plain) if config.optimize and config.mode == "eval" else plain
     x = x.to(device)
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    if channels_last:
         x = x.to(memory_format=torch.channels_last)
     runner: Callable[[torch.Tensor], torch.Tensor] = torch.compile(model) if config.compile else model
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp)

@@ -9,6 +9,7 @@ Heavy imports (torch, onnx, graphviz) happen inside the commands that need them,
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -524,7 +525,8 @@ def bench(
             else:
                 results = [run_here(config, advance)]
         except (RuntimeError, ValueError) as exc:
-            typer.echo(f"bench: {str(exc).strip().splitlines()[-1]}", err=True)
+            last = str(exc).strip().splitlines()[-1]  # a child's error arrives as its traceback's last line
+            typer.echo(f"bench: {re.sub(r'^[A-Za-z]+(Error|Exception): ', '', last)}", err=True)
             raise typer.Exit(1) from None
     if format is TableOrJson.json:
         data = [r.to_json() for r in results]

@@ -82,6 +82,9 @@ def test_bench_errors_are_clean() -> None:
     runner = CliRunner()
     bad_spec = runner.invoke(app, ["bench", "no-such-spec"])
     assert bad_spec.exit_code == 1 and "no such file or preset" in bad_spec.stderr
+    one_d = runner.invoke(app, ["bench", "densenet121-1d", "--channels-last", "--repeat", "1", "--batch", "1"])
+    assert one_d.exit_code == 1
+    assert one_d.stderr.strip() == "bench: --channels-last applies to 2-D networks; densenet121-1d is 1-D"
     onnx_train = runner.invoke(app, ["bench", SMALL, "--onnxruntime", "--mode", "train", "--repeat", "1"])
     assert onnx_train.exit_code == 2 and "CPU only" in onnx_train.stderr and "Traceback" not in onnx_train.stderr
     import torch
