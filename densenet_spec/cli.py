@@ -23,6 +23,7 @@ from rich.table import Table
 
 from . import __version__, api
 from .backends import TARGETS
+from .bench import BenchConfig
 from .compiler import compile_spec
 from .errors import Problem, SpecError, ToolError
 from .ir import IR
@@ -491,11 +492,8 @@ def bench(
     format: Annotated[TableOrJson, typer.Option("--format", "-f", help="Output format.")] = TableOrJson.table,
 ) -> None:
     """Time a spec: median and spread, images/s, peak memory, and the floor from its MACs."""
-    from .bench import BenchConfig, BenchResult, run_compare, run_here, run_isolated
+    from .bench import BenchResult, run_compare, run_here, run_isolated
 
-    _check_bench_usage(mode, device, optimize, onnxruntime)
-    with _reporting():
-        _compile(spec, strict=False)
     config = BenchConfig(
         spec,
         batch,
@@ -510,6 +508,11 @@ def bench(
         warmup,
         repeat,
     )
+    _refuse_bench_usage(_bench_usage_problem(config, compare))
+    with _reporting():
+        ir = _compile(spec, strict=False)
+    if channels_last and ir.rank != 2:
+        _refuse_bench_usage(f"--channels-last applies to 2-D networks; {spec} is {ir.rank}-D")
     if device is Device.cuda:
         import torch
 
@@ -538,13 +541,35 @@ def bench(
     _print_bench(results)
 
 
-def _check_bench_usage(mode: BenchMode, device: Device, optimize: bool, onnxruntime: bool) -> None:
-    """Refuse option combinations that would otherwise run something other than what was asked (exit 2)."""
-    problem = ""
-    if optimize and mode is BenchMode.train:
-        problem = "--optimize is eval-only (it folds batch norms for inference); drop it or use --mode eval"
-    elif onnxruntime and (mode is not BenchMode.eval or device is not Device.cpu):
-        problem = "--onnxruntime runs inference on the CPU only: use --mode eval --device cpu"
+def _bench_usage_problem(config: BenchConfig, compare: bool) -> str:
+    """What makes ``config`` run something other than what was asked, if anything (exit 2)."""
+    torch_only = {"compile": config.compile, "memory-efficient": config.memory_efficient, "amp": config.amp}
+    torch_only["channels-last"] = config.channels_last
+    given = ", ".join(f"--{name}" for name, on in torch_only.items() if on)
+    rules = (
+        (
+            config.optimize and config.mode == "train",
+            "--optimize is eval-only (it folds batch norms for inference); drop it or use --mode eval",
+        ),
+        (
+            config.onnxruntime and (config.mode != "eval" or config.device != "cpu"),
+            "--onnxruntime runs inference on the CPU only: use --mode eval --device cpu",
+        ),
+        (config.onnxruntime and bool(given), f"{given} set up the PyTorch model, not --onnxruntime's; drop them"),
+        (
+            config.memory_efficient and config.mode == "eval",
+            "--memory-efficient changes training only (what the backward pass keeps); use --mode train",
+        ),
+        (
+            compare and config == config.baseline(),
+            "--compare runs the plain configuration beside this one: add what to compare "
+            "(--optimize, --memory-efficient, --channels-last, --amp, --compile, --onnxruntime)",
+        ),
+    )
+    return next((message for broken, message in rules if broken), "")
+
+
+def _refuse_bench_usage(problem: str) -> None:
     if problem:
         typer.echo(f"error: {problem}", err=True)
         raise typer.Exit(2)

@@ -148,9 +148,13 @@ def test_channels_last_model_computes_the_same_function() -> None:
     assert fast.state_dict().keys() == default.state_dict().keys()
 
 
-def test_channels_last_is_refused_for_other_ranks() -> None:
-    with pytest.raises(ValueError, match="channels_last applies to 2-D networks; this one is 3-D"):
-        build_model(load_spec("densenet121-3d"), channels_last=True)
+@pytest.mark.parametrize("preset", ["densenet121-1d", "densenet121-3d"])
+def test_channels_last_is_refused_for_other_ranks(preset: str) -> None:
+    rank = preset[-2]
+    with pytest.raises(ValueError, match=f"channels_last applies to 2-D networks; this one is {rank}-D"):
+        build_model(load_spec(preset), channels_last=True)
+    with pytest.raises(ValueError, match=f"channels_last applies to 2-D networks; this one is {rank}-D"):
+        build_model(load_spec(preset)).set_channels_last()
 
 
 class _HalfOfInput(torch.nn.Module):

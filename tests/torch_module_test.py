@@ -122,6 +122,43 @@ def test_memory_efficient_matches_plain(spec: Spec) -> None:
         torch.testing.assert_close(b, a, atol=1e-6, rtol=0, msg=key)
 
 
+def _twice_backward(model: DenseNet, x: torch.Tensor, how: str) -> torch.Tensor:
+    """Backward passes that run a graph more than once: what saliency, Jacobians and gradient
+    penalties do. Returns the input gradient(s) they give."""
+    x = x.clone().requires_grad_()
+    out = model(x)
+    if how == "retain_graph":  # the same loss twice: gradients accumulate 2x
+        loss = out.square().mean()
+        loss.backward(retain_graph=True)
+        loss.backward()
+        assert x.grad is not None
+        return x.grad
+    if how == "saliency":  # one input gradient per class, from one forward
+        grads = [torch.autograd.grad(out[:, c].sum(), x, retain_graph=True)[0] for c in range(out.shape[1])]
+        return torch.stack(grads)
+    # create_graph: a gradient penalty, differentiated once more
+    (grad,) = torch.autograd.grad(out.square().mean(), x, create_graph=True)
+    grad.square().sum().backward()
+    return grad.detach()
+
+
+@pytest.mark.parametrize("how", ["retain_graph", "saliency", "create_graph"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["shared-buffer", "channels-last"])
+def test_memory_efficient_runs_a_graph_more_than_once_like_plain(how: str, channels_last: bool) -> None:
+    plain = build_model(SMALL, seed=0).double().train()
+    lean = build_model(SMALL, seed=0, memory_efficient=True, channels_last=channels_last).double().train()
+    x = _input(compile_spec(SMALL), batch=3).double()
+    torch.testing.assert_close(_twice_backward(lean, x, how), _twice_backward(plain, x, how))
+    for (key, p), q in zip(plain.named_parameters(), lean.parameters(), strict=True):
+        if p.grad is None:  # saliency touches no parameter gradient
+            assert q.grad is None, key
+            continue
+        assert q.grad is not None, key
+        torch.testing.assert_close(q.grad, p.grad, msg=key)
+    for (key, a), b in zip(plain.named_buffers(), lean.buffers(), strict=True):
+        torch.testing.assert_close(b, a, msg=key)
+
+
 def test_dropout_only_in_training() -> None:
     spec = SMALL.model_copy(update={"dropout": 0.5})
     model = build_model(spec, seed=0)

@@ -194,7 +194,10 @@ class _Recompute:
     activation's) and the activation's output (for the convolution's): the tensors that grow
     with depth. Each is packed as a token; the first unpack in the backward pass recomputes them
     from the layer's inputs, with the same batch statistics and without touching the running
-    ones, and each is let go after its last unpack. Anything else is saved as usual.
+    ones, and each is let go after its last unpack of the pass, so that a retained graph's next
+    pass recomputes it again. With ``create_graph`` (grad mode on in the backward pass) the
+    recomputation is recorded too, so second-order gradients flow through it. Anything else is
+    saved as usual.
     """
 
     KINDS = ("x", "y", "a")
@@ -206,12 +209,15 @@ class _Recompute:
         self.x: Tensor | None = None
         self.y: Tensor | None = None
         self.a: Tensor | None = None
+        # Unpacks of each kind in one backward pass, and those still to come in this one:
+        self._packed = dict.fromkeys(self.KINDS, 0)
         self._pending = dict.fromkeys(self.KINDS, 0)
         self._cache: dict[str, Tensor] = {}
 
     def pack(self, tensor: Tensor) -> Any:
         for kind in self.KINDS:
             if tensor is getattr(self, kind):
+                self._packed[kind] += 1
                 self._pending[kind] += 1
                 return (kind, self)
         return tensor
@@ -231,20 +237,20 @@ class _Recompute:
             self._cache.update(self._recompute())
         tensor = self._cache[kind]
         self._pending[kind] -= 1
-        if self._pending[kind] == 0:
+        if self._pending[kind] == 0:  # this pass is done with it
             del self._cache[kind]
+            self._pending[kind] = self._packed[kind]
         return tensor
 
     def _recompute(self) -> dict[str, Tensor]:
         norm = self.norm
-        with torch.no_grad():
-            x = torch.cat(self.inputs, 1) if len(self.inputs) > 1 else self.inputs[0]
-            if isinstance(norm, _BATCH_NORMS):
-                w, b = norm.weight, norm.bias
-                y = functional.batch_norm(x, None, None, w, b, True, 0.0, norm.eps)
-            else:
-                y = norm(x)
-            a = self.act(y)
+        x = torch.cat(self.inputs, 1) if len(self.inputs) > 1 else self.inputs[0]
+        if isinstance(norm, _BATCH_NORMS):
+            w, b = norm.weight, norm.bias
+            y = functional.batch_norm(x, None, None, w, b, True, 0.0, norm.eps)
+        else:
+            y = norm(x)
+        a = self.act(y)
         made = zip(self.KINDS, (x, y, a), strict=True)
         return {kind: t for kind, t in made if self._pending[kind]}
 
@@ -401,6 +407,11 @@ class DenseNet(nn.Module):
     def set_channels_last(self, enabled: bool = True) -> DenseNet:
         """Weights and inputs in channels_last (2-D networks), where CPU and GPU convolutions and
         batch norms run fastest, in training as in inference; the values are unchanged."""
+        convs = [m for m in self.modules() if isinstance(m, nn.modules.conv._ConvNd)]
+        rank = convs[0].weight.dim() - 2 if convs else 0
+        if enabled and rank != 2:
+            message = "channels_last applies to 2-D networks"
+            raise ValueError(f"{message}; this one is {rank}-D")
         layout = torch.channels_last if enabled else torch.contiguous_format
         for param in self.parameters():
             if param.dim() == 4:
