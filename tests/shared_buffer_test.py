@@ -160,15 +160,24 @@ def test_channels_last_is_refused_for_other_ranks(preset: str) -> None:
 class _HalfOfInput(torch.nn.Module):
     """A stand-in layer whose output dtype differs from its input's (as under some autocast policies)."""
 
+    def __init__(self, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.dtype = dtype
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x[:, :2].float() * 2
+        return x[:, :2].to(self.dtype) * 2
 
 
-def test_buffer_takes_the_dtype_the_concatenation_would() -> None:
+@pytest.mark.parametrize(
+    ("given", "made"),
+    [(torch.float64, torch.float32), (torch.float32, torch.float64)],
+    ids=["narrower-outputs", "wider-outputs"],
+)
+def test_buffer_takes_the_dtype_the_concatenation_would(given: torch.dtype, made: torch.dtype) -> None:
     from densenet_spec.backends.torch_module import DenseLayer
 
-    block = DenseBlock([DenseLayer(_HalfOfInput()), DenseLayer(_HalfOfInput())], out_channels=7)
-    x = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    block = DenseBlock([DenseLayer(_HalfOfInput(made)), DenseLayer(_HalfOfInput(made))], out_channels=7)
+    x = torch.randn(2, 3, 4, 4, dtype=given)
     block.shared_buffer = False
     concatenated = block(x)
     block.shared_buffer = True

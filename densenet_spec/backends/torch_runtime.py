@@ -331,37 +331,40 @@ class DenseBlock(nn.ModuleDict):
     def _buffered(self, x: Tensor) -> Tensor:
         """Each layer's output written once into one buffer; a layer reads the prefix so far.
 
-        The buffer takes the dtype ``torch.cat`` would give the input and the first output (they
-        differ under some autocast policies). Writes go through ``buffer.data``, whose version
-        counter is its own: autograd then does not flag the views that earlier layers saved,
-        whose channels the writes never touch.
+        An output of a wider dtype than the buffer's (some autocast policies) widens the buffer,
+        as ``torch.cat`` would. Writes go through ``buffer.data``, whose version counter is its
+        own: autograd then does not flag the views that earlier layers saved, whose channels the
+        writes never touch.
         """
-        first, *rest = self.values()
-        out = first([x])
-        shape = (x.shape[0], self.out_channels, *x.shape[2:])
-        buffer = torch.empty(
-            shape,
-            dtype=torch.promote_types(x.dtype, out.dtype),
-            device=x.device,
-            memory_format=_memory_format(x),
-        )
         grads = torch.is_grad_enabled()
-        store = buffer.data if grads else buffer
-        end = _write(store, _write(store, 0, x), out)
-        features = [x, out]
-        for layer in rest:
+        buffer = self._empty(x, x.dtype)
+        end = _write(buffer, 0, x)
+        features = [x]
+        for layer in self.values():
             prefix = _prefix(buffer, features) if grads else buffer[:, :end]
             out = layer([prefix])
-            end = _write(store, end, out)
+            dtype = torch.promote_types(buffer.dtype, out.dtype)
+            if dtype != buffer.dtype:
+                narrow, buffer = buffer, self._empty(x, dtype)
+                _write(buffer, 0, narrow[:, :end])
+            end = _write(buffer, end, out)
             features.append(out)
         return _prefix(buffer, features) if grads else buffer
 
+    def _empty(self, x: Tensor, dtype: torch.dtype) -> Tensor:
+        return torch.empty(
+            (x.shape[0], self.out_channels, *x.shape[2:]),
+            dtype=dtype,
+            device=x.device,
+            memory_format=_memory_format(x),
+        )
 
-def _write(store: Tensor, start: int, tensor: Tensor) -> int:
-    """Copy ``tensor`` into ``store`` from channel ``start``; return where the next one goes."""
+
+def _write(buffer: Tensor, start: int, tensor: Tensor) -> int:
+    """Copy ``tensor`` into ``buffer`` from channel ``start``; return where the next one goes."""
     end = start + tensor.shape[1]
     with torch.no_grad():
-        store[:, start:end] = tensor
+        buffer.data[:, start:end] = tensor
     return end
 
 
