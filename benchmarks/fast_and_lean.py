@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -37,7 +35,15 @@ from torch.utils.checkpoint import checkpoint
 from densenet_spec import build_model
 from densenet_spec.api import as_ir
 from densenet_spec.backends.torch_module import DenseBlock, DenseLayer, DenseNet
-from densenet_spec.bench import CHILD_ENV, BenchConfig, make_step, ort_session, sgd_step, step_peaks, time_step
+from densenet_spec.bench import (
+    BenchConfig,
+    child_peaks,
+    make_step,
+    ort_session,
+    sgd_step,
+    step_peaks,
+    time_alternately,
+)
 
 THREADS = 2
 TRAIN_CASES = (("densenet121", 8), ("densenet-bc-100-k12", 64))
@@ -101,14 +107,8 @@ def train_step(spec: str, batch: int, variant: str) -> Callable[[], None]:
 
 def alternate(steps: dict[str, Callable[[], None]], repeat: int, warmup: int = 1) -> dict[str, float]:
     """Median seconds of each step, run round-robin so that drift in the machine hits all alike."""
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(repeat):
-        for name, step in steps.items():
-            times[name] += time_step(step, 0, 1)
-    return {name: statistics.median(t) for name, t in times.items()}
+    times = time_alternately(list(steps.values()), warmup, repeat)
+    return {name: statistics.median(t) for name, t in zip(steps, times, strict=True)}
 
 
 def verdict(name: str, ratio: float, target: float, better: str) -> str:
@@ -127,21 +127,13 @@ def _child(argv: list[str]) -> None:
     print(*step_peaks(train_step(spec, batch, variant)))
 
 
-def _peaks(spec: str, batch: int, variant: str) -> tuple[int, int]:
-    """(peak bytes of tensors alive during one step, peak RSS of the process), from a child process."""
-    command = [sys.executable, __file__, "--child", spec, str(batch), variant]
-    env = {**os.environ, **CHILD_ENV}
-    tensors, rss = subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout.split()
-    return int(tensors), int(rss)
-
-
 def train_targets(spec: str, batch: int, repeat: int) -> list[str]:
     print(f"\n== train step (SGD), {spec}, batch {batch}, {THREADS} threads")
     torch.set_num_threads(THREADS)
     steps = {variant: train_step(spec, batch, variant) for variant in TRAIN_VARIANTS}
     median = alternate(steps, repeat)
     del steps
-    peaks = {variant: _peaks(spec, batch, variant) for variant in TRAIN_VARIANTS}
+    peaks = {variant: child_peaks(__file__, spec, str(batch), variant) for variant in TRAIN_VARIANTS}
     for variant, what in TRAIN_VARIANTS.items():
         tensors, rss = peaks[variant]
         print(

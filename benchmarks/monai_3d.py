@@ -11,16 +11,14 @@ Run: .venv/bin/python benchmarks/monai_3d.py [--batch 2] [--size 96] [--repeat 6
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 from collections.abc import Callable
 
 import torch
 
 from densenet_spec import Spec, build_model, load_spec
-from densenet_spec.bench import CHILD_ENV, sgd_step, step_peaks, time_step
+from densenet_spec.bench import child_peaks, sgd_step, step_peaks, time_alternately
 
 VARIANTS = ("monai", "plain", "memory_efficient")
 
@@ -57,13 +55,6 @@ def _child(variant: str, batch: int, size: int) -> None:
     print(*step_peaks(train_step(variant, batch, size), warmup=2))
 
 
-def _peaks(variant: str, batch: int, size: int) -> tuple[int, int]:
-    command = [sys.executable, __file__, "--child", variant, str(batch), str(size)]
-    env = {**os.environ, **CHILD_ENV}
-    tensors, rss = subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout.split()
-    return int(tensors), int(rss)
-
-
 def main() -> None:
     if sys.argv[1:2] == ["--child"]:
         _child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
@@ -75,15 +66,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     print(f"== train step (SGD), DenseNet121 3-D, batch {args.batch}, 1x{args.size}^3: times alternated")
-    steps = {variant: train_step(variant, args.batch, args.size) for variant in VARIANTS}
-    for step in steps.values():
-        step()  # warm-up
-    times: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
-    for _ in range(args.repeat):
-        for variant, step in steps.items():
-            times[variant] += time_step(step, 0, 1)
-    median = {variant: statistics.median(t) for variant, t in times.items()}
-    peaks = {variant: _peaks(variant, args.batch, args.size) for variant in VARIANTS}
+    steps = [train_step(variant, args.batch, args.size) for variant in VARIANTS]
+    times = time_alternately(steps, warmup=1, repeat=args.repeat)
+    median = {variant: statistics.median(t) for variant, t in zip(VARIANTS, times, strict=True)}
+    peaks = {variant: child_peaks(__file__, variant, str(args.batch), str(args.size)) for variant in VARIANTS}
     for variant in VARIANTS:
         tensors, rss = peaks[variant]
         print(

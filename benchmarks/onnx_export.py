@@ -10,13 +10,14 @@ import argparse
 import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from densenet_spec import build_model, compile_spec, export_onnx, load_spec
-from densenet_spec.bench import ort_session
+from densenet_spec.bench import ort_session, time_alternately
 
 
 def _timed(fn, repeat: int) -> list[float]:  # type: ignore[no-untyped-def]
@@ -31,15 +32,8 @@ def _timed(fn, repeat: int) -> list[float]:  # type: ignore[no-untyped-def]
 def _alternate_latency(paths: list[Path], x: np.ndarray, repeat: int) -> list[float]:
     """Median latency of each model, run alternately so that machine noise hits both alike."""
     sessions = [ort_session(str(path), torch.get_num_threads()) for path in paths]
-    feeds = [{s.get_inputs()[0].name: x} for s in sessions]
-    times: list[list[float]] = [[] for _ in sessions]
-    for i in range(repeat + 2):
-        for session, feed, out in zip(sessions, feeds, times, strict=True):
-            start = time.perf_counter()
-            session.run(None, feed)
-            if i >= 2:
-                out.append(time.perf_counter() - start)
-    return [statistics.median(t) for t in times]
+    steps = [partial(session.run, None, {session.get_inputs()[0].name: x}) for session in sessions]
+    return [statistics.median(t) for t in time_alternately(steps, warmup=2, repeat=repeat)]
 
 
 def main() -> None:

@@ -144,8 +144,6 @@ def build_model(
     from .backends.torch_module import build_module
 
     ir = as_ir(spec)
-    if channels_last and ir.rank != 2:
-        raise ValueError(f"channels_last applies to 2-D networks; this one is {ir.rank}-D")
     report = None
     state = None
     if weights is not None:

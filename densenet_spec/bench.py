@@ -15,7 +15,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -133,8 +133,6 @@ def make_step(config: BenchConfig) -> tuple[Callable[[], None], int]:
     x = torch.randn(config.batch, ir.info.input_channels, *ir.info.input_size)
     if config.onnxruntime:
         return _onnxruntime_step(config, ir, x), ir.macs
-    if config.channels_last and ir.rank != 2:
-        raise ValueError(f"--channels-last applies to 2-D networks; {config.spec} is {ir.rank}-D")
     lean, channels_last = config.memory_efficient, config.channels_last
     plain = build_model(ir, seed=0, memory_efficient=lean, channels_last=channels_last).to(device)
     model: torch.nn.Module = optimize_for_inference(plain) if config.optimize and config.mode == "eval" else plain
@@ -237,6 +235,33 @@ def time_step(step: Callable[[], None], warmup: int, repeat: int, progress: Prog
     return times
 
 
+def time_alternately(
+    steps: Sequence[Callable[[], None]], warmup: int, repeat: int, progress: Progress | None = None
+) -> list[list[float]]:
+    """The timed runs of each step, run round-robin so that drift in the machine hits all alike."""
+    times: list[list[float]] = [[] for _ in steps]
+    total = (warmup + repeat) * len(steps)
+    done = 0
+    for i in range(warmup + repeat):
+        for step, runs in zip(steps, times, strict=True):
+            (seconds,) = time_step(step, 0, 1)
+            if i >= warmup:
+                runs.append(seconds)
+            done += 1
+            if progress:
+                progress(done, total)
+    return times
+
+
+def child_peaks(script: str, *args: str) -> tuple[int, int]:
+    """(peak bytes of tensors alive during a step, peak RSS) that ``script --child ARGS`` prints,
+    run in a process of its own with :data:`CHILD_ENV`'s malloc settings."""
+    command = [sys.executable, script, "--child", *args]
+    env = {**os.environ, **CHILD_ENV}
+    tensors, rss = subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout.split()
+    return int(tensors), int(rss)
+
+
 def compile_first(config: BenchConfig, step: Callable[[], None]) -> float | None:
     """With ``compile``, run the first step (where torch.compile traces and generates code) and
     return its seconds, so that the warm-up and timed runs measure the steady state alone."""
@@ -307,17 +332,8 @@ def run_compare(
         setup = time.perf_counter() - start
         steps.append(step)
         results.append(BenchResult(cfg, [], macs, setup, compile_s=compile_first(cfg, step)))
-    total = (config.warmup + config.repeat) * 2
-    done = 0
-    for i in range(config.warmup + config.repeat):
-        for step, result in zip(steps, results, strict=True):
-            start = time.perf_counter()
-            step()
-            if i >= config.warmup:
-                result.times.append(time.perf_counter() - start)
-            done += 1
-            if progress:
-                progress(done, total)
+    for result, times in zip(results, time_alternately(steps, config.warmup, config.repeat, progress), strict=True):
+        result.times = times
     del steps  # free both models before measuring memory
     rate = conv_gflops(config.device)
     first, second = (replace(result, conv_gflops=rate, peak_memory=peak_memory(result.config)) for result in results)

@@ -543,8 +543,12 @@ def bench(
 
 def _bench_usage_problem(config: BenchConfig, compare: bool) -> str:
     """What makes ``config`` run something other than what was asked, if anything (exit 2)."""
-    torch_only = {"compile": config.compile, "memory-efficient": config.memory_efficient, "amp": config.amp}
-    torch_only["channels-last"] = config.channels_last
+    torch_only = {
+        "compile": config.compile,
+        "memory-efficient": config.memory_efficient,
+        "amp": config.amp,
+        "channels-last": config.channels_last,
+    }
     given = ", ".join(f"--{name}" for name, on in torch_only.items() if on)
     rules = (
         (

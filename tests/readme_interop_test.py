@@ -11,8 +11,6 @@ import re
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -33,16 +31,6 @@ def _section(title: str) -> str:
 
 def _blocks(text: str, language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", text, flags=re.S)
-
-
-@contextmanager
-def _inside(path: Path) -> Iterator[None]:
-    before = Path.cwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(before)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +68,7 @@ def test_sections_have_runnable_blocks(title: str) -> None:
     assert _blocks(text, "bash") and _blocks(text, "python")
 
 
-def test_fine_tune_commands_and_code_run(workdir: Path) -> None:
+def test_fine_tune_commands_and_code_run(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     text = _section(SECTIONS[0])
     (bash,) = _blocks(text, "bash")
     outputs = _run_commands(bash, workdir)
@@ -88,25 +76,26 @@ def test_fine_tune_commands_and_code_run(workdir: Path) -> None:
     assert "stem: {kind: imagenet, channels: 64}" in (workdir / "found.yaml").read_text()
     assert (workdir / "gray.onnx").stat().st_size > 20_000_000
     (code,) = _blocks(text, "python")
-    with _inside(workdir):
-        namespace: dict[str, object] = {}
-        exec(compile(code, "README.md", "exec"), namespace)
+    monkeypatch.chdir(workdir)
+    namespace: dict[str, object] = {}
+    exec(compile(code, "README.md", "exec"), namespace)
     model = namespace["model"]
     assert isinstance(model, torch.nn.Module) and model.classifier.weight.shape == (10, 1024)  # type: ignore[union-attr]
 
 
-def test_fine_tune_without_adapt_is_refused_with_the_advice(workdir: Path) -> None:
-    with _inside(workdir), pytest.raises(SpecError) as info:
+def test_fine_tune_without_adapt_is_refused_with_the_advice(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(workdir)
+    with pytest.raises(SpecError) as info:
         build_model("densenet121-gray.yaml", weights="densenet121.pth")
     assert "pass --adapt (adapt=True)" in info.value.problems[-1].message
 
 
-def test_backbone_code_and_export_run(workdir: Path) -> None:
+def test_backbone_code_and_export_run(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     text = _section(SECTIONS[1])
     (code,) = _blocks(text, "python")
-    with _inside(workdir):
-        namespace: dict[str, object] = {}
-        exec(compile(code, "README.md", "exec"), namespace)
+    monkeypatch.chdir(workdir)
+    namespace: dict[str, object] = {}
+    exec(compile(code, "README.md", "exec"), namespace)
     assert tuple(namespace["cam"].shape) == (1, 4, 4)  # type: ignore[attr-defined]
     (bash,) = _blocks(text, "bash")
     _run_commands(bash, workdir)
@@ -116,10 +105,11 @@ def test_backbone_code_and_export_run(workdir: Path) -> None:
     assert [o.name for o in model.graph.output] == ["feature1", "feature2", "feature3", "feature4"]
 
 
-def test_mismatch_example_is_what_the_tool_prints(tmp_path: Path) -> None:
+def test_mismatch_example_is_what_the_tool_prints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     example = re.search(r"^d169\.pth: the checkpoint is .*$", README.read_text(), flags=re.M)
     assert example is not None
     torch.save(build_model("densenet169", seed=0).state_dict(), tmp_path / "d169.pth")
-    with _inside(tmp_path), pytest.raises(SpecError) as info:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SpecError) as info:
         build_model("densenet121", weights="d169.pth")
     assert str(info.value.problems[-1]) == example.group(0)
