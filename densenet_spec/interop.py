@@ -25,7 +25,7 @@ from torch import Tensor
 
 from .errors import Location, Problem, SpecError
 from .ir import IR
-from .weights import Layout, canonical_state, check_state_dict, read_state
+from .weights import Layout, canonical_state, check_state_dict, read_state, unwrap_state
 
 Weights = Mapping[str, Any] | str | os.PathLike[str]
 FIRST_CONV = "features.conv0.weight"
@@ -59,7 +59,8 @@ def load_weights(
     Args:
         weights: a ``.pt``/``.pth`` file (read with ``weights_only=True``), a ``.safetensors`` file,
             or a state_dict; in the torchvision, timm or MONAI layout, possibly wrapped
-            (``state_dict``/``model`` entries, ``module.``/``model.`` prefixes).
+            (a :data:`~densenet_spec.weights.WRAPPERS` entry such as ``state_dict``, ``module.``/``model.``
+            prefixes).
         ir: the network the weights are for.
         adapt: fit the first convolution's input channels and the classifier's size to ``ir``.
         seed: seed of a classifier initialised afresh.
@@ -69,7 +70,7 @@ def load_weights(
             per key, then a summary of what the checkpoint is and how to use it).
     """
     source = "<state_dict>" if isinstance(weights, Mapping) else str(weights)
-    raw = dict(weights) if isinstance(weights, Mapping) else read_state(Path(weights))
+    raw = unwrap_state(weights, Location(source)) if isinstance(weights, Mapping) else read_state(Path(weights))
     state, layout = canonical_state(raw)
     report = LoadReport(source, layout)
     if adapt:

@@ -35,13 +35,7 @@ def read_checkpoint(path: Path) -> dict[str, Tensor]:
 
 
 def read_state(path: Path) -> dict[str, Tensor]:
-    """The state_dict in ``path``, keys as saved: a state_dict, or a checkpoint holding one under
-    ``state_dict`` or ``model``.
-
-    Every key must be a string and every value a dense floating-point tensor with finite values
-    (``num_batches_tracked`` counters may be integers): anything else would be cast or copied
-    silently into the model. Each problem names the file first, then the key.
-    """
+    """The state_dict in ``path``, keys as saved (see :func:`unwrap_state`)."""
     where = Location(str(path))
     try:
         regular = path.is_file()
@@ -50,24 +44,33 @@ def read_state(path: Path) -> dict[str, Tensor]:
     if not regular:  # a FIFO or device would block or never end: refuse before opening
         reason = "not a regular file" if path.exists() else "no such checkpoint file"
         raise SpecError([Problem(where, "", reason)])
-    obj = _load_any(path, where)
-    for key in ("state_dict", "model"):
-        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
-            obj = obj[key]
-            break
+    return unwrap_state(_load_any(path, where), where)
+
+
+# Where training scripts keep the weights inside a checkpoint, in the order looked for: plain
+# (timm, Lightning), PyTorch's tutorials, DeiT-style, then an EMA copy when it is all there is.
+WRAPPERS = ("state_dict", "model_state_dict", "model", "state_dict_ema", "model_ema")
+
+
+def unwrap_state(obj: Any, where: Location) -> dict[str, Tensor]:
+    """The state_dict in a loaded checkpoint (or one given in memory): ``obj`` itself, or the
+    first of :data:`WRAPPERS` that holds one.
+
+    Every key must be a string and every value a dense floating-point tensor with finite values
+    (``num_batches_tracked`` counters may be integers): anything else would be cast or copied
+    silently into the model. Each problem names the file first, then the key.
+    """
+    if isinstance(obj, Mapping):
+        obj = next((obj[key] for key in WRAPPERS if isinstance(obj.get(key), Mapping)), obj)
     if not isinstance(obj, Mapping):
-        raise SpecError(
-            [
-                Problem(
-                    where,
-                    "",
-                    f"expected a state_dict (names to tensors), or a dict with one under 'state_dict' or 'model'; "
-                    f"the file holds a {type(obj).__name__}",
-                )
-            ]
-        )
+        wrappers = ", ".join(repr(key) for key in WRAPPERS)
+        message = f"expected a state_dict (names to tensors), or a dict with one under {wrappers}"
+        raise SpecError([Problem(where, "", f"{message}; it holds a {type(obj).__name__}")])
     problems = [Problem(where, "", message) for message in _entry_problems(obj)]
     if problems:
+        if not any(isinstance(value, Tensor) for value in obj.values()):
+            keys = ", ".join(repr(key) for key in list(obj)[:8])
+            problems.append(Problem(where, "", f"no tensors at all: is the state_dict under another key? ({keys})"))
         raise SpecError(problems)
     return dict(obj)
 
@@ -83,7 +86,11 @@ def _load_any(path: Path, where: Location) -> Any:
     except SpecError:
         raise
     except Exception as exc:  # a corrupt file or one holding objects: no traceback, just why
-        raise SpecError([Problem(where, "", f"cannot read the checkpoint safely: {_reason(exc, path)}")]) from None
+        if path.suffix != ".safetensors" and not _looks_like_torch_save(path):
+            message = "not a torch checkpoint (torch.save writes a zip archive; .safetensors files are read too)"
+        else:
+            message = f"cannot read the checkpoint safely: {_reason(exc, path)}"
+        raise SpecError([Problem(where, "", message)]) from None
 
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -150,6 +157,20 @@ def _reason(exc: Exception, path: Path) -> str:
         return f"it holds something other than tensors and plain containers{what}"
     lines = [line.strip() for line in text.splitlines() if line.strip() and not _ADVICE.search(line)]
     return lines[0][:300] if lines else f"not a torch checkpoint ({type(exc).__name__})"
+
+
+# torch.save's legacy (pre-zip) files begin with a pickled magic number, protocol 2 or later.
+_LEGACY_MAGIC = (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+
+
+def _looks_like_torch_save(path: Path) -> bool:
+    """Whether the file starts as torch.save's output does: a zip archive or the legacy magic number."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(32)
+    except OSError:
+        return True  # let torch's own reason stand
+    return head.startswith(b"PK") or _LEGACY_MAGIC in head
 
 
 def _is_pickled_module(path: Path) -> bool:

@@ -68,16 +68,30 @@ def _torchvision_old_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Te
         lambda s: {f"module.{k}": v for k, v in s.items()},
         lambda s: {"state_dict": {f"model.{k}": v for k, v in s.items()}, "epoch": torch.tensor(3.0)},
         lambda s: {"model": _torchvision_old_names(s)},
+        lambda s: {"model_state_dict": s, "optimizer_state_dict": {"state": {}}, "epoch": 3},
+        lambda s: {"state_dict_ema": s, "epoch": 3},
     ],
-    ids=["plain", "ddp", "lightning", "old-torchvision"],
+    ids=["plain", "ddp", "lightning", "old-torchvision", "tutorial", "ema-only"],
 )
-def test_torchvision_layout_checkpoints_load_from_files(tmp_path: Path, wrap: Any) -> None:
+@pytest.mark.parametrize("given", ["file", "in-memory"])
+def test_torchvision_layout_checkpoints_load(tmp_path: Path, wrap: Any, given: str) -> None:
     reference = build_model(_spec(), seed=1)
+    checkpoint = wrap(reference.state_dict())
     path = tmp_path / "ckpt.pt"
-    torch.save(wrap(reference.state_dict()), path)
-    ours = build_model(_spec(), weights=path)
+    torch.save(checkpoint, path)
+    ours = build_model(_spec(), weights=path if given == "file" else checkpoint)
     assert ours.load_report is not None and ours.load_report.layout.name == "torchvision"
     _outputs_equal(ours, reference, torch.randn(2, 3, 32, 32))
+
+
+def test_in_memory_state_dict_entries_are_checked_like_a_file_s() -> None:
+    state = build_model(_spec(), seed=1).state_dict()
+    with pytest.raises(SpecError) as bad_entry:
+        build_model(_spec(), weights={**state, "meta": "x"})
+    assert [str(p) for p in bad_entry.value.problems] == ["<state_dict>: meta holds a str, not a tensor"]
+    with pytest.raises(SpecError) as elsewhere:
+        build_model(_spec(), weights={"weights": state, "epoch": 3})
+    assert "no tensors at all: is the state_dict under another key? ('weights', 'epoch')" in str(elsewhere.value)
 
 
 def test_old_timm_blur_filters_are_accepted_and_dropped() -> None:

@@ -46,7 +46,9 @@ def test_code_running_pickle_is_refused_without_unsafe_advice(tmp_path: Path, sa
     else:
         path.write_bytes(pickle.dumps({"w": _RunsCode(marker)}))
     error = _refusal(path)
-    assert "cannot read the checkpoint safely" in str(error)
+    # torch.save's archive is read and refused; a bare pickle is not a torch checkpoint at all.
+    expected = "cannot read the checkpoint safely" if save == "torch" else "not a torch checkpoint"
+    assert expected in str(error)
     assert not marker.exists()
 
 
@@ -117,6 +119,20 @@ def test_corrupt_safetensors_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "w.safetensors"
     path.write_bytes(b"\xff" * 64)
     assert "cannot read the checkpoint safely" in str(_refusal(path))
+
+
+@pytest.mark.parametrize("content", [b"hello\n", b"", b"\x80\x04K\x01."])
+def test_files_that_are_not_torch_checkpoints_say_so(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "w.pth"
+    path.write_bytes(content)
+    message = _refusal(path).problems[0].message
+    assert message.startswith("not a torch checkpoint (torch.save writes a zip archive")
+
+
+def test_legacy_torch_save_files_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "old.pt"
+    torch.save({"w": torch.ones(2)}, path, _use_new_zipfile_serialization=False)
+    assert torch.equal(read_checkpoint(path)["w"], torch.ones(2))
 
 
 @pytest.mark.parametrize("kind", ["folder", "fifo", "missing"])
