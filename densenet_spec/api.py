@@ -19,6 +19,7 @@ from .loader import load_spec
 from .schema import Spec
 
 if TYPE_CHECKING:
+    import torch
     from torch import Tensor
 
     from .backends.torch_features import FeatureNet
@@ -181,20 +182,33 @@ def optimize_for_inference(model: DenseNet) -> DenseNet:
 
     The inference passes fold every batch norm (into convolutions, clamps and per-channel
     affines) and pool before each transition's 1x1 convolution; the network is then built from the
-    optimised IR (2-D networks in channels_last, where CPU convolutions are fastest).
+    optimised IR (2-D networks in channels_last, where CPU convolutions are fastest). It keeps
+    ``model``'s device and dtype; half-precision weights are folded in float32 first, so that the
+    fold adds no rounding of its own beyond the final cast.
 
     Args:
-        model: a model from :func:`build_model`, with any weights loaded.
+        model: a model from :func:`build_model`, with any weights loaded (not a ``features_only``
+            backbone: optimise the whole model, or export the backbone as it is).
     """
+    import torch
+
+    from .backends import torch_runtime
     from .backends.torch_module import build_module
 
     ir = getattr(model, "ir", None)
-    if not isinstance(ir, IR):
-        raise TypeError("optimize_for_inference takes a model made by densenet_spec.build_model")
-    device = next(model.parameters()).device
-    state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+    if not isinstance(model, torch_runtime.DenseNet) or not isinstance(ir, IR):
+        what = "a features_only backbone" if isinstance(ir, IR) else f"a {type(model).__name__}"
+        raise TypeError(f"optimize_for_inference takes a model made by densenet_spec.build_model, not {what}")
+    weight = next(model.parameters())
+    work = torch.promote_types(weight.dtype, torch.float32)
+    state = {key: _to_float(value.detach().cpu(), work) for key, value in model.state_dict().items()}
     fast_ir, fast_state = optimize(ir, state)
-    return build_module(fast_ir, state_dict=fast_state).to(device)
+    fast = build_module(fast_ir, state_dict=fast_state, dtype=work)
+    return fast.to(device=weight.device, dtype=weight.dtype)
+
+
+def _to_float(value: Tensor, dtype: torch.dtype) -> Tensor:
+    return value.to(dtype) if value.is_floating_point() else value
 
 
 def emit(

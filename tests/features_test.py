@@ -55,6 +55,8 @@ def test_out_indices_choose_taps_and_the_rest_is_left_out() -> None:
     assert "denseblock3" not in dict(partial.features.named_children())
     with pytest.raises(ValueError, match="out_indices: 5 is out of range; this network has 4 taps"):
         build_model(_spec(), features_only=True, out_indices=[5])
+    with pytest.raises(ValueError, match=r"out_indices is empty; give at least one tap of 0\.\.3, or None"):
+        build_model(_spec(), features_only=True, out_indices=())
     with pytest.raises(ValueError, match="out_indices applies to features_only=True"):
         build_model(_spec(), out_indices=[1])
 

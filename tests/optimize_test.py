@@ -50,6 +50,25 @@ def test_optimized_model_is_inference_only() -> None:
         optimize_for_inference(torch.nn.Linear(2, 2))  # type: ignore[arg-type]
 
 
+def test_optimized_model_keeps_the_dtype() -> None:
+    model = _trained_looking("densenet-bc-100-k12").double()
+    fast = optimize_for_inference(model)
+    assert {p.dtype for p in fast.parameters()} == {torch.float64}
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad():  # folded in float64: agreement to float64 rounding, not float32's
+        assert (fast(x) - model(x)).abs().max().item() <= 1e-10
+    half = optimize_for_inference(model.bfloat16())
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
+    with torch.no_grad():
+        assert half(x.bfloat16()).dtype == torch.bfloat16
+
+
+def test_a_features_only_backbone_is_refused_by_name() -> None:
+    backbone = build_model("densenet-40-k12", features_only=True)
+    with pytest.raises(TypeError, match="not a features_only backbone"):
+        optimize_for_inference(backbone)  # type: ignore[arg-type]
+
+
 def test_zero_bn_scale_is_handled() -> None:
     model = _trained_looking("densenet-bc-100-k12")
     norm = model.features.denseblock2.denselayer3.norm1

@@ -105,11 +105,13 @@ def select(taps: Sequence[Tap], out_indices: Sequence[int] | None) -> list[Tap]:
     """The taps at ``out_indices`` (negative ones count from the end; None: all), in network order.
 
     Raises:
-        ValueError: an index out of range, or one given twice.
+        ValueError: no index, an index out of range, or one given twice.
     """
     if out_indices is None:
         return list(taps)
     count = len(taps)
+    if not out_indices:
+        raise ValueError(f"out_indices is empty; give at least one tap of 0..{count - 1}, or None for all {count}")
     chosen = []
     for index in out_indices:
         if not -count <= index < count:

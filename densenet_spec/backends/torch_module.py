@@ -69,10 +69,12 @@ def build_module(
     memory_efficient: bool = False,
     seed: int | None = None,
     state_dict: Mapping[str, Tensor] | None = None,
+    dtype: torch.dtype | None = None,
 ) -> DenseNet:
     """The IR's network; reference initialisation (``seed``: reproducible), or ``state_dict`` loaded strictly.
 
-    The model keeps its IR as ``model.ir``, for exports and optimisation.
+    ``dtype`` converts the modules before the state is loaded, so that float64 weights keep their
+    precision. The model keeps its IR as ``model.ir``, for exports and optimisation.
     """
     with torch.random.fork_rng(devices=[], enabled=seed is not None):
         if seed is not None:
@@ -80,6 +82,8 @@ def build_module(
         model = instantiate(plan(ir), memory_efficient)
         if state_dict is None:
             init_weights(model)
+    if dtype is not None:
+        model.to(dtype)
     if state_dict is not None:
         model.load_state_dict(state_dict, strict=True)
     if ir.info.inference_only:
