@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from .ir import IR, Conv, GlobalPool, Layer, Linear, Op, Pool, Shape, format_size
+from .ir import IR, Blur, Conv, GlobalPool, Layer, Linear, Op, Pool, Shape, format_size
 
 StageKind = Literal["stem", "block", "transition", "head"]
 
@@ -114,7 +114,7 @@ def _stage(name: str, layers: list[Layer]) -> Stage:
     )
 
 
-def _stride(op: Conv | Pool) -> str:
+def _stride(op: Conv | Pool | Blur) -> str:
     if all(n == 1 for n in op.stride):
         return ""
     return f"/{op.stride[0]}" if len(set(op.stride)) == 1 else f"/{format_size(op.stride)}"
@@ -123,6 +123,7 @@ def _stride(op: Conv | Pool) -> str:
 DESCRIBE: dict[str, Callable[[Any], str]] = {
     Conv.kind: lambda op: f"{format_size(op.kernel)} conv{_stride(op)}",
     Pool.kind: lambda op: f"{format_size(op.kernel)} {op.pool} pool{_stride(op)}",
+    Blur.kind: lambda op: f"{format_size(op.kernel)} blur pool{_stride(op)}",
     GlobalPool.kind: lambda op: f"global {op.pool} pool",
     Linear.kind: lambda op: f"{op.out_channels}-d linear",
 }

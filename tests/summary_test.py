@@ -113,3 +113,11 @@ def test_rich_markup_in_a_description_is_printed_as_text(runner: CliRunner, writ
     result = runner.invoke(app, ["summary", str(spec)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.stderr
     assert "a [/b] tag [red]x" in result.stdout
+
+
+def test_blur_pools_are_named_where_they_downsample(runner: CliRunner, write_spec) -> None:  # type: ignore[no-untyped-def]
+    spec = write_spec("name: b\nextends: densenetblur121d\nanti_alias: all\n")
+    data = json.loads(runner.invoke(app, ["summary", str(spec), "-f", "json"]).stdout)
+    layers = {s["name"]: s["layers"] for s in data["stages"]}
+    assert layers["stem"].endswith("3x3 max pool, 3x3 blur pool/2")  # timm: max pool stride 1, then the blur
+    assert layers["transition1"] == "1x1 conv, 3x3 blur pool/2"
