@@ -56,6 +56,7 @@ def state_for(
     Raises:
         SpecError: the checkpoint cannot be read safely, or its keys or shapes do not fit ``ir``.
     """
+    _check_seed(seed)
     if weights is None:
         return initial_state_dict(ir, seed)
     state, report = load_report(ir, weights, seed=seed, adapt=adapt)
@@ -72,6 +73,24 @@ def load_report(
     from .interop import load_weights
 
     return load_weights(weights, ir, adapt=adapt, seed=seed)
+
+
+SEED_RANGE = (-(2**63), 2**64 - 1)
+"""``torch.manual_seed``'s range: 64 bits, a negative seed standing for 2**64 plus it."""
+
+
+def seed_problem(seed: int) -> str:
+    """Why torch cannot take ``seed``, or ``""``: past its range torch fails only once the weights
+    are drawn, with ``Overflow when unpacking long long``."""
+    low, high = SEED_RANGE
+    if low <= seed <= high:
+        return ""
+    return f"{seed}: out of range: a seed is an integer from -2**63 to 2**64 - 1 ({low} to {high})"
+
+
+def _check_seed(seed: int | None) -> None:
+    if seed is not None and seed_problem(seed):
+        raise ValueError(f"seed {seed_problem(seed)}")
 
 
 def initial_state_dict(ir: IR, seed: int) -> dict[str, Tensor]:
@@ -144,6 +163,7 @@ def build_model(
     from .backends.torch_features import build_features
     from .backends.torch_module import build_module
 
+    _check_seed(seed)
     ir = as_ir(spec)
     report = None
     state = None
@@ -283,18 +303,27 @@ def export_onnx(
 ) -> Path:
     """Write the ONNX model of ``spec`` to ``path`` atomically and return the path.
 
+    Raises:
+        ValueError: ``path`` ends in a slash (a folder), or the opset or seed is out of range.
+
     Args:
         spec: a Spec, a spec file, a preset name, or a compiled IR.
         state_dict: the weights, a state_dict or a checkpoint file (checked against the spec);
             default: the torch backend's initialisation with ``seed``.
-        opset: the ONNX opset, 13 or later.
+        opset: the ONNX opset, 13 to the newest the installed onnx knows
+            (``backends.onnx.newest_opset()``).
         optimize: apply the optimisation passes (BN folding, pool before the transition conv).
         adapt: fit the checkpoint's first conv and classifier to the spec (see :func:`build_model`).
         features: export the backbone instead: one output per feature tap at these indices
             (``feature0``, ...; 0 is the stem), as ``build_model(features_only=True)`` computes them.
     """
-    from .outputs import write_atomic
+    from .backends.onnx import check_opset
+    from .outputs import folder_problem, write_atomic
 
+    problem = folder_problem(os.fspath(path))
+    if problem:
+        raise ValueError(problem.removeprefix("-o "))
+    check_opset(opset)  # before the weights are drawn
     options: dict[str, Any] = {"weights": state_dict, "opset": opset, "optimize": optimize, "seed": seed}
     if adapt:
         options["adapt"] = True

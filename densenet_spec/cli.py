@@ -9,26 +9,29 @@ Heavy imports (torch, onnx, graphviz) happen inside the commands that need them,
 from __future__ import annotations
 
 import json
+import keyword
 import re
 import shutil
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from . import __version__, api
 from .backends import TARGETS
+from .backends import Target as BuildTarget
 from .bench import BenchConfig
 from .compiler import compile_spec
 from .errors import Problem, SpecError, ToolError
 from .ir import IR
 from .loader import load_spec, preset_names
-from .outputs import emit
+from .outputs import StdoutError, emit, folder_problem, guarded_stdout
 from .schema import json_schema
 from .summary import (
     HEADERS,
@@ -42,8 +45,29 @@ from .summary import (
     summary_markdown,
 )
 
+
+class _Group(TyperGroup):
+    """The command group, with stdout guarded for every command, ``--help`` and ``--version`` alike.
+
+    A failed write to stdout (a full disk, stdout closed with ``>&-``) ends the command with one
+    line on stderr and exit status 1 instead of a traceback or silently lost output; a reader that
+    went away (``| head``) ends it quietly, with status 1, as click does.
+    """
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            with guarded_stdout():
+                return super().main(*args, **kwargs)
+        except StdoutError as exc:
+            if not exc.broken_pipe:
+                with suppress(OSError):  # stderr may be gone too: the exit status still says it
+                    typer.echo(str(exc), err=True)
+            raise SystemExit(1) from None
+
+
 app = typer.Typer(
     name="densenet-spec",
+    cls=_Group,
     help="Define, check, build, export and draw DenseNet-family networks from YAML specs.",
     add_completion=False,
     no_args_is_help=True,
@@ -80,6 +104,27 @@ class LabelStyle(str, Enum):
     none = "none"
 
 
+def _usage_error(message: str) -> NoReturn:
+    """Wrong usage: one line on stderr, exit status 2 (the contract's, as click's own usage errors)."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _seed_in_range(seed: int | None) -> int | None:
+    """``--seed``'s check for every command that takes it, as a usage error."""
+    from .api import seed_problem
+
+    if seed is not None and seed_problem(seed):
+        _usage_error(f"--seed {seed_problem(seed)}")
+    return seed
+
+
+SeedOpt = Annotated[
+    int | None,
+    typer.Option("--seed", help="Seed of the initial weights when no --weights (default 0).", callback=_seed_in_range),
+]
+
+
 def _say_problems(problems: tuple[Problem, ...] | list[Problem]) -> None:
     for problem in problems:
         typer.echo(str(problem), err=True)
@@ -93,6 +138,8 @@ def _reporting() -> Iterator[None]:
     except SpecError as exc:
         _say_problems(exc.problems)
         raise typer.Exit(1) from None
+    except StdoutError:
+        raise  # the command group says it (or keeps a broken pipe quiet)
     except ToolError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
@@ -235,11 +282,9 @@ def build(
         ),
     ] = None,
     opset: Annotated[
-        int | None, typer.Option("--opset", help="The ONNX opset (13 or later; default 17).", min=13)
+        int | None, typer.Option("--opset", help="The ONNX opset (13 to the installed onnx's newest; default 17).")
     ] = None,
-    seed: Annotated[
-        int | None, typer.Option("--seed", help="Seed of the initial weights when no --weights (default 0).")
-    ] = None,
+    seed: SeedOpt = None,
     optimize: Annotated[
         bool | None,
         typer.Option("--optimize", help="Apply the optimisation passes (BN folding, pool first).", show_default=False),
@@ -312,17 +357,23 @@ def build(
     if missing:
         typer.echo(f"error: --to {target.name} needs {', '.join('--' + m for m in missing)}", err=True)
         raise typer.Exit(2)
-    if target.formats:
-        given["format"] = _format_of(output, target.formats)
+    if "opset" in given:
+        _check_opset(given["opset"])
+    chosen_format = _format_of(output, target)
+    if chosen_format:
+        given["format"] = chosen_format
     with _reporting():
         ir = _compile(spec, strict)
         if "blocks" in given:
             given["blocks"] = _parse_blocks(given["blocks"], ir)
         if "features" in given:
             given["features"] = _parse_features(given["features"], ir)
-        destination = output or _default_output(ir, target.name, given)
+        default = _default_output(ir, target.name, given)
+        _check_output(output, example=default)
         data = api.emit(ir, target.name, given, on_report=lambda line: typer.echo(line, err=True))
-        where = emit(destination, data)
+        if output is None and target.name == "torch":
+            _refuse_shadowing(default, str(data))
+        where = emit(output or default, data)
     if where != "stdout":
         typer.echo(f"wrote {where} ({len(data):,} bytes)", err=True)
 
@@ -343,15 +394,83 @@ def _default_output(ir: IR, target: str, given: dict[str, Any]) -> str:
     return f"{ir.info.name}.{detail}{which}.{chosen.extension}"
 
 
-def _format_of(output: str | None, formats: tuple[str, ...]) -> str:
-    """The format a multi-format target writes: the output file's suffix, else the first."""
+def _check_opset(opset: int) -> None:
+    """``--opset`` outside what the installed onnx writes is wrong usage; the range is read from onnx."""
+    from .backends.onnx import check_opset
+
+    try:
+        check_opset(opset)
+    except ValueError as exc:
+        _usage_error(f"--opset: {exc}")
+
+
+def _check_output(output: str | None, example: str = "") -> None:
+    """``-o``'s own usage errors: an empty name (it meant the default name), or a folder's (a trailing
+    slash, which ``Path`` drops: ``-o out/`` wrote a file named ``out``); ``example`` names a file for the advice."""
+    if output == "":
+        _usage_error("-o '': an empty file name; give a file name, or '-' for stdout")
+    problem = folder_problem(output or "-", example)
+    if problem:
+        _usage_error(problem)
+
+
+def _format_of(output: str | None, target: BuildTarget) -> str | None:
+    """The format ``target`` writes to ``output``, and a check that the suffix does not promise another.
+
+    A target of several formats (the heat map) writes the one its suffix names (default: the first).
+    A target of one format refuses a suffix that another target writes (``--to svg -o x.png``
+    wrote SVG into x.png); a suffix no target writes (``.gv``, ``.txt``) is the user's choice.
+    """
     suffix = Path(output).suffix.lstrip(".").lower() if output and output != "-" else ""
-    if not suffix:
-        return formats[0]
-    if suffix not in formats:
-        typer.echo(f"error: -o {output}: the suffix must be one of {', '.join('.' + f for f in formats)}", err=True)
-        raise typer.Exit(2)
-    return suffix
+    if target.formats:
+        if suffix and suffix not in target.formats:
+            _usage_error(f"-o {output}: the suffix must be one of {', '.join('.' + f for f in target.formats)}")
+        return suffix or target.formats[0]
+    owners: dict[str, str] = {}
+    for other in TARGETS.values():
+        if not other.formats:
+            owners.setdefault(other.extension, other.name)
+    owner = owners.get(suffix)
+    if output and owner and suffix != target.extension:
+        renamed = Path(output).with_suffix(f".{target.extension}").name
+        _usage_error(
+            f"-o {output}: --to {target.name} writes {target.help}, not a .{suffix} file; "
+            f"use --to {owner} for that, or name the file {renamed}"
+        )
+    return None
+
+
+def _refuse_shadowing(filename: str, source: str) -> None:
+    """Refuse a default ``<module>.py`` that Python cannot use (with ``-o`` the name is the user's choice).
+
+    Named as a module it imports (a spec named ``torch`` gives ``torch.py``; ``typing`` and
+    ``collections`` too), the file is what ``import torch`` finds first in its folder: ``python
+    torch.py`` fails with a circular import, and so does every script beside it that imports torch.
+    A keyword (``class.py``) cannot be imported at all.
+    """
+    module = Path(filename).stem
+    advice = f"name the file with -o, e.g. -o {module}_net.py"
+    if module in _imported_modules(source):
+        _usage_error(
+            f"the default output {filename} would shadow the {module} module it imports (python {filename} "
+            f"would fail, as would `import {module}` beside it); {advice}"
+        )
+    if keyword.iskeyword(module):
+        _usage_error(f"the default output {filename} cannot be imported ({module} is a Python keyword); {advice}")
+
+
+def _imported_modules(source: str) -> set[str]:
+    """The top-level modules ``source`` imports (``torch``, ``typing``, ``collections``): a file of
+    that name beside it is what its own imports find first."""
+    import ast
+
+    names: set[str] = set()
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    return names
 
 
 def _parse_blocks(text: str, ir: IR) -> list[int]:
@@ -402,6 +521,9 @@ def infer(
     from .infer import to_yaml
     from .weights import read_state
 
+    if name is not None:
+        _check_name(name)
+    _check_output(output, example=f"{_spec_name(checkpoint)}.yaml")
     with _reporting():
         state = read_state(checkpoint)
         inference = infer_from(state, name=name or _spec_name(checkpoint), file=str(checkpoint))
@@ -412,11 +534,20 @@ def infer(
 
 
 def _spec_name(path: Path) -> str:
-    """A valid spec name from a file name: lower case, other characters as '-'."""
-    import re
+    """A valid spec name from a file name (see :func:`~densenet_spec.infer.clean_name`)."""
+    from .infer import clean_name
 
-    cleaned = re.sub(r"[^a-z0-9._-]+", "-", path.stem.lower()).strip("-.")
-    return cleaned or "inferred"
+    return clean_name(path.stem)
+
+
+def _check_name(name: str) -> None:
+    """``infer --name`` must be a valid spec name: said as a usage error naming the option, not as
+    pydantic's validation error about the inferred spec."""
+    from .infer import name_problem
+
+    problem = name_problem(name)
+    if problem:
+        _usage_error(f"--name {problem}")
 
 
 @app.command()
@@ -424,6 +555,7 @@ def schema(
     output: Annotated[str, typer.Option("--output", "-o", help="Output file; '-' for stdout.")] = "-",
 ) -> None:
     """The JSON Schema of the spec format (for editors: yaml-language-server, VS Code)."""
+    _check_output(output, example="densenet-spec.schema.json")
     with _reporting():
         emit(output, json.dumps(json_schema(), indent=2) + "\n")
 
@@ -514,11 +646,7 @@ def bench(
     if channels_last and ir.rank != 2:
         _refuse_bench_usage(f"--channels-last applies to 2-D networks; {spec} is {ir.rank}-D")
     if device is Device.cuda:
-        import torch
-
-        if not torch.cuda.is_available():
-            typer.echo("--device cuda: no CUDA device is available here", err=True)
-            raise typer.Exit(1)
+        _require_cuda()
     with _progress(config.label()) as advance:
         try:
             if compare:
@@ -539,6 +667,23 @@ def bench(
         typer.echo(json.dumps(payload, indent=2))
         return
     _print_bench(results)
+
+
+def _require_cuda() -> None:
+    """``--device cuda`` without a CUDA device: exit 1, as for the environment's other gaps (no
+    Graphviz for png); the usage is right, the machine lacks what it needs. One line that says why."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    if torch.version.cuda is None:
+        why = f"this torch ({torch.__version__}) is built without CUDA"
+    else:
+        why = (
+            f"torch {torch.__version__} (CUDA {torch.version.cuda}) finds no GPU (see nvidia-smi, CUDA_VISIBLE_DEVICES)"
+        )
+    typer.echo(f"bench: --device cuda: no CUDA device here: {why}; use --device cpu", err=True)
+    raise typer.Exit(1)
 
 
 def _bench_usage_problem(config: BenchConfig, compare: bool) -> str:

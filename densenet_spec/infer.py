@@ -66,7 +66,14 @@ def infer_spec(state: Mapping[str, Tensor], *, name: str = "inferred", file: str
 
 
 def infer(state: Mapping[str, Tensor], *, name: str = "inferred", file: str = "<state_dict>") -> Inference:
-    """:func:`infer_spec`, with the fields the weights cannot tell and the checkpoint's layout."""
+    """:func:`infer_spec`, with the fields the weights cannot tell and the checkpoint's layout.
+
+    Raises:
+        ValueError: ``name`` is not a valid spec name.
+    """
+    problem = name_problem(name)
+    if problem:
+        raise ValueError(f"name {problem}")
     canonical, layout = canonical_state(state)
     shapes = {key: tuple(value.shape) for key, value in canonical.items()}
     where = Location(file)
@@ -75,6 +82,32 @@ def infer(state: Mapping[str, Tensor], *, name: str = "inferred", file: str = "<
     spec = _validated(data, where)
     _check_fits(spec, shapes, where)
     return Inference(spec, tuple(unknown), layout)
+
+
+def name_problem(name: str) -> str:
+    """Why ``name`` cannot name a spec (with a valid one to use instead), or ``""``."""
+    rule = _name_rule()
+    if rule["minLength"] <= len(name) <= rule["maxLength"] and re.fullmatch(rule["pattern"], name):
+        return ""
+    allowed = rule["description"].split(": ", 1)[-1].rstrip(".")
+    return (
+        f"{name!r}: a spec name is {rule['minLength']} to {rule['maxLength']} characters, "
+        f"{allowed} ({rule['pattern']}); e.g. {clean_name(name)}"
+    )
+
+
+def clean_name(text: str) -> str:
+    """``text`` as a valid spec name: lower case, other characters as '-', no separator at either
+    end, cut to the longest allowed; ``inferred`` if nothing of it is left."""
+    rule = _name_rule()
+    cleaned = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-._")[: rule["maxLength"]].rstrip("-._")
+    return cleaned if re.fullmatch(rule["pattern"], cleaned) else "inferred"
+
+
+def _name_rule() -> dict[str, Any]:
+    """The schema's rule for a spec's ``name`` (pattern, lengths, description), read rather than repeated."""
+    rule: dict[str, Any] = Spec.model_json_schema()["properties"]["name"]
+    return rule
 
 
 def _validated(data: dict[str, Any], where: Location) -> Spec:

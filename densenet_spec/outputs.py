@@ -14,13 +14,16 @@ A failed or interrupted build must leave nothing half-written and never destroy 
 - Anything else (a folder, a block device, a socket) is refused.
 
 Every failure is a :class:`~densenet_spec.errors.ToolError` whose message starts with the path the
-user gave, whatever the system call that failed.
+user gave, whatever the system call that failed. Writing to stdout fails as a :class:`StdoutError`,
+whether through ``-o -`` or through anything a command prints while :func:`guarded_stdout` is on
+(a full disk, a closed stdout, a reader gone from the pipe).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import signal
 import stat
@@ -31,7 +34,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TextIO
 
 from .errors import ToolError
 
@@ -204,23 +207,153 @@ def _sync_directory(directory: Path) -> None:
 def emit(output: str, data: bytes | str) -> str:
     """Write ``data`` to ``output`` (``-`` is stdout); returns where it went, for messages."""
     if output == "-":
-        try:
-            if isinstance(data, bytes):
-                sys.stdout.buffer.write(data)
-                sys.stdout.buffer.flush()
-            else:
-                sys.stdout.write(data)
-                sys.stdout.flush()
-        except BrokenPipeError:
-            _silence_stdout()
-            raise ToolError("stdout: the reader closed the pipe before the output was written") from None
+        _write_stdout(data)
         return "stdout"
+    problem = folder_problem(output)
+    if problem:
+        raise ToolError(problem)
     write_atomic(Path(output), data)
     return output
 
 
-def _silence_stdout() -> None:
-    """After a broken pipe, point stdout at /dev/null so that the interpreter's final flush is quiet."""
+def folder_problem(output: str, example: str = "") -> str:
+    """Why ``output`` cannot name a file, or ``""``: it ends in a slash, so it names a folder.
+
+    ``Path("out/")`` drops the slash: without this check ``-o out/`` wrote a file named ``out``.
+    ``example``, a file name, makes the advice concrete (``-o out/densenet121.onnx``).
+    """
+    separators = tuple(sep for sep in {"/", os.sep, os.altsep} if sep)
+    if not output.endswith(separators):
+        return ""
+    folder = output.rstrip("".join(separators)) or output
+    if os.path.isdir(folder):
+        state = "is an existing folder"
+    elif os.path.lexists(folder):
+        state, example = "exists and is not a folder", ""
+    else:
+        state = "does not exist"
+    advice = f", e.g. -o {os.path.join(folder, example)}" if example else ""
+    return f"-o {output}: a path ending in '/' names a folder, and {folder} {state}; give a file name{advice}"
+
+
+def _write_stdout(data: bytes | str) -> None:
+    """Write ``data`` to stdout and flush it; a failure is a StdoutError (stdout closed, disk full, pipe gone)."""
+    stream = sys.stdout
+    if stream is None or isinstance(stream, _ClosedStdout):
+        raise _closed_error()
+    try:
+        if isinstance(data, bytes):
+            stream.buffer.write(data)
+            stream.buffer.flush()
+        else:
+            stream.write(data)
+            stream.flush()
+    except OSError as exc:
+        if exc.errno == errno.EPIPE:
+            silence_stdout()  # the interpreter's final flush of what is buffered must not fail again
+        raise stdout_error(exc) from None
+
+
+class StdoutError(ToolError):
+    """Writing to stdout failed.
+
+    Attributes:
+        broken_pipe: the reader went away (``| head``): the command line then ends quietly, as
+            ``cat`` and ``git`` do, since the reader asked for no more; any other failure lost
+            output that was asked for, and is reported.
+    """
+
+    def __init__(self, message: str, *, broken_pipe: bool = False) -> None:
+        super().__init__(message)
+        self.broken_pipe = broken_pipe
+
+
+def stdout_error(exc: OSError) -> StdoutError:
+    """The StdoutError for ``exc``, an error from writing to stdout."""
+    if exc.errno == errno.EPIPE:
+        return StdoutError("stdout: the reader closed the pipe before the output was written", broken_pipe=True)
+    return StdoutError(f"densenet-spec: cannot write to stdout: {exc.strerror or exc}")
+
+
+def _closed_error() -> StdoutError:
+    return StdoutError(
+        "densenet-spec: cannot write to stdout: it is closed; redirect it to a file or to /dev/null instead"
+    )
+
+
+class _GuardedStdout:
+    """``sys.stdout`` while a command runs: its writes fail as StdoutError, not as a bare OSError.
+
+    click, rich and print() write through ``sys.stdout``; their OSError names no file and would
+    escape as a traceback. Everything but ``write`` and ``flush`` is the real stream's.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError as exc:
+            raise stdout_error(exc) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as exc:
+            raise stdout_error(exc) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+class _ClosedStdout:
+    """``sys.stdout`` when the process started with stdout closed (``>&-``), where Python sets it to
+    None and click and rich then drop every write silently: here writing anything is a StdoutError."""
+
+    encoding = "utf-8"
+    errors = "strict"
+    closed = False
+
+    def write(self, text: str | bytes) -> int:
+        if text:
+            raise _closed_error()
+        return 0
+
+    def flush(self) -> None:
+        """Nothing was written, so nothing is pending."""
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation("stdout is closed")
+
+    @property
+    def buffer(self) -> _ClosedStdout:
+        return self
+
+
+@contextlib.contextmanager
+def guarded_stdout() -> Iterator[None]:
+    """Route ``sys.stdout`` through a guard for the block: a failed write raises StdoutError.
+
+    After a failure, stdout is pointed at /dev/null, so that the interpreter's final flush of what
+    is still buffered does not fail again (with an "Exception ignored" message and exit 120).
+    """
+    original = sys.stdout
+    sys.stdout = _ClosedStdout() if original is None else _GuardedStdout(original)
+    try:
+        yield
+    except StdoutError:
+        silence_stdout()
+        raise
+    finally:
+        sys.stdout = original
+
+
+def silence_stdout() -> None:
+    """Point stdout's file descriptor at /dev/null, so that a later flush has somewhere to go."""
     with contextlib.suppress(OSError, ValueError, AttributeError):
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

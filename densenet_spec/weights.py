@@ -125,12 +125,19 @@ def _tensor_problems(key: str, value: Tensor) -> list[str]:
     if value.dtype not in FLOAT_DTYPES and not counter:
         names = ", ".join(str(d).removeprefix("torch.") for d in FLOAT_DTYPES)
         return [f"has dtype {str(value.dtype).removeprefix('torch.')}; weights must be floating point ({names})"]
-    if not counter:
-        finite = torch.isfinite(value)
-        if not bool(finite.all()):
-            bad = int(finite.numel() - finite.sum())
-            return [f"holds {bad:,} NaN or infinite values (of {value.numel():,})"]
+    if counter:
+        return []
+    if key.endswith(_BOUNDS):  # a folded clamp: no bound on a side is an infinite one
+        nan = int(torch.isnan(value).sum())
+        return [f"holds {nan:,} NaN values (of {value.numel():,})"] if nan else []
+    finite = torch.isfinite(value)
+    if not bool(finite.all()):
+        bad = int(finite.numel() - finite.sum())
+        return [f"holds {bad:,} NaN or infinite values (of {value.numel():,})"]
     return []
+
+
+_BOUNDS = (".lo", ".hi")
 
 
 _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")

@@ -207,3 +207,13 @@ def test_presets_fit_in_onnx(name: str) -> None:
     from densenet_spec.backends.onnx import export_problems
 
     assert export_problems(compile_spec(load_spec(name))) == []
+
+
+def test_export_onnx_refuses_a_folder_path_and_a_seed_torch_cannot_take(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="a path ending in '/' names a folder, and .* does not exist"):
+        export_onnx("densenet-40-k12", f"{tmp_path}/missing/")
+    with pytest.raises(ValueError, match=r"^seed 18446744073709551616: out of range"):
+        export_onnx("densenet-40-k12", tmp_path / "x.onnx", seed=2**64)
+    with pytest.raises(ValueError, match=r"^seed -9223372036854775809: out of range"):
+        build_model("densenet-40-k12", seed=-(2**63) - 1)
+    assert list(tmp_path.iterdir()) == []

@@ -209,3 +209,63 @@ def test_stdout_closed_early_is_one_line_not_a_traceback(monkeypatch: pytest.Mon
     monkeypatch.setattr(sys, "stdout", ClosedPipe())
     with pytest.raises(ToolError, match=r"^stdout: the reader closed the pipe"):
         emit("-", "x" * 100)
+
+
+def test_emit_refuses_a_path_ending_in_a_slash(tmp_path: Path) -> None:
+    """``Path("new/")`` drops the slash: without the check a file named ``new`` was written."""
+    from densenet_spec.outputs import emit
+
+    with pytest.raises(ToolError, match=r"names a folder, and .*new does not exist; give a file name$"):
+        emit(f"{tmp_path / 'new'}/", "x")
+    assert list(tmp_path.iterdir()) == []
+
+
+class _FailingStream:
+    """A text stream whose writes fail with ``errno``, as /dev/full's (ENOSPC) or a gone reader's (EPIPE)."""
+
+    encoding = "utf-8"
+    errors = "strict"
+
+    def __init__(self, errno: int) -> None:
+        self.errno = errno
+
+    def write(self, text: str) -> int:
+        raise OSError(self.errno, os.strerror(self.errno))
+
+    def flush(self) -> None:
+        raise OSError(self.errno, os.strerror(self.errno))
+
+    def isatty(self) -> bool:
+        return False
+
+
+@pytest.mark.parametrize(("errno", "broken_pipe"), [(28, False), (32, True)])
+def test_guarded_stdout_names_stdout_in_what_fails(
+    monkeypatch: pytest.MonkeyPatch, errno: int, broken_pipe: bool
+) -> None:
+    """click's, rich's and print()'s writes fail as a StdoutError, not as an OSError that names no file."""
+    from densenet_spec.outputs import StdoutError, guarded_stdout
+
+    stream = _FailingStream(errno)
+    monkeypatch.setattr(sys, "stdout", stream)
+    with pytest.raises(StdoutError) as caught, guarded_stdout():
+        print("a table")
+    assert caught.value.broken_pipe is broken_pipe
+    if not broken_pipe:
+        assert str(caught.value) == f"densenet-spec: cannot write to stdout: {os.strerror(errno)}"
+    assert sys.stdout is stream
+
+
+def test_guarded_stdout_when_stdout_is_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Python sets sys.stdout to None when the process starts with it closed; click and rich then drop
+    every write without a word. Under the guard the first write fails instead, and nothing else does."""
+    import typer
+
+    from densenet_spec.outputs import StdoutError, guarded_stdout
+
+    monkeypatch.setattr(sys, "stdout", None)
+    with guarded_stdout():
+        typer.echo("", nl=False)  # nothing to write: no failure
+    with pytest.raises(StdoutError, match=r"^densenet-spec: cannot write to stdout: it is closed"), guarded_stdout():
+        typer.echo("a line")
+    assert sys.stdout is None

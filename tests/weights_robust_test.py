@@ -86,6 +86,13 @@ def test_values_that_are_not_dense_finite_floats_are_refused(
     assert fragment in error.problems[0].message
 
 
+def test_clamp_bounds_may_be_infinite_but_not_nan(tmp_path: Path) -> None:
+    bounds = {"norm1.lo": torch.tensor([float("-inf"), 0.5]), "norm1.hi": torch.tensor([float("inf"), 2.0])}
+    assert read_checkpoint(_saved(tmp_path, bounds)).keys() == bounds.keys()
+    error = _refusal(_saved(tmp_path, {"norm1.lo": torch.tensor([float("nan"), 0.0])}))
+    assert [p.message for p in error.problems] == ["norm1.lo holds 1 NaN values (of 2)"]
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
 def test_floating_dtypes_and_integer_counters_are_accepted(tmp_path: Path, dtype: torch.dtype) -> None:
     state = {"w": torch.ones(2, dtype=dtype), "features.norm0.num_batches_tracked": torch.tensor(7)}

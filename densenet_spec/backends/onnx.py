@@ -31,10 +31,30 @@ from .taps import Tap, feature_taps, select
 
 INPUT, OUTPUT = "input", "logits"
 MIN_OPSET = 13
+DEFAULT_OPSET = 17
 INT64_MAX = 2**63 - 1
 MAX_WEIGHT_BYTES = 1_900_000_000
 """float32 weights a model file may hold: protobuf's 2 GiB (2**31 - 1 bytes) for the whole message,
 less a margin for the graph itself (node names, attributes: about a kilobyte a layer)."""
+
+
+def newest_opset() -> int:
+    """The newest opset the installed onnx knows; a later one fails deep inside onnx's helper
+    (``Unsupported opset-version``, or ``Value out of range`` past int64), so it is refused first."""
+    return int(onnx.defs.onnx_opset_version())
+
+
+def check_opset(opset: int) -> None:
+    """ValueError, naming the range, unless ``opset`` is one this backend can write with this onnx.
+
+    Shared by ``build --opset`` (a usage error) and :func:`~densenet_spec.export_onnx`.
+    """
+    newest = newest_opset()
+    if not MIN_OPSET <= opset <= newest:
+        raise ValueError(
+            f"opset {opset} is out of range: with onnx {onnx.__version__} installed, the opsets are "
+            f"{MIN_OPSET} to {newest} (default {DEFAULT_OPSET})"
+        )
 
 
 class Refusal(NamedTuple):
@@ -385,15 +405,14 @@ def _numpy(value: Any) -> np.ndarray:
 
 
 def to_onnx(
-    ir: IR, state: Mapping[str, Any], *, opset: int = 17, features: Sequence[int] | None = None
+    ir: IR, state: Mapping[str, Any], *, opset: int = DEFAULT_OPSET, features: Sequence[int] | None = None
 ) -> onnx.ModelProto:
     """The ONNX model of ``ir`` with the weights in ``state`` (a state_dict, tensors or arrays).
 
     With ``features``, the backbone instead: one output ``feature{i}`` per tap index ``i`` (see
     :func:`~.taps.feature_taps`), and nothing after the last tap.
     """
-    if opset < MIN_OPSET:
-        raise ValueError(f"opset {opset} is not supported; use {MIN_OPSET} or later")
+    check_opset(opset)
     refuse_unexportable(ir)
     emitter = Emitter(state, opset)
     if features is None:
@@ -456,7 +475,9 @@ def _feature_outputs(emitter: Emitter, ir: IR, taps: Sequence[Tap]) -> list[onnx
     return outputs
 
 
-def export_bytes(ir: IR, state: Mapping[str, Any], *, opset: int = 17, features: Sequence[int] | None = None) -> bytes:
+def export_bytes(
+    ir: IR, state: Mapping[str, Any], *, opset: int = DEFAULT_OPSET, features: Sequence[int] | None = None
+) -> bytes:
     """The serialised model of ``ir`` with ``state`` (the backbone's, with ``features``)."""
     data: bytes = to_onnx(ir, state, opset=opset, features=features).SerializeToString(deterministic=True)
     return data
@@ -466,4 +487,4 @@ def emit(ir: IR, state: Mapping[str, Any] | None, options: Mapping[str, Any]) ->
     """The ``--to onnx`` target; the front door supplies ``state`` (and has run the passes)."""
     if state is None:
         raise ValueError("the ONNX backend needs weights")
-    return export_bytes(ir, state, opset=options.get("opset", 17), features=options.get("features"))
+    return export_bytes(ir, state, opset=options.get("opset", DEFAULT_OPSET), features=options.get("features"))
