@@ -10,6 +10,7 @@ the layer) at fault; :func:`check_ir` re-checks the invariants every pass must k
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Literal
@@ -37,7 +38,7 @@ from .ir import (
     format_size,
 )
 from .loader import preset_dir
-from .schema import BlockConfig, FieldPath, Spec, format_path
+from .schema import BlockConfig, BlockSpec, FieldPath, Spec, format_path
 from .summary import format_count
 
 MAX_DENSE_LAYERS = 10_000
@@ -56,7 +57,7 @@ def compile_spec(spec: Spec, *, strict: bool = False) -> IR:
     """
     _raise(spec, _check_counts(spec))
     lowered = _lower(spec, spec.input.shape)  # layer records only: nothing the size of the network
-    _raise(spec, _check_params(lowered) or _check_lowered(spec, lowered))
+    _raise(spec, _check_params(spec, lowered) or _check_lowered(spec, lowered))
     warnings = _stem_warnings(spec) + _compression_warnings(spec, lowered)
     if strict:
         _raise(spec, warnings)
@@ -307,12 +308,104 @@ def _check_counts(spec: Spec) -> FieldProblems:
     return []
 
 
-def _check_params(lowered: Lowered) -> FieldProblems:
-    """Refuse a network too big to build, from the layer records, before any tensor exists."""
+def _check_params(spec: Spec, lowered: Lowered) -> FieldProblems:
+    """Refuse a network too big to build, from the layer records, before any tensor exists.
+
+    The problem names the field that makes it so big, where one does (see :func:`_culprit`).
+    """
     params = sum(layer.params for layer, _ in lowered)
-    if params > MAX_PARAMS:
-        return [((), f"{format_count(params)} parameters is too many to build (at most {MAX_PARAMS:,})")]
-    return []
+    if params <= MAX_PARAMS:
+        return []
+    too_many = f"{format_count(params)} parameters is too many to build (at most {MAX_PARAMS:,})"
+    culprit = _culprit(spec)
+    if culprit is None:
+        return [((), f"{too_many}; lower growth_rate, the widths or the number of layers")]
+    path, typical = culprit
+    return [(path, f"{too_many}, most of them because of this value; lower it (e.g. {typical})")]
+
+
+def _culprit(spec: Spec) -> tuple[FieldPath, str] | None:
+    """The field whose usual value would shrink the network the most, if that clearly fixes it.
+
+    Each candidate is set to a usual value and the weights are recounted (:func:`_weights`, one
+    pass over the blocks); the best one is the cause when it brings the count under the limit or
+    at least ten times down. None when no single value stands out.
+    """
+    now = _weights(spec)
+    best: tuple[int, FieldPath, str] | None = None
+    for path, typical, variant in _candidates(spec):
+        weights = _weights(variant)
+        if best is None or weights < best[0]:
+            best = (weights, path, typical)
+    if best is None or (best[0] > MAX_PARAMS and best[0] * 10 > now):
+        return None
+    return best[1], best[2]
+
+
+def _candidates(spec: Spec) -> Iterator[tuple[FieldPath, str, Spec]]:
+    """(field, its usual value as said in a message, the spec with that value) for each width field
+    set above its usual value; of the blocks' own values, only the widest block's."""
+    stem = spec.stem
+    widths: list[tuple[FieldPath, int | None, int, Callable[[], Spec]]] = [
+        (("growth_rate",), spec.growth_rate, 32, lambda: spec.model_copy(update={"growth_rate": 32})),
+        (("num_classes",), spec.num_classes, 1000, lambda: spec.model_copy(update={"num_classes": 1000})),
+        (("bottleneck_width",), spec.bottleneck_width, 4, lambda: spec.model_copy(update={"bottleneck_width": 4})),
+        (("input", "channels"), spec.input.channels, 3, lambda: _with(spec, "input", channels=3)),
+        (("stem", "channels"), stem.channels, 64, lambda: _with(spec, "stem", channels=64)),
+    ]
+    if stem.kind == "deep" and stem.mid_channels is not None:
+        widths.append(
+            (("stem", "mid_channels"), max(stem.mid_channels), 32, lambda: _with(spec, "stem", mid_channels=[32, 32]))
+        )
+    for path, value, typical, make in widths + _block_widths(spec):
+        if value is not None and value > typical:
+            yield path, str(typical), make()
+
+
+def _block_widths(spec: Spec) -> list[tuple[FieldPath, int | None, int, Callable[[], Spec]]]:
+    """The widest written block's own growth rate and bottleneck width, as candidates."""
+    written = [(i, b) for i, b in enumerate(spec.blocks) if isinstance(b, BlockSpec)]
+    if not written:
+        return []
+    i, block = max(written, key=lambda ib: (ib[1].growth_rate or 0) * (ib[1].bottleneck_width or 1))
+
+    def variant(**update: int) -> Spec:
+        blocks = list(spec.blocks)
+        blocks[i] = block.model_copy(update=update)
+        return spec.model_copy(update={"blocks": blocks})
+
+    return [
+        (("blocks", i, "growth_rate"), block.growth_rate, 32, lambda: variant(growth_rate=32)),
+        (("blocks", i, "bottleneck_width"), block.bottleneck_width, 4, lambda: variant(bottleneck_width=4)),
+    ]
+
+
+def _with(spec: Spec, part: str, **update: object) -> Spec:
+    """``spec`` with some fields of its ``input`` or ``stem`` replaced (no validation: a what-if)."""
+    return spec.model_copy(update={part: getattr(spec, part).model_copy(update=update)})
+
+
+def _weights(spec: Spec) -> int:
+    """The convolution and linear weights of ``spec``, per block in closed form: a fast count to
+    compare what-if variants of a spec too big to lower (norms and biases are left out)."""
+    k3: int = 3**spec.rank
+    c_in, c, stem = spec.input.channels, spec.stem_channels, spec.stem
+    if stem.kind == "deep":
+        m0, m1 = stem.mid_channels or [spec.growth_rate, spec.growth_rate]
+        total = k3 * (c_in * m0 + m0 * m1 + m1 * c)
+    else:
+        total = c_in * c * (7 if stem.kind == "imagenet" else 3) ** spec.rank
+    blocks = spec.block_configs
+    for b, block in enumerate(blocks):
+        k, n = block.growth_rate, block.layers
+        inputs = n * c + k * n * (n - 1) // 2  # the n layers' input channels, summed
+        width = (block.bottleneck_width or 0) * k
+        total += width * inputs + k3 * width * k * n if width else k3 * k * inputs
+        c += n * k
+        if b < len(blocks) - 1:
+            kept = math.floor(_theta(block.compression) * c)
+            total, c = total + c * kept, kept
+    return total + c * (2 if spec.head.pool == "catavgmax" else 1) * spec.num_classes
 
 
 def _compression_path(spec: Spec, block: int | None) -> FieldPath:
@@ -339,15 +432,32 @@ def _check_lowered(spec: Spec, lowered: Lowered) -> FieldProblems:
     problems += _check_groups(lowered) + _check_instance_norms(lowered)
     shrunk = next((layer for layer, _ in lowered if _shrinks(layer)), None)
     if shrunk is not None:
-        smallest = _smallest_input(lowered)
-        problems.append(
-            (
-                ("input", "size"),
-                f"{format_size(spec.input.shape)} is too small: the feature maps shrink to nothing at {shrunk.name}; "
-                f"the smallest input that works is {format_size(smallest)}",
-            )
-        )
+        problems.append(_too_small(spec, lowered, shrunk))
     return problems
+
+
+PRACTICAL_SIZE = 10**6  # pixels per side: past it, no input will do and the size is not worth printing
+
+
+def _too_small(spec: Spec, lowered: Lowered, shrunk: Layer) -> tuple[FieldPath, str]:
+    """The input is too small for the network: name the smallest that works, or, where that is
+    absurd (thousands of digits), blame the transitions that halve the maps (``blocks``)."""
+    size = format_size(spec.input.shape)
+    smallest = _smallest_input(lowered)
+    if max(smallest) <= PRACTICAL_SIZE:
+        return (
+            ("input", "size"),
+            f"{size} is too small: the feature maps shrink to nothing at {shrunk.name}; "
+            f"the smallest input that works is {format_size(smallest)}",
+        )
+    transitions = len(spec.blocks) - 1
+    fits = f"; {size} allows at most {shrunk.block} blocks" if shrunk.kind == "transition" else ""
+    return (
+        ("blocks",),
+        f"{format_count(len(spec.blocks))} blocks make {format_count(transitions)} transitions, each halving "
+        f"the feature maps: no practical input size works (the smallest is over {PRACTICAL_SIZE:,} pixels a side); "
+        f"use fewer blocks{fits}",
+    )
 
 
 def _shrinks(layer: Layer) -> bool:

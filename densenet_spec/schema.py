@@ -9,6 +9,7 @@ so that a child spec that changes ``growth_rate`` still gets a stem of ``2 * gro
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -23,12 +24,42 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from .errors import Location
 
 PositiveInt = Annotated[int, Field(ge=1)]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+"""Every float of the spec: NaN and infinity would build a network that outputs NaN, and
+generated source that names a bare ``nan``."""
 
 FieldPath = tuple[str | int, ...]
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"  # a first '.' or '-' makes hidden files and options: '.onnx', '-.py'
+MAX_NAME = 128
+
+RANGES: dict[str, str] = {
+    "growth_rate": "an integer >= 1",
+    "blocks": "an integer >= 1",
+    "layers": "an integer >= 1",
+    "bottleneck_width": "an integer >= 1",
+    "channels": "an integer >= 1",
+    "mid_channels": "an integer >= 1",
+    "size": "an integer >= 1",
+    "groups": "an integer >= 1",
+    "num_classes": "an integer >= 0 (0: no classifier)",
+    "compression": "0 < compression <= 1",
+    "dropout": "0 <= dropout < 1",
+    "eps": "0 < eps < 1",
+    "momentum": "0 < momentum <= 1",
+    "alpha": "finite and > 0, e.g. 1.0",
+    "negative_slope": "finite, e.g. 0.01 or 0.2",
+}
+"""What each numeric field accepts, by field name, as messages state it (``must be ...``).
+
+Kept next to the models so that a new numeric field gets its own text; a test checks that every
+numeric field of the schema has one.
+"""
 
 
 @dataclass(frozen=True)
@@ -41,6 +72,9 @@ class SourceMap:
 
     values: dict[FieldPath, Location] = field(default_factory=dict)
     keys: dict[FieldPath, Location] = field(default_factory=dict)
+    texts: dict[FieldPath, str] = field(default_factory=dict)
+    """The text of each unquoted scalar that YAML read as something else than a string
+    (``yes``, ``2024-01-01``), for messages that tell the user to quote it."""
 
     def locate(self, path: FieldPath, *, key: bool = False) -> Location | None:
         """The place of ``path``, or of its nearest written parent."""
@@ -62,6 +96,40 @@ def format_path(path: FieldPath) -> str:
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def field_error(path: FieldPath, message: str) -> PydanticCustomError:
+    """An error about the field at ``path`` (relative to the model that raises it).
+
+    A model validator's ValueError is located at the model as a whole; this one carries the
+    field, so that the loader can point at that key's line and name it.
+    """
+    return PydanticCustomError("field_error", "{message}", {"message": message, "path": path})
+
+
+def unused_params(
+    kind: str,
+    given: set[str],
+    params_of: Mapping[str, tuple[str, ...]],
+    noun: str = "",
+    notes: Mapping[str, str] | None = None,
+) -> None:
+    """Refuse the first parameter in ``given`` that ``kind`` does not use, naming the kinds that do.
+
+    ``params_of`` is the table of which kind takes which parameter: a parameter that would have no
+    effect is an error, not silently ignored, so that a spec never says more than the network does.
+    ``notes`` explains a parameter whose owner is not obvious.
+    """
+    used = params_of.get(kind, ())
+    for name in sorted(given - {"kind"} - set(used)):
+        owners = [k for k, params in params_of.items() if name in params]
+        note = (notes or {}).get(name, "")
+        raise field_error((name,), f"{name} applies to {_join(owners)}{noun} only{note}, not {kind}; remove it")
+
+
+def _join(words: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return " and ".join(words) if len(words) < 3 else f"{', '.join(words[:-1])} and {words[-1]}"
 
 
 def _size_tag(value: Any) -> str:
@@ -160,18 +228,18 @@ class ActivationSpec(_Model):
     kind: Literal["relu", "relu6", "leaky_relu", "elu", "gelu", "silu", "mish", "hardswish"] = Field(
         "relu", description="The activation function."
     )
-    negative_slope: float | None = Field(None, description="leaky_relu only: the slope below 0. Default 0.01.")
-    alpha: float | None = Field(None, gt=0, description="elu only: the value approached below 0 is -alpha. Default 1.")
+    negative_slope: FiniteFloat | None = Field(None, description="leaky_relu only: the slope below 0. Default 0.01.")
+    alpha: FiniteFloat | None = Field(
+        None, gt=0, description="elu only: the value approached below 0 is -alpha. Default 1."
+    )
     approximate: Literal["none", "tanh"] | None = Field(
         None, description="gelu only: 'none' (exact, erf) or 'tanh'. Default 'none'."
     )
 
     @model_validator(mode="after")
     def _params_of_kind(self) -> ActivationSpec:
-        for name in ("negative_slope", "alpha", "approximate"):
-            if getattr(self, name) is not None and name not in ACTIVATION_PARAMS.get(self.kind, ()):
-                owner = next(k for k, params in ACTIVATION_PARAMS.items() if name in params)
-                raise ValueError(f"{name} applies to {owner} only, not {self.kind}")
+        given = {name for name in self.model_fields_set if getattr(self, name) is not None}
+        unused_params(self.kind, given, ACTIVATION_PARAMS)
         return self
 
     def args(self) -> tuple[tuple[str, float | str], ...]:
@@ -186,6 +254,16 @@ class ActivationSpec(_Model):
 
 
 NORM_KINDS = ("batch", "group", "instance", "none")
+NORM_PARAMS = {
+    "batch": ("eps", "momentum", "affine"),
+    "group": ("groups", "eps", "momentum", "affine"),
+    "instance": ("eps", "momentum", "affine"),
+    "none": (),
+}
+"""The parameters each norm kind takes. eps, momentum and affine are the normalising kinds' common
+fields (design.md's example gives group norm all of them; momentum moves running statistics, so it
+changes nothing for group norm or for instance norm without them); groups is group norm's alone,
+and ``none`` takes nothing."""
 
 
 class NormSpec(_Model):
@@ -195,16 +273,19 @@ class NormSpec(_Model):
         "batch", description="batch (BatchNorm), group (GroupNorm), instance (InstanceNorm) or none."
     )
     groups: PositiveInt | None = Field(None, description="group only: the number of groups. Default 32.")
-    eps: float = Field(1e-5, gt=0, lt=1, description="Added to the variance for numerical stability.")
-    momentum: float = Field(0.1, gt=0, le=1, description="batch: the running statistics' update rate.")
+    eps: FiniteFloat = Field(
+        1e-5, gt=0, lt=1, description="batch, group and instance: added to the variance for numerical stability."
+    )
+    momentum: FiniteFloat = Field(0.1, gt=0, le=1, description="batch only: the running statistics' update rate.")
     affine: bool | None = Field(
         None, description="Learnable scale and shift. Default: true for batch and group, false for instance (as torch)."
     )
 
     @model_validator(mode="after")
-    def _groups_for_group_norm(self) -> NormSpec:
-        if self.groups is not None and self.kind != "group":
-            raise ValueError(f"groups applies to group norm only, not {self.kind}")
+    def _params_of_kind(self) -> NormSpec:
+        # An explicit `groups: null` is the default, not a parameter given.
+        given = {name for name in self.model_fields_set if getattr(self, name) is not None}
+        unused_params(self.kind, given, NORM_PARAMS, " norm")
         return self
 
     @property
@@ -224,7 +305,7 @@ class HeadSpec(_Model):
         description="Global pooling: avg, max, avgmax (their mean) or catavgmax (both, concatenated: "
         "twice the classifier's input).",
     )
-    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout rate before the classifier.")
+    dropout: FiniteFloat = Field(0.0, ge=0, lt=1, description="Dropout rate before the classifier.")
 
 
 class BlockSpec(_Model):
@@ -237,8 +318,8 @@ class BlockSpec(_Model):
     bottleneck_width: PositiveInt | None = Field(
         None, description="This block's bottleneck width; null: no bottleneck. Default: the spec's."
     )
-    dropout: float | None = Field(None, ge=0, lt=1, description="This block's dropout rate. Default: the spec's.")
-    compression: float | None = Field(
+    dropout: FiniteFloat | None = Field(None, ge=0, lt=1, description="This block's dropout rate. Default: the spec's.")
+    compression: FiniteFloat | None = Field(
         None, gt=0, le=1, description="theta of the transition after this block. Default: the spec's."
     )
 
@@ -278,16 +359,17 @@ class Spec(_Model):
     )
 
     name: str = Field(
-        pattern=r"^[a-z0-9._-]+$",
+        pattern=NAME_PATTERN,
         min_length=1,
-        max_length=128,
-        description="Identifier of the variant: lower-case letters, digits, '.', '_' and '-'.",
+        max_length=MAX_NAME,
+        description="Identifier of the variant: lower-case letters, digits, '.', '_' and '-', "
+        "starting with a letter or digit.",
     )
     description: str = Field("", description="Free text: what the variant is and where it comes from.")
     extends: str | None = Field(
         None,
-        description="A preset name, or a path relative to this file, whose keys this spec overrides "
-        "(mappings merge key by key, lists replace).",
+        description="A preset name, or a path ending in .yaml or .yml, relative to this file, whose keys this "
+        "spec overrides (mappings merge key by key, lists replace).",
     )
     input: InputSpec = Field(default_factory=InputSpec, description="The input images.")  # type: ignore[arg-type]
     stem: Stem = Field(default_factory=ImagenetStem, description="The layers before the first dense block.")  # type: ignore[arg-type]
@@ -300,13 +382,13 @@ class Spec(_Model):
         4,
         description="DenseNet-B: a 1x1 convolution to bottleneck_width * k maps before each 3x3; null for none.",
     )
-    compression: float = Field(
+    compression: FiniteFloat = Field(
         0.5,
         gt=0,
         le=1,
         description="theta (DenseNet-C): a transition keeps floor(theta * m) of its m maps; 1.0 for none.",
     )
-    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout rate after each dense layer's 3x3 conv.")
+    dropout: FiniteFloat = Field(0.0, ge=0, lt=1, description="Dropout rate after each dense layer's 3x3 conv.")
     activation: ActivationSpec = Field(
         default_factory=ActivationSpec,  # type: ignore[arg-type]
         description="The activation everywhere: a name (relu, relu6, leaky_relu, elu, gelu, silu, mish, "
@@ -364,7 +446,11 @@ class Spec(_Model):
     def _last_block_has_no_transition(self) -> Spec:
         last = self.blocks[-1]
         if isinstance(last, BlockSpec) and last.compression is not None:
-            raise ValueError(f"blocks[{len(self.blocks) - 1}].compression: the last block has no transition after it")
+            raise field_error(
+                ("blocks", len(self.blocks) - 1, "compression"),
+                "the last block has no transition after it, so nothing uses its compression; "
+                "remove it, or add a block after it",
+            )
         return self
 
     @property

@@ -27,6 +27,21 @@ MAX_INT_DIGITS = 100  # far below Python's int-to-str limit (4,300 digits), far 
 
 _SAFE_TAGS = frozenset(tag for tag in yaml.SafeLoader.yaml_constructors if tag and tag.startswith("tag:yaml.org,2002:"))
 
+# YAML 1.2's floats with an exponent and no dot (``1e-5``, ``5e-1``, ``1E3``, ``-2.5e+3``), which
+# YAML 1.1 (and so PyYAML) reads as strings; PyTorch users write eps as ``1e-5``.
+YAML12_FLOAT = re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$")
+
+
+class SpecLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading YAML 1.2's exponent floats (``1e-5``) as floats.
+
+    Only composing and resolving are used (nothing is constructed through it); the subclass keeps
+    the change off ``yaml.SafeLoader`` itself, which other code in the same process may use.
+    """
+
+
+SpecLoader.add_implicit_resolver("tag:yaml.org,2002:float", YAML12_FLOAT, list("-+0123456789."))
+
 
 def location(node: Node) -> Location:
     mark = node.start_mark
@@ -80,14 +95,14 @@ def describe_char(char: str) -> str:
 
 def _compose(text: str, name: str) -> Node | None:
     """PyYAML's node tree of ``text`` (safe loader: nothing is constructed), or SpecError with the place."""
-    loader = yaml.SafeLoader(text)
+    loader = SpecLoader(text)
     loader.name = name
     try:
         return loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = Location(name, mark.line + 1, mark.column + 1) if mark else Location(name)
-        raise SpecError([Problem(where, "", f"invalid YAML: {_yaml_hint(exc)}")]) from None
+        raise SpecError([Problem(where, "", _yaml_hint(exc))]) from None
     except yaml.YAMLError as exc:
         raise SpecError([Problem(Location(name), "", f"invalid YAML: {exc}")]) from None
     except RecursionError:
@@ -97,18 +112,23 @@ def _compose(text: str, name: str) -> Node | None:
 
 
 def _yaml_hint(exc: yaml.MarkedYAMLError) -> str:
-    """PyYAML's message, with what a person should do when it is about indentation or tabs."""
+    """PyYAML's message, with what a person should do when it is about indentation, tabs or documents."""
     problem = str(exc.problem or exc.context)
     if problem.startswith("expected <block end>"):
-        return (
+        problem = (
             "bad indentation: this line does not line up with the lines above it; the keys of one "
             "mapping, and the '-' items of one list, must start in the same column"
         )
-    if "'\\t'" in problem:
-        return f"{problem}: YAML indents with spaces, not tabs"
-    if problem == "mapping values are not allowed here":
-        return f"{problem} (a key indented further than the one above it, or a ': ' in a value that needs quotes)"
-    return problem
+    elif "'\\t'" in problem:
+        problem = f"{problem}: YAML indents with spaces, not tabs"
+    elif problem == "mapping values are not allowed here":
+        problem = f"{problem} (a key indented further than the one above it, or a ': ' in a value that needs quotes)"
+    elif problem == "but found another document":
+        problem = (
+            "a second YAML document starts here ('---'): a spec file holds one document; "
+            "put each spec in its own file, or delete this line and what follows"
+        )
+    return f"invalid YAML: {problem}"
 
 
 def read_tree(path: Path, name: str) -> MappingNode:
@@ -297,3 +317,15 @@ _CONSTRUCTOR = yaml.SafeLoader("")
 def construct(node: ScalarNode) -> Any:
     """The Python value of a checked scalar, by its tag's constructor (no cache, unlike construct_object)."""
     return _SCALAR_CONSTRUCTORS[node.tag](_CONSTRUCTOR, node)
+
+
+def text_in_yaml11(node: ScalarNode) -> bool:
+    """Whether ``node`` is a plain scalar that YAML 1.1 read as a string and :class:`SpecLoader` does not.
+
+    ``name: 1e5`` was the string '1e5' before the loader read YAML 1.2's floats; a text field
+    keeps such a value as its text, so that no spec that was valid changes meaning.
+    """
+    if node.style is not None or node.tag != TAG + "float":
+        return False
+    resolved: str = _CONSTRUCTOR.resolve(ScalarNode, node.value, (True, False))  # type: ignore[no-untyped-call]
+    return resolved == TAG + "str"

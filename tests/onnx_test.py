@@ -210,7 +210,7 @@ def test_presets_fit_in_onnx(name: str) -> None:
 
 
 def test_export_onnx_refuses_a_folder_path_and_a_seed_torch_cannot_take(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="a path ending in '/' names a folder, and .* does not exist"):
+    with pytest.raises(ValueError, match=r"a path ending in '/' names a folder, and .* does not exist"):
         export_onnx("densenet-40-k12", f"{tmp_path}/missing/")
     with pytest.raises(ValueError, match=r"^seed 18446744073709551616: out of range"):
         export_onnx("densenet-40-k12", tmp_path / "x.onnx", seed=2**64)
