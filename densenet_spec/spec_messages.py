@@ -1,0 +1,290 @@
+"""pydantic's validation errors in the project's words, each located where the spec file wrote it.
+
+Every pydantic error type maps to one small function (:data:`_MESSAGES`) that says what the field
+needs and how to fix it; the range a field accepts is the schema's (:data:`~.schema.RANGES`), and
+how YAML read an unquoted scalar (``yes``, ``2024-01-01``) is kept so that the message can say to
+quote it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+
+from .errors import Problem
+from .schema import (
+    RANGES,
+    STEM_KINDS,
+    ActivationSpec,
+    BlockSpec,
+    FieldPath,
+    HeadSpec,
+    ImagenetStem,
+    InputSpec,
+    NormSpec,
+    SourceMap,
+    Spec,
+    format_path,
+)
+
+
+def did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _data_path(loc: tuple[int | str, ...], data: Any) -> FieldPath:
+    """A pydantic error location without the union tags pydantic adds (``size.int``)."""
+    path: list[str | int] = []
+    current = data
+    for i, part in enumerate(loc):
+        if isinstance(current, dict) and isinstance(part, str) and (part in current or i == len(loc) - 1):
+            current = current.get(part)
+        elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
+            current = current[part]
+        else:
+            continue
+        path.append(part)
+    return tuple(path)
+
+
+_MODELS: dict[str, type[BaseModel]] = {
+    "input": InputSpec,
+    "stem": ImagenetStem,
+    "blocks": BlockSpec,
+    "activation": ActivationSpec,
+    "norm": NormSpec,
+    "head": HeadSpec,
+}
+
+
+def _model_of(parent: FieldPath) -> type[BaseModel]:
+    """The schema model of the mapping at ``parent``."""
+    return _MODELS.get(str(parent[0]), Spec) if parent else Spec
+
+
+@dataclass(frozen=True)
+class _Error:
+    """One pydantic error, with what its message needs.
+
+    ``text`` is how the value was written when YAML read an unquoted scalar as something else
+    than a string (``yes``, ``2024-01-01``); None otherwise.
+    """
+
+    kind: str
+    path: FieldPath
+    got: Any
+    ctx: dict[str, Any]
+    msg: str
+    text: str | None = None
+
+    @property
+    def leaf(self) -> str:
+        """The field's name: ``size`` for ``input.size[1]``, ``blocks`` for ``blocks[2]``."""
+        return next((str(p) for p in reversed(self.path) if isinstance(p, str)), "")
+
+    @property
+    def range(self) -> str:
+        """What the field accepts, in its own words (``0 < compression <= 1``)."""
+        return RANGES.get(self.leaf, "a valid value")
+
+    @property
+    def shown(self) -> str:
+        return _shown(self.got)
+
+
+def _shown(value: Any) -> str:
+    """A value as the user wrote it in YAML: ``true``, ``null``, ``2024-01-01``, ``'text'``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, str) and len(value) > 200:  # a message is one readable line
+        return f"{value[:200]!r}..."
+    return repr(value)
+
+
+def _missing(e: _Error) -> str:
+    return f"missing required key '{e.path[-1]}'"
+
+
+def _unknown_key(e: _Error) -> str:
+    fields = list(_model_of(e.path[:-1]).model_fields)
+    hint = did_you_mean(str(e.path[-1]), fields) or f"; allowed keys: {', '.join(fields)}"
+    return f"unknown key '{e.path[-1]}'{hint}"
+
+
+def _not_a_choice(e: _Error) -> str:
+    choices = re.findall(r"'([^']*)'", str(e.ctx.get("expected", "")))
+    hint = did_you_mean(str(e.got), choices) if isinstance(e.got, str) else ""
+    return f"must be one of {', '.join(repr(c) for c in choices)}, not {e.shown}{hint}"
+
+
+def _out_of_range(e: _Error) -> str:
+    return f"{e.shown} is out of range: must be {e.range}"
+
+
+def _not_an_integer(e: _Error) -> str:
+    return f"must be {e.range}, not {e.shown}{_unquote_hint(e.got)}{_integral_hint(e.got)}"
+
+
+def _not_a_number(e: _Error) -> str:
+    return f"must be a number ({e.range}), not {e.shown}{_unquote_hint(e.got)}"
+
+
+def _integral_hint(value: Any) -> str:
+    """``1e3`` for an integer field is 1000.0, a float: say how to write the integer."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
+        return f" (write {int(value)}, without a decimal point or exponent)"
+    return ""
+
+
+def _unquote_hint(value: Any) -> str:
+    """``'0.5'`` in quotes is a string in YAML: say so, as the value looks right."""
+    if not isinstance(value, str):
+        return ""
+    try:
+        float(value)
+    except ValueError:
+        return ""
+    return " (a number in quotes is text: remove the quotes)"
+
+
+_YAML_READS: tuple[tuple[type, str], ...] = (
+    (bool, "unquoted yes/no/on/off/true/false as booleans"),
+    (date, "an unquoted date as a date"),
+    (int, "an unquoted number as a number"),
+    (float, "an unquoted number as a number"),
+)
+"""What YAML 1.1 makes of unquoted scalars that people mean as text."""
+
+
+def _not_a_string(e: _Error) -> str:
+    reads = next((what for kind, what in _YAML_READS if isinstance(e.got, kind)), None)
+    hint = f' (YAML reads {reads}: write "{e.text or e.shown}")' if reads else ""
+    return f"must be a string, not {e.shown}{hint}"
+
+
+def _not_a_bool(e: _Error) -> str:
+    if isinstance(e.got, str):
+        return f"must be true or false (unquoted), not the string {e.got!r}"
+    return f"must be true or false, not {e.shown}"
+
+
+def _bad_name(e: _Error) -> str:
+    # The rule for the first character is said only when it is what breaks ('Tiny Net' is about case).
+    start = "" if re.match(r"[a-zA-Z0-9]", str(e.got)) else ", starting with a letter or digit"
+    return f"{e.shown} is not a valid name: use lower-case letters, digits, '.', '_' and '-'{start}"
+
+
+def _text_length(e: _Error) -> str:
+    if e.kind == "string_too_short":
+        return "is empty: write a name of lower-case letters, digits, '.', '_' and '-'"
+    return f"is {len(str(e.got)):,} characters long; a name has at most {e.ctx.get('max_length')}: shorten it"
+
+
+_LENGTHS = {
+    "size": "must be one integer, or 1 to 3 numbers ([length], [height, width] or [depth, height, width]), "
+    "not {n} items",
+    "blocks": "needs at least one block, e.g. [6, 12, 24, 16]",
+    "mid_channels": "needs exactly 2 widths (one per 3x3 conv before the last), e.g. [32, 32]; got {n}",
+}
+
+
+def _list_length(e: _Error) -> str:
+    n = e.ctx.get("actual_length")
+    template = _LENGTHS.get(e.leaf, "has {n} items; it takes {bounds}")
+    bounds = f"at least {e.ctx['min_length']}" if "min_length" in e.ctx else f"at most {e.ctx.get('max_length')}"
+    return template.format(n=n, bounds=bounds)
+
+
+def _stem_kind(e: _Error) -> str:
+    """Why a stem is not one: a kind that does not exist (with a guess), or a value of another type."""
+    got = e.got
+    kinds = ", ".join(repr(k) for k in STEM_KINDS)
+    if isinstance(got, dict):
+        return f"must be one of {kinds}, not {got.get('kind')!r}{did_you_mean(str(got.get('kind')), list(STEM_KINDS))}"
+    if isinstance(got, str):
+        return f"must be one of {kinds} (or a mapping such as {{kind: cifar, channels: 32}}), not {got!r}" + (
+            did_you_mean(got, list(STEM_KINDS))
+        )
+    return f"must be one of {kinds}, or a mapping such as {{kind: cifar, channels: 32}}, not {e.shown}"
+
+
+def _not_a_mapping(e: _Error) -> str:
+    return f"must be a mapping of keys, not {e.shown}"
+
+
+def _not_a_list(e: _Error) -> str:
+    return f"must be a list, not {e.shown}"
+
+
+def _checked(e: _Error) -> str:
+    """A schema validator's own message (``field_error``, ``value_error``): already in our words."""
+    return str(e.ctx.get("message") or e.ctx.get("error") or e.msg)
+
+
+_MESSAGES: dict[str, Callable[[_Error], str]] = {
+    "missing": _missing,
+    "extra_forbidden": _unknown_key,
+    "literal_error": _not_a_choice,
+    **dict.fromkeys(("greater_than", "greater_than_equal", "less_than", "less_than_equal"), _out_of_range),
+    "finite_number": _out_of_range,
+    **dict.fromkeys(("int_type", "int_from_float", "int_parsing"), _not_an_integer),
+    **dict.fromkeys(("float_type", "float_parsing"), _not_a_number),
+    "string_type": _not_a_string,
+    **dict.fromkeys(("bool_type", "bool_parsing"), _not_a_bool),
+    "string_pattern_mismatch": _bad_name,
+    **dict.fromkeys(("string_too_short", "string_too_long"), _text_length),
+    **dict.fromkeys(("too_short", "too_long"), _list_length),
+    "stem_kind": _stem_kind,
+    **dict.fromkeys(("model_type", "dict_type", "model_attributes_type"), _not_a_mapping),
+    "list_type": _not_a_list,
+    **dict.fromkeys(("value_error", "field_error"), _checked),
+}
+"""pydantic's error types, each to the message that says what the field needs and how to fix it."""
+
+
+def _message(e: _Error) -> str:
+    handler = _MESSAGES.get(e.kind)
+    return handler(e) if handler else f"{e.msg} (got {e.shown})"
+
+
+def _error_path(error: ErrorDetails, data: Any) -> FieldPath:
+    """The field an error is about: its location in ``data``, plus the field a validator names."""
+    path = _data_path(error["loc"], data)
+    ctx = error.get("ctx", {})
+    if error["type"] == "field_error":
+        return (*path, *ctx["path"])
+    if error["type"] == "stem_kind" and isinstance(error["input"], dict) and "kind" in error["input"]:
+        return (*path, "kind")
+    return path
+
+
+def validation_problems(exc: ValidationError, data: Any, source: SourceMap) -> list[Problem]:
+    """One located, readable problem per pydantic error."""
+    problems = []
+    for error in exc.errors():
+        path = _error_path(error, data)
+        e = _Error(error["type"], path, error["input"], error.get("ctx", {}), error["msg"], source.texts.get(path))
+        located = source.locate(path, key=e.kind in ("extra_forbidden", "missing"))
+        problems.append(Problem(located, format_path(path), _message(e)))
+    return sorted(problems, key=_reading_order)
+
+
+def _reading_order(problem: Problem) -> tuple[str, int, int]:
+    where = problem.location
+    return (where.file, where.line or 0, where.column or 0) if where else ("", 0, 0)
