@@ -725,8 +725,9 @@ def _refuse_bench_usage(problem: str) -> None:
 
 
 BENCH_CAPTION = (
-    "floor (MACs): the time this network's multiply-accumulates take at this machine's measured 3x3-convolution "
-    "rate (training: 3x), and that time as a share of the median, i.e. how close the run comes to the ideal; "
+    "floor (MACs): the time this network's multiply-accumulates take at this machine's measured rate on a "
+    "3x3 convolution of the network's rank (training: 3x), and that time as a share of the median, i.e. how "
+    "close the run comes to the ideal; "
     "setup: seconds spent building the model; compile (with --compile): the first run, where torch.compile traces "
     "and generates code; neither is included in the times, which are the steady state."
 )

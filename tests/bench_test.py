@@ -7,6 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from densenet_spec import bench
 from densenet_spec.bench import BenchConfig, run_here
 from densenet_spec.cli import app
 
@@ -132,3 +133,16 @@ def test_bench_compile_reports_compile_time_apart_from_the_steady_state(tmp_path
     compile_s = float(row.split("│")[-2].split()[0])
     median_ms = float(row.split("│")[2].split()[0])
     assert compile_s * 1e3 > median_ms  # tracing and code generation took longer than a compiled step
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_the_rate_is_measured_on_a_convolution_of_the_network_s_rank(
+    rank: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    made: list[int] = []
+    for kind in (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d):
+        monkeypatch.setattr(kind, "__call__", lambda self, x, _made=made: _made.append(x.dim() - 2) or x)
+    assert bench.conv_gflops("cpu", rank, seconds=0.01) > 0
+    assert set(made) == {rank}
