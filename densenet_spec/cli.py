@@ -317,8 +317,8 @@ def build(
 ) -> None:
     """Emit PyTorch source, an ONNX model, a diagram or the IR as JSON.
 
-    Each target takes its own options (`--help` lists them by target); an option given to a target
-    it does not apply to is a usage error.
+    Each target takes its own options: an option given to a target it does not apply to is a usage
+    error that lists the options the target takes.
     """
     target = TARGETS[to.value]
     given: dict[str, Any] = {
@@ -362,6 +362,8 @@ def build(
     chosen_format = _format_of(output, target)
     if chosen_format:
         given["format"] = chosen_format
+    if "dpi" in given and given.get("format", target.extension) in ("svg", "pdf"):
+        _usage_error(f"--dpi sets the resolution of png output; {given.get('format', target.extension)} is vector")
     with _reporting():
         ir = _compile(spec, strict)
         if "blocks" in given:

@@ -524,11 +524,13 @@ def _stem_warnings(spec: Spec) -> FieldProblems:
     if spec.stem.kind == "cifar" or min(shape) >= SMALL_FOR_STRIDED_STEM:
         return []
     quarter = format_size(tuple(-(-n // 4) for n in shape))
+    small = "CIFAR-sized inputs" if len(shape) == 2 else "inputs this small"
+    conv = format_size((3,) * len(shape))
     return [
         (
             ("input", "size"),
             f"{format_size(shape)} is small for the {spec.stem.kind} stem, which divides it by 4 before the first "
-            f"block ({quarter}); for CIFAR-sized inputs use stem: cifar (a 3x3 conv at full resolution)",
+            f"block ({quarter}); for {small} use stem: cifar (a {conv} conv at full resolution)",
         )
     ]
 

@@ -127,9 +127,26 @@ def _unknown_key(e: _Error) -> str:
     return f"unknown key '{e.path[-1]}'{hint}"
 
 
+_SYNONYMS = {
+    "swish": "silu",
+    "hard_swish": "hardswish",
+    "leakyrelu": "leaky_relu",
+    "lrelu": "leaky_relu",
+    "bn": "batch",
+    "batchnorm": "batch",
+    "gn": "group",
+    "groupnorm": "group",
+    "instancenorm": "instance",
+}
+"""Other libraries' names for a choice, so that the message names ours (timm's ``swish`` is ``silu``)."""
+
+
 def _not_a_choice(e: _Error) -> str:
     choices = re.findall(r"'([^']*)'", str(e.ctx.get("expected", "")))
-    hint = did_you_mean(str(e.got), choices) if isinstance(e.got, str) else ""
+    hint = ""
+    if isinstance(e.got, str):
+        ours = _SYNONYMS.get(e.got.lower().replace("-", "_"))
+        hint = f"; {e.got!r} is called {ours!r} here" if ours in choices else did_you_mean(e.got, choices)
     return f"must be one of {', '.join(repr(c) for c in choices)}, not {e.shown}{hint}"
 
 

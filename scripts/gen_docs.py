@@ -216,7 +216,7 @@ the head after the last; the layer that ends a row starts the next again, dashed
 | `--labels short\\|full\\|none` | `L3`, `T1` with a legend; module paths; no text | `short` |
 | `--legend/--no-legend` | the legend under the drawing | `--legend` |
 | `--title TEXT` | the title; `--title ''` for none | name and what is shown |
-| `--dpi N` | resolution of `png` output | Graphviz's 96 |
+| `--dpi N` | resolution of `png` output (kept in `.dot`; svg and pdf refuse it) | Graphviz's 96 |
 | `--rankdir LR\\|TB` | rows left to right, or top to bottom with arcs to the right | `LR` |
 
 Default file names say what is drawn: `NAME.blocks.svg`, `NAME.layers.svg`,

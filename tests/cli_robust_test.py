@@ -269,3 +269,23 @@ def test_bench_cuda_without_a_device_is_one_line(tmp_path: Path, monkeypatch: py
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     result = RUNNER.invoke(app, ["bench", str(_tiny(tmp_path)), "--device", "cuda"])
     _one_line(result, 1, "--device cuda", "no CUDA device", "use --device cpu")
+
+
+@pytest.mark.parametrize(("target", "suffix"), [("svg", "svg"), ("pdf", "pdf"), ("heatmap", "svg"), ("heatmap", "pdf")])
+def test_dpi_for_vector_output_is_a_usage_error(tmp_path: Path, target: str, suffix: str) -> None:
+    out = tmp_path / f"d.{suffix}"
+    args = ["build", str(_tiny(tmp_path)), "--to", target, "--dpi", "300", "-o", str(out)]
+    if target == "heatmap":
+        args += ["--weights", str(_checkpoint(tmp_path))]
+    result = RUNNER.invoke(app, args)
+    _one_line(result, 2, "--dpi")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("target", ["png", "dot"])
+def test_dpi_for_png_and_dot_is_kept(tmp_path: Path, target: str) -> None:
+    out = tmp_path / f"d.{target}"
+    result = RUNNER.invoke(app, ["build", str(_tiny(tmp_path)), "--to", target, "--dpi", "150", "-o", str(out)])
+    assert result.exit_code == 0, result.stderr
+    if target == "dot":
+        assert 'dpi="150"' in out.read_text() or "dpi=150" in out.read_text()

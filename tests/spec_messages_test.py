@@ -449,3 +449,17 @@ def test_extends_a_yml_file(problems, tmp_path: Path) -> None:  # type: ignore[n
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "base.yml").write_text(BASE)
     assert problems("name: y\nextends: sub/base.yml\ngrowth_rate: 8\n") == []
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("activation: swish", "not 'swish'; 'swish' is called 'silu' here"),
+        ("activation: {kind: hard-swish}", "not 'hard-swish'; 'hard-swish' is called 'hardswish' here"),
+        ("norm: BatchNorm", "not 'BatchNorm'; 'BatchNorm' is called 'batch' here"),
+        ("activation: sigmoid", "not 'sigmoid'"),  # no synonym, no close match: the list alone
+    ],
+)
+def test_other_libraries_names_for_a_choice_name_ours(problems, line: str, expected: str) -> None:  # type: ignore[no-untyped-def]
+    (problem,) = problems(BASE + line + "\n")
+    assert problem.endswith(expected)

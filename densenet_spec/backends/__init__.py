@@ -79,6 +79,8 @@ def target(name: str) -> Target:
 
 _DIAGRAM = frozenset({"detail", "blocks", "rankdir", "labels", "legend", "title", "dpi"})
 _MERMAID = frozenset({"detail", "blocks", "rankdir", "labels", "title"})
+_RASTER_ONLY = frozenset({"dpi"})
+"""Options of png output only: svg and pdf are vector formats, which a dpi would only scale up."""
 
 for _target in (
     Target("torch", "py", frozenset({"optimize"}), ".torch_source:emit", help="standalone PyTorch source"),
@@ -92,8 +94,12 @@ for _target in (
         help="an ONNX model",
     ),
     *(
+        Target(fmt, fmt, _DIAGRAM - _RASTER_ONLY, f".graphviz:emit_{fmt}", help=f"a Graphviz diagram ({fmt})")
+        for fmt in ("svg", "pdf")
+    ),
+    *(
         Target(fmt, fmt, _DIAGRAM, f".graphviz:emit_{fmt}", help=f"a Graphviz diagram ({fmt})")
-        for fmt in ("dot", "svg", "png", "pdf")
+        for fmt in ("dot", "png")  # a .dot file keeps the dpi for whoever renders it to png
     ),
     Target("json", "json", frozenset({"optimize"}), ".json_view:emit", help="the IR as JSON"),
     Target("mermaid", "mmd", _MERMAID, ".mermaid:emit", help="a Mermaid flowchart (renders in GitHub Markdown)"),
