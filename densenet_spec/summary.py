@@ -114,6 +114,11 @@ def _stage(name: str, layers: list[Layer]) -> Stage:
     )
 
 
+def _window(kernel: Shape) -> str:
+    """``3x3``, ``3x3x3``; in 1-D ``3-tap``, since a bare ``3 conv`` reads as a count."""
+    return f"{kernel[0]}-tap" if len(kernel) == 1 else format_size(kernel)
+
+
 def _stride(op: Conv | Pool | Blur) -> str:
     if all(n == 1 for n in op.stride):
         return ""
@@ -121,9 +126,9 @@ def _stride(op: Conv | Pool | Blur) -> str:
 
 
 DESCRIBE: dict[str, Callable[[Any], str]] = {
-    Conv.kind: lambda op: f"{format_size(op.kernel)} conv{_stride(op)}",
-    Pool.kind: lambda op: f"{format_size(op.kernel)} {op.pool} pool{_stride(op)}",
-    Blur.kind: lambda op: f"{format_size(op.kernel)} blur pool{_stride(op)}",
+    Conv.kind: lambda op: f"{_window(op.kernel)} conv{_stride(op)}",
+    Pool.kind: lambda op: f"{_window(op.kernel)} {op.pool} pool{_stride(op)}",
+    Blur.kind: lambda op: f"{_window(op.kernel)} blur pool{_stride(op)}",
     GlobalPool.kind: lambda op: f"global {op.pool} pool",
     Linear.kind: lambda op: f"{op.out_channels}-d linear",
 }

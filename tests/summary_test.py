@@ -11,6 +11,7 @@ from densenet_spec import cli
 from densenet_spec.cli import app
 from densenet_spec.compiler import compile_spec
 from densenet_spec.ir import IR
+from densenet_spec.loader import load_spec
 from densenet_spec.schema import Spec
 from densenet_spec.summary import (
     format_count,
@@ -121,3 +122,9 @@ def test_blur_pools_are_named_where_they_downsample(runner: CliRunner, write_spe
     layers = {s["name"]: s["layers"] for s in data["stages"]}
     assert layers["stem"].endswith("3x3 max pool, 3x3 blur pool/2")  # timm: max pool stride 1, then the blur
     assert layers["transition1"] == "1x1 conv, 3x3 blur pool/2"
+
+
+def test_one_dimensional_windows_read_as_taps_not_counts() -> None:
+    rows = {row[0]: row[2] for row in stage_rows(compile_spec(load_spec("densenet121-1d")))}
+    assert rows["stem"] == "7-tap conv/2, 3-tap max pool/2"
+    assert rows["transition1"] == "1-tap conv, 2-tap avg pool/2"
