@@ -381,19 +381,24 @@ def build(
 
 
 def _default_output(ir: IR, target: str, given: dict[str, Any]) -> str:
-    """``./<name>.<ext>``; diagrams say what they show (``densenet121.layers.block3.svg``); Python
-    source gets an importable module name."""
+    """``./<name>.<ext>``, saying what differs from the plain build, so that two builds of one spec
+    do not overwrite each other: ``--optimize`` (``densenet121_optimized.py``,
+    ``densenet121.optimized.onnx``), diagrams' view and direction (``densenet121.layers.block3.tb.svg``).
+    Python source gets an importable module name."""
+    optimized = given.get("optimize", False)
     if target == "torch":
         from .backends.torch_source import module_name
 
-        return f"{module_name(ir.info.name)}.py"
+        return f"{module_name(ir.info.name)}{'_optimized' if optimized else ''}.py"
     chosen = TARGETS[target]
+    name = f"{ir.info.name}.optimized" if optimized else ir.info.name
     if "detail" not in chosen.options:
-        return f"{ir.info.name}.{target}.{given['format']}" if chosen.formats else f"{ir.info.name}.{chosen.extension}"
+        return f"{name}.{target}.{given['format']}" if chosen.formats else f"{name}.{chosen.extension}"
     detail = given.get("detail", "blocks")
     blocks = given.get("blocks")
     which = "" if not blocks else (".block" if len(blocks) == 1 else ".blocks") + "_".join(map(str, blocks))
-    return f"{ir.info.name}.{detail}{which}.{chosen.extension}"
+    direction = ".tb" if given.get("rankdir") == "TB" else ""
+    return f"{name}.{detail}{which}{direction}.{chosen.extension}"
 
 
 def _check_opset(opset: int) -> None:

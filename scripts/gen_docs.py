@@ -220,7 +220,7 @@ the head after the last; the layer that ends a row starts the next again, dashed
 | `--rankdir LR\\|TB` | rows left to right, or top to bottom with arcs to the right | `LR` |
 
 Default file names say what is drawn: `NAME.blocks.svg`, `NAME.layers.svg`,
-`NAME.layers.block3.svg`, `NAME.layers.blocks1_3.svg`.
+`NAME.layers.block3.svg`, `NAME.layers.blocks1_3.svg`, and `.tb` before the suffix with `--rankdir TB`.
 
 `--labels full --rankdir TB` (`densenet-spec build densenet121 --to svg --detail layers --blocks 1,2
 --labels full --rankdir TB`):

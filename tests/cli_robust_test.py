@@ -289,3 +289,22 @@ def test_dpi_for_png_and_dot_is_kept(tmp_path: Path, target: str) -> None:
     assert result.exit_code == 0, result.stderr
     if target == "dot":
         assert 'dpi="150"' in out.read_text() or "dpi=150" in out.read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--to", "torch"], "tiny.py"),
+        (["--to", "torch", "--optimize"], "tiny_optimized.py"),
+        (["--to", "onnx", "--optimize"], "tiny.optimized.onnx"),
+        (["--to", "svg", "--detail", "layers", "--blocks", "2", "--rankdir", "TB"], "tiny.layers.block2.tb.svg"),
+    ],
+)
+def test_default_names_keep_different_builds_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], expected: str
+) -> None:
+    spec = _tiny(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    result = RUNNER.invoke(app, ["build", str(spec), *args])
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / expected).is_file()
