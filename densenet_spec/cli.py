@@ -28,7 +28,7 @@ from .backends import TARGETS
 from .backends import Target as BuildTarget
 from .bench import BenchConfig
 from .compiler import compile_spec
-from .errors import Problem, SpecError, ToolError
+from .errors import Problem, SpecError, ToolError, UsageError
 from .ir import IR
 from .loader import load_spec, preset_names
 from .outputs import StdoutError, emit, folder_problem, guarded_stdout
@@ -132,7 +132,7 @@ def _say_problems(problems: tuple[Problem, ...] | list[Problem]) -> None:
 
 @contextmanager
 def _reporting() -> Iterator[None]:
-    """Turn the errors a user can fix into messages on stderr and exit status 1."""
+    """Turn the errors a user can fix into messages on stderr and exit status 1 (2: wrong usage)."""
     try:
         yield
     except SpecError as exc:
@@ -140,6 +140,9 @@ def _reporting() -> Iterator[None]:
         raise typer.Exit(1) from None
     except StdoutError:
         raise  # the command group says it (or keeps a broken pipe quiet)
+    except UsageError as exc:  # the message starts with the spec it is about, so no "error: " prefix
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
     except ToolError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None

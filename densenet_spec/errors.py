@@ -72,3 +72,8 @@ def spec_error(message: str, *, field: str = "", file: str | None = None) -> Spe
 
 class ToolError(Exception):
     """Something outside the spec is missing or failed (a program, a file system); exit status 1."""
+
+
+class UsageError(ToolError):
+    """Valid input, but options that ask for what cannot be given (a Mermaid layer view too big to
+    read): the command line's exit status 2, as for any wrong usage."""

@@ -21,7 +21,7 @@ from densenet_spec.backends.colours import source_colours
 from densenet_spec.backends.graphviz import to_dot
 from densenet_spec.backends.graphviz_layout import bezier_points
 from densenet_spec.backends.heatmap import strengths
-from densenet_spec.backends.mermaid import MAX_EDGES
+from densenet_spec.backends.mermaid import MAX_EDGES, ViewTooLargeError, layers_flowchart
 from densenet_spec.cli import app
 from densenet_spec.ir import IR
 
@@ -132,20 +132,49 @@ def test_layer_view_of_a_block_is_readable(layers: int, tmp_path: Path) -> None:
     assert len({next(iter(c)) for c in colour_of.values()}) == len(colour_of) == layers + 1
 
 
-@needs_neato
-def test_arcs_stay_out_of_the_boxes_they_pass(tmp_path: Path) -> None:
-    ir = _ir(BLOCKS[24][0], tmp_path)
-    layout = _layout(to_dot(ir, detail="layers", blocks=[3]))
-    nodes = _nodes(layout)
-    boxes = {n["name"]: _box(n) for n in nodes}
+ONE_LAYER_BLOCKS = "name: one\ngrowth_rate: 12\nblocks: [1, 1, 1]\nstem: cifar\ninput: {size: 32}\n"
+BLUR_ALL = "name: b\nextends: densenetblur121d\nanti_alias: all\n"
+SMALL_BLOCKS = "name: small\ngrowth_rate: 32\nblocks: [6, 2, 1]\n"
+
+# (spec, blocks, options): every arc, chain edge and row-to-row connector keeps out of every box and
+# caption but its own two ends. Full labels top to bottom make boxes as wide as their text
+# (transition1 narrower than denselayer6); a one-layer row is narrower than its caption.
+CLEAR_OF_BOXES = {
+    "block3": ("densenet121", [3], {}),
+    "tb-full": ("densenet121", [1, 2], {"labels": "full", "rankdir": "TB"}),
+    "tb-short": ("densenet121", [1, 2], {"rankdir": "TB"}),
+    "lr-full": ("densenet121", [1, 2], {"labels": "full"}),
+    "one-layer-rows": (ONE_LAYER_BLOCKS, None, {}),
+    "one-layer-rows-tb-full": (ONE_LAYER_BLOCKS, None, {"labels": "full", "rankdir": "TB"}),
+    "blur-all": (BLUR_ALL, None, {}),
+    "wide-input-tb-full": (SMALL_BLOCKS, [2, 3], {"labels": "full", "rankdir": "TB"}),
+}
+
+
+def _crossings(layout: dict[str, Any]) -> list[str]:
+    """Each edge that passes through the inside of a node (box, caption, legend) other than its ends."""
+    boxes = {n["name"]: _box(n) for n in _nodes(layout)}
     index = {n["_gvid"]: n["name"] for n in layout["objects"] if "_gvid" in n}
+    found = []
     for edge in layout["edges"]:
         spline = [tuple(map(float, p.split(","))) for p in edge["pos"].split() if not p.startswith("e,")]
         ends = {index[edge["tail"]], index[edge["head"]]}
-        for x, y in bezier_points(spline, 12):  # type: ignore[arg-type]
-            for name, (x0, y0, x1, y1) in boxes.items():
-                if name not in ends:
-                    assert not (x0 + 1 < x < x1 - 1 and y0 + 1 < y < y1 - 1), f"{edge['id']} crosses {name}"
+        crossed = {
+            name
+            for x, y in bezier_points(spline, 12)  # type: ignore[arg-type]
+            for name, (x0, y0, x1, y1) in boxes.items()
+            if name not in ends and x0 + 1 < x < x1 - 1 and y0 + 1 < y < y1 - 1
+        }
+        found += [f"{edge.get('id')} crosses {name}" for name in sorted(crossed)]
+    return found
+
+
+@needs_neato
+@pytest.mark.parametrize("case", sorted(CLEAR_OF_BOXES))
+def test_arcs_stay_out_of_the_boxes_they_pass(case: str, tmp_path: Path) -> None:
+    spec, blocks, options = CLEAR_OF_BOXES[case]
+    layout = _layout(to_dot(_ir(spec, tmp_path), detail="layers", blocks=blocks, **options))
+    assert _crossings(layout) == []
 
 
 @needs_neato
@@ -157,6 +186,39 @@ def test_block_view_is_readable(spec: str) -> None:
     assert width <= 1600 and height <= 320, (width, height)
     clusters = [o for o in layout["objects"] if o["name"].startswith("cluster_")]
     assert len(clusters) == len(as_ir(spec).blocks())
+
+
+def test_block_view_motif_has_as_many_layers_as_a_small_block(tmp_path: Path) -> None:
+    # the motif shows three layers after the block's input; a block of fewer shows only those, with
+    # every connection among them, and is captioned "1 layer", not "1 layers"
+    dot = to_dot(_ir(SMALL_BLOCKS, tmp_path))
+    motif = {b: len(re.findall(rf'^\t"denseblock{b}~\d" \[', dot, flags=re.M)) for b in (1, 2, 3)}
+    assert motif == {1: 4, 2: 3, 3: 2}
+    arcs = {b: len(re.findall(rf'^\t"denseblock{b}~\d" -> "denseblock{b}~', dot, flags=re.M)) for b in (1, 2, 3)}
+    assert arcs == {1: 6, 2: 3, 3: 1}
+    assert "B3\\n1 layer, k=32\\n" in dot and "B2\\n2 layers, k=32" in dot and "1 layers" not in dot
+
+
+def test_ranges_of_one_collapse_to_one_name(tmp_path: Path) -> None:
+    one = _ir("name: one\ngrowth_rate: 32\nblocks: [1]\n", tmp_path)
+    blocks = to_dot(one)
+    assert "B1..B1" not in blocks and "denseblock1..1" not in blocks
+    assert '<B>B1</B></TD><TD ALIGN="LEFT">dense block: features.denseblock1<' in blocks
+    two = to_dot(_ir("name: two\ngrowth_rate: 32\nblocks: [2, 1]\n", tmp_path))
+    assert "T1..T1" not in two and "transition: features.transition1<" in two
+    layers = to_dot(_ir(SMALL_BLOCKS, tmp_path), detail="layers", blocks=[3])
+    assert "L1..L1" not in layers and "denselayer1..1" not in layers
+    assert '<B>L1</B></TD><TD ALIGN="LEFT">features.denseblock3.denselayer1<' in layers
+    assert "denseblock3: 1 layer, k=32" in layers
+
+
+@needs_neato
+@pytest.mark.parametrize("options", [{}, {"labels": "full"}, {"rankdir": "TB"}])
+def test_block_view_of_small_blocks_is_readable(options: dict[str, Any], tmp_path: Path) -> None:
+    ir = _ir(SMALL_BLOCKS, tmp_path)
+    layout = _layout(to_dot(ir, **options))
+    _check_geometry(layout)
+    assert _crossings(layout) == []
 
 
 @needs_neato
@@ -179,6 +241,59 @@ def test_whole_network_layer_view_continues_each_row() -> None:
 def test_source_colours_never_repeat() -> None:
     for count in (1, 7, 11, 12, 25, 49, 65, 200):
         assert len(set(source_colours(count))) == count
+
+
+NODE = re.compile(r'^\t"([^"]+)" \[pos="[^"]+" width="([^"]+)" height="([^"]+)" label="([^"]*)"')
+
+
+def _layer_boxes(dot: str, across: str = "height") -> list[tuple[str, float, str]]:
+    """``(IR layer, extent across its row in points, label)`` of each layer's box in a layer view."""
+    out = []
+    for line in dot.splitlines():
+        if (m := NODE.match(line)) and not m.group(1).startswith(("caption~", "legend")):
+            extent = float(m.group(3) if across == "height" else m.group(2)) * 72
+            out.append((m.group(1).split("~")[0], extent, m.group(4)))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("spec", "blocks", "options"),
+    [
+        ("densenet121", None, {}),
+        ("densenet121", [3], {}),
+        ("densenetblur121d", None, {}),
+        ("densenet-bc-100-k12", [2, 3], {}),
+        ("densenet121", None, {"labels": "full", "rankdir": "TB"}),
+    ],
+)
+def test_every_number_in_the_layer_view_is_what_the_layer_reads(
+    spec: str, blocks: list[int] | None, options: dict[str, str]
+) -> None:
+    # the legend says a box's number is the channels its layer reads, and its size across the row
+    # grows with them: so for the stem (conv0 reads 3), a block's input (T2 reads 512 with --blocks
+    # 3) and a transition drawn twice (ending one row, dashed starting the next), not their output;
+    # with full labels top to bottom too, where the text makes the boxes wider
+    ir = as_ir(spec)
+    dot = to_dot(ir, detail="layers", blocks=blocks, **options)
+    side = "width" if options.get("rankdir") == "TB" else "height"
+    assert f"channels the layer reads (box {side} grows with them)" in dot
+    drawn = _layer_boxes(dot, side)
+    assert drawn
+    for name, _, label in drawn:
+        assert label.split("\\n")[-1] == str(ir.layer(name).in_channels), (name, label)
+    by_channels: dict[int, set[float]] = {}
+    for name, extent, _ in drawn:
+        by_channels.setdefault(ir.layer(name).in_channels, set()).add(extent)
+    assert all(len(extents) == 1 for extents in by_channels.values())  # same channels, same size
+    extents = [min(by_channels[c]) for c in sorted(by_channels)]
+    assert extents == sorted(extents)  # more channels read, never a smaller box
+
+
+def test_a_transition_drawn_twice_reads_the_same_both_times() -> None:
+    dot = to_dot(as_ir("densenet121"), detail="layers")
+    labels = [label for name, _, label in _layer_boxes(dot) if name == "features.transition1"]
+    assert labels == ["T1\\n256", "T1\\n256"]
+    assert 'label="conv0\\n3"' in dot
 
 
 def test_labels_legend_and_title() -> None:
@@ -263,11 +378,17 @@ def test_mermaid_block_view_and_small_layer_view() -> None:
     assert layers.stdout.count("linkStyle") == 7  # one colour per source
 
 
-def test_mermaid_refuses_a_huge_layer_view() -> None:
+def test_mermaid_refuses_a_huge_layer_view(tmp_path: Path) -> None:
     result = RUNNER.invoke(app, ["build", "densenet121", "--to", "mermaid", "--detail", "layers", "-o", "-"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # the spec is valid; the options asked for too much: wrong usage
     assert f"at most {MAX_EDGES}" in result.stderr and "--blocks" in result.stderr
     assert "Traceback" not in result.stderr
+    # the message starts with what it is about: the preset's name, or the spec file
+    assert result.stderr.startswith("densenet121: the layer view has 597 connections")
+    spec = tmp_path / "mine.yaml"
+    spec.write_text("name: mine\nextends: densenet121\n")
+    with pytest.raises(ViewTooLargeError, match=rf"^{re.escape(str(spec))}: the layer view"):
+        layers_flowchart(as_ir(spec), None, "short", "LR", None)
 
 
 @pytest.mark.parametrize(

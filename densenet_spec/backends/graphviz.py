@@ -5,10 +5,12 @@ Two levels of detail, both laid out here (:mod:`.graphviz_layout`) and only draw
 - ``layers`` (the paper's Figure 1): each dense block is one row of layers in execution order,
   from the layer feeding the block to the one it feeds. Every connection is an arc from its
   source's top to its target's top, longer spans higher, coloured by source with colours that do
-  not repeat inside a block; a box's height grows with the channels it reads. Several blocks are
-  stacked rows, the layer ending one row repeated (dashed) at the start of the next.
+  not repeat inside a block. Every box's number is the channels its layer reads (stem, transitions
+  and head too), and its extent across the row grows with it. Several blocks are stacked rows, the
+  layer ending one row repeated (dashed, the same number) at the start of the next.
 - ``blocks`` (the paper's Figure 2): stages left to right, each dense block a frame holding the
-  dense-connection motif, transitions between, channels and sizes under each stage.
+  dense-connection motif (three layers, or as many as a smaller block has), transitions between,
+  channels and sizes under each stage.
 
 Labels are short (``L3``, ``T1``) with a legend mapping them to module paths, full (the module
 paths), or none. The DOT text is deterministic; svg, png and pdf are rendered by ``neato -n2``.
@@ -47,6 +49,10 @@ CAPTION_FONTSIZE = 9.0
 MIN_ALONG = 30.0  # points: the narrowest box along a row
 GAP = 10.0  # points between neighbouring boxes along a row
 ROW_GAP = 28.0  # points between a row's caption and the next row's arcs
+SPINE = 24.0  # points: where the block view's stages sit across the drawing
+MOTIF_ALONG = 14.0  # points: a motif box's extent along the spine
+MOTIF_STEP = 30.0  # points between the centres of neighbouring motif boxes
+MOTIF_MARGIN = 14.0  # points from where a block starts to its first motif box
 
 
 @dataclass(frozen=True)
@@ -107,9 +113,14 @@ def _ir_name(drawn: str) -> str:
 
 def _box(name: str, text: str, across: float, o: Orientation, attrs: dict[str, str]) -> Box:
     """A box that fits ``text`` and is at least ``across`` wide across the row."""
-    text_w, text_h = text_size(text, FONTSIZE)
-    along, need = o.extent(text_w + PAD, text_h + PAD)
+    along, need = _text_extent(text, o)
     return Box(name, 0.0, 0.0, max(along, MIN_ALONG), max(need, across), {"label": text, **attrs})
+
+
+def _text_extent(text: str, o: Orientation) -> tuple[float, float]:
+    """The extents along and across the row that a box's ``text`` needs, padding included."""
+    text_w, text_h = text_size(text, FONTSIZE)
+    return o.extent(text_w + PAD, text_h + PAD)
 
 
 def _caption(name: str, text: str, o: Orientation) -> Box:
@@ -125,9 +136,11 @@ def _across(channels: int, most: int, o: Orientation) -> float:
     return low + (high - low) * channels / max(most, 1)
 
 
-def _layer_text(layer: Layer, channels: int, style: Style) -> str:
+def _layer_text(layer: Layer, style: Style) -> str:
+    """The box's text: the layer's name and the channels it reads, the one number every box shows
+    (the legend says so), also for stem, transitions and head, whose output differs."""
     name = views.short_name(layer) if style.labels == "short" else layer.name
-    return "" if style.labels == "none" else f"{name}\n{channels}"
+    return "" if style.labels == "none" else f"{name}\n{layer.in_channels}"
 
 
 def _place_row(boxes: list[Box]) -> None:
@@ -149,33 +162,65 @@ class RowPlan:
     proxy: bool
 
 
-def _row(ir: IR, plan: RowPlan, most: int, style: Style) -> Row:
+@dataclass(frozen=True)
+class Scale:
+    """How wide a layer view's boxes are across their rows: linear in the channels their layers read
+    up to ``most``, plus one ``margin`` shared by every box where some text needs more (long names
+    across a TB column).
+
+    One shared margin keeps the boxes ordered as their channels are, in every row: the arcs rise
+    above the larger of their two ends and so clear every box between, which a box widened to fit
+    its own text alone (``transition1`` narrower than ``denselayer6``) would break.
+    """
+
+    most: int
+    margin: float
+
+
+def _scale(ir: IR, plans: list[RowPlan], style: Style) -> Scale:
+    o = Orientation(style.rankdir)
+    layers = [layer for plan in plans for layer in _drawn_layers(ir, plan)]
+    most = max(layer.in_channels for layer in layers)
+    short = [_text_extent(_layer_text(x, style), o)[1] - _across(x.in_channels, most, o) for x in layers]
+    return Scale(most, max(0.0, *short))
+
+
+def _drawn_layers(ir: IR, plan: RowPlan) -> list[Layer]:
+    """The layers of one row in order: stem chain, block input, the block's layers, output, head chain."""
+    members = ir.blocks()[plan.block - 1]
+    source, target = _block_ends(ir, members)
+    return [*plan.chain_in, source, *members, target, *plan.chain_out]
+
+
+def _block_ends(ir: IR, members: list[Layer]) -> tuple[Layer, Layer]:
+    """The layer that feeds a block and the one it feeds."""
+    source = ir.layer(ir.inputs(members[0].name)[0])
+    return source, ir.layer(next(iter(ir.graph.successors(members[-1].name))))
+
+
+def _row(ir: IR, plan: RowPlan, scale: Scale, style: Style) -> Row:
     """Boxes of one block: the stem chain (first row), input, layers, output, the head chain (last row)."""
     o = Orientation(style.rankdir)
     members = ir.blocks()[plan.block - 1]
-    first, last = members[0], members[-1]
-    source = ir.layer(ir.inputs(first.name)[0])
-    target = ir.layer(next(iter(ir.graph.successors(last.name))))
+    first = members[0]
+    source, target = _block_ends(ir, members)
     colours = source_colours(len(members) + 1)
-    boxes = [_box(x.name, _layer_text(x, x.out_channels, style), 0, o, _fill(x)) for x in plan.chain_in]
-    name = f"{source.name}~{plan.block}" if plan.proxy else source.name
-    attrs = {**_fill(source), "color": colours[0], "penwidth": "1.6"}
+    attrs = {layer.name: _fill(layer) for layer in _drawn_layers(ir, plan)}
+    for i, layer in enumerate([source, *members]):
+        attrs[layer.name] |= {"color": colours[i], "penwidth": "1.6"}
     if plan.proxy:
-        attrs["style"] = "rounded,dashed"
-    boxes.append(
-        _box(name, _layer_text(source, first.in_channels, style), _across(first.in_channels, most, o), o, attrs)
-    )
-    for i, layer in enumerate(members, start=1):
-        attrs = {**_fill(layer), "color": colours[i], "penwidth": "1.6"}
-        text = _layer_text(layer, layer.in_channels, style)
-        boxes.append(_box(layer.name, text, _across(layer.in_channels, most, o), o, attrs))
-    text = _layer_text(target, target.in_channels, style)
-    boxes.append(_box(target.name, text, _across(target.in_channels, most, o), o, _fill(target)))
-    boxes += [_box(x.name, _layer_text(x, x.out_channels, style), 0, o, _fill(x)) for x in plan.chain_out]
+        attrs[source.name]["style"] = "rounded,dashed"
+    boxes = []
+    for layer in _drawn_layers(ir, plan):
+        name = f"{layer.name}~{plan.block}" if plan.proxy and layer is source else layer.name
+        text = _layer_text(layer, style)
+        along = max(_text_extent(text, o)[0], MIN_ALONG)
+        across = _across(layer.in_channels, scale.most, o) + scale.margin
+        boxes.append(Box(name, 0.0, 0.0, along, across, {"label": text, **attrs[layer.name]}))
     _place_row(boxes)
     sources = {source.name: 0} | {layer.name: i for i, layer in enumerate(members, start=1)}
     caption = (
-        f"{first.stage}: {len(members)} layers, k={first.out_channels}, "
+        f"{first.stage}: {views.count(len(members), 'layer')}, k={first.out_channels}, "
         f"{first.in_channels} -> {target.in_channels} ch, {format_size(first.out_size)}"
     )
     return Row(boxes, sources, _caption(f"caption~{plan.block}", caption, o))
@@ -243,10 +288,14 @@ def _straight(tail: Box, head: Box, attrs: dict[str, str]) -> Curve:
 
 
 def _connector(previous: Row, row: Row, gap_v: float) -> Curve:
-    """From the layer that ends one row to its repetition that starts the next, around the outside."""
+    """From the layer that ends one row to its repetition that starts the next, around the outside.
+
+    It turns down beyond the previous row's caption too: a row narrower than its caption (a block
+    of one layer) would otherwise have it cross the caption's text.
+    """
     start = row.start
     end = next(box for box in previous.boxes if box.name == _ir_name(start.name))
-    out_u, in_u = end.right + GAP, start.left - GAP / 2
+    out_u, in_u = max(end.right, previous.caption.right) + GAP, start.left - GAP / 2
     corners = [
         (end.right, end.v),
         (out_u, end.v),
@@ -283,8 +332,8 @@ def layers_drawing(ir: IR, blocks: list[int] | None, style: Style) -> Drawing:
     """The layer view: one row per chosen block, stacked; the stem and head chains when all are shown."""
     o = Orientation(style.rankdir)
     plans = _plans(ir, blocks)
-    most = max(ir.layer(next(iter(ir.graph.successors(ir.blocks()[p.block - 1][-1].name)))).in_channels for p in plans)
-    rows = [_row(ir, plan, most, style) for plan in plans]
+    scale = _scale(ir, plans, style)
+    rows = [_row(ir, plan, scale, style) for plan in plans]
     for row in rows:
         row.curves = _row_curves(ir, row)
     drawing = Drawing(ir.info.name, o)
@@ -336,7 +385,7 @@ def _layers_legend(ir: IR, rows: list[Row], style: Style) -> list[tuple[str, str
         numbers = [row_plan for row_plan in sorted({_block_of(ir, row) for row in rows})]
         for b in numbers:
             count = len(ir.blocks()[b - 1])
-            lines.append((f"L1..L{count}", f"features.denseblock{b}.denselayer1..{count}"))
+            lines.append((views.span("L", count), views.span(f"features.denseblock{b}.denselayer", count)))
         drawn = sorted({_ir_name(box.name) for row in rows for box in row.boxes})
         lines += [(views.short_name(ir.layer(n)), n) for n in drawn if ir.layer(n).kind == "transition"]
     box_side = "height" if style.rankdir == "LR" else "width"
@@ -361,36 +410,17 @@ def blocks_drawing(ir: IR, style: Style) -> Drawing:
     o = Orientation(style.rankdir)
     drawing = Drawing(ir.info.name, o)
     u = 0.0
-    spine = 24.0
     previous: Box | None = None
     captions: list[Box] = []
     for stage in views.stage_views(ir, style.labels):
-        if stage.kind == "block":
-            motif, frame_parts = _motif(stage, u, spine, o)
-            drawing.boxes += motif
-            drawing.curves += frame_parts[1]
-            if previous is not None:
-                drawing.curves.append(_spine_edge(previous, motif[0], spine))
-            first, last = motif[0], motif[-1]
-            caption = _caption(f"caption~{stage.name}", stage.caption, o)
-            caption.u = (first.left + last.right) / 2
-            captions.append(caption)
-            frame = Frame(stage.name, first.left - 10, 0, last.right + 10, 0, "", (0, 0), {"style": "rounded,dashed"})
-            frame.attrs["color"] = "#999999"
-            drawing.frames.append(frame)
-            previous = last
-            u = max(frame.u1, caption.right) + GAP * 2
-        else:
-            box = _box(stage.name, stage.label, 0, o, {"fillcolor": FILL[stage.kind], "style": "rounded,filled"})
-            box.u, box.v = u + box.du / 2, spine
-            drawing.boxes.append(box)
-            if previous is not None:
-                drawing.curves.append(_spine_edge(previous, box, spine))
-            caption = _caption(f"caption~{stage.name}", stage.caption, o)
-            caption.u = box.u
-            captions.append(caption)
-            previous = box
-            u = max(box.right, caption.right) + GAP * 2
+        caption = _caption(f"caption~{stage.name}", stage.caption, o)
+        place = _place_block if stage.kind == "block" else _place_stage
+        first, last, end = place(drawing, stage, caption, u)
+        if previous is not None:
+            drawing.curves.append(_spine_edge(previous, first, SPINE))
+        captions.append(caption)
+        previous = last
+        u = max(end, caption.right) + GAP * 2
     low = min(box.bottom for box in drawing.boxes)
     for caption in captions:
         caption.v = low - 8 - caption.dv / 2
@@ -402,19 +432,56 @@ def blocks_drawing(ir: IR, style: Style) -> Drawing:
     return drawing
 
 
-def _motif(
-    stage: views.StageView, u: float, spine: float, o: Orientation
-) -> tuple[list[Box], tuple[None, list[Curve]]]:
-    """Four feature-map boxes, growing, with all six dense connections: a block in the paper's look."""
-    count = 4
+def _place_stage(drawing: Drawing, stage: views.StageView, caption: Box, u: float) -> tuple[Box, Box, float]:
+    """A stem, transition, head or end box from ``u`` on the spine, its caption under it; returns
+    the box (as the first and the last) and where it ends along the spine."""
+    o = drawing.orientation
+    box = _box(stage.name, stage.label, 0, o, {"fillcolor": FILL[stage.kind], "style": "rounded,filled"})
+    box.u, box.v = u + box.du / 2, SPINE
+    drawing.boxes.append(box)
+    caption.u = box.u
+    return box, box, box.right
+
+
+def _place_block(drawing: Drawing, stage: views.StageView, caption: Box, u: float) -> tuple[Box, Box, float]:
+    """A dense block from ``u``: its motif in a frame, its caption centred under it; returns the
+    motif's first and last boxes and where the frame ends.
+
+    A motif narrower than its caption (a block of one or two layers) moves right so that the
+    caption starts no earlier than ``u`` and keeps clear of the stage before.
+    """
+    count = _motif_boxes(stage)
+    half = MOTIF_MARGIN + (count - 1) * MOTIF_STEP / 2 + MOTIF_ALONG / 2  # from u to the motif's centre
+    start = u + max(0.0, caption.du / 2 - half)
+    motif, arcs = _motif(stage, start, SPINE, drawing.orientation)
+    first, last = motif[0], motif[-1]
+    caption.u = (first.left + last.right) / 2
+    frame = Frame(stage.name, first.left - 10, 0, last.right + 10, 0, "", (0, 0), {"style": "rounded,dashed"})
+    frame.attrs["color"] = "#999999"
+    drawing.boxes += motif
+    drawing.curves += arcs
+    drawing.frames.append(frame)
+    return first, last, frame.u1
+
+
+def _motif_boxes(stage: views.StageView) -> int:
+    """The motif's boxes: the block's input and its first three layers, or as many as it has."""
+    return min(stage.layers, 3) + 1 if stage.layers else 4
+
+
+def _motif(stage: views.StageView, u: float, spine: float, o: Orientation) -> tuple[list[Box], list[Curve]]:
+    """Feature-map boxes, growing, with every dense connection between them: a block in the paper's
+    look. Four boxes (three layers after the input) unless the block has fewer layers: a one-layer
+    block drawn with three would say what the caption denies."""
+    count = _motif_boxes(stage)
     colours = source_colours(count)
     boxes = []
     low = 22.0 if o.rankdir == "LR" else 26.0
     for i in range(count):
         across = low + 9.0 * i
-        box = Box(f"{stage.name}~{i}", 0, 0, 14.0, across, {"label": "", "color": colours[i], "penwidth": "1.6"})
-        box.attrs |= {"style": "filled", "fillcolor": "#FFFFFF"}
-        box.u = u + 14.0 + i * 30.0 + 7.0
+        attrs = {"label": "", "color": colours[i], "penwidth": "1.6", "style": "filled", "fillcolor": "#FFFFFF"}
+        box = Box(f"{stage.name}~{i}", 0, 0, MOTIF_ALONG, across, attrs)
+        box.u = u + MOTIF_MARGIN + i * MOTIF_STEP + MOTIF_ALONG / 2
         box.v = spine - low / 2 + across / 2
         boxes.append(box)
     curves = []
@@ -426,7 +493,7 @@ def _motif(
             curve = _dense_arc(boxes[i], boxes[j], ends, index, colours[i], {})
             curve.attrs["class"] = "motif"
             curves.append(curve)
-    return boxes, (None, curves)
+    return boxes, curves
 
 
 def _spine_edge(tail: Box, head: Box, spine: float) -> Curve:

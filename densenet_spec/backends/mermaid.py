@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import ToolError
+from ..errors import UsageError
 from ..ir import IR, Layer
 from . import views
 from .colours import source_colours
@@ -21,6 +21,11 @@ from .views import Labels
 
 MAX_EDGES = 200
 """Most dense connections a Mermaid layer view draws (Mermaid's own limit is 500; readability ends sooner)."""
+
+
+class ViewTooLargeError(UsageError):
+    """A layer view with more connections than a Mermaid flowchart can show readably: the spec is
+    valid and nothing is missing, the options asked for too much (exit status 2)."""
 
 
 def _id(name: str) -> str:
@@ -71,8 +76,8 @@ def layers_flowchart(ir: IR, blocks: list[int] | None, labels: Labels, rankdir: 
     names = {layer.name for layer in shown}
     edges = [(a, b) for a, b in ir.graph.edges if a in names and b in names]
     if len(edges) > MAX_EDGES:
-        raise ToolError(
-            f"the layer view of {ir.info.name} has {len(edges)} connections, too many for a readable Mermaid "
+        raise ViewTooLargeError(
+            f"{views.spec_origin(ir)}: the layer view has {len(edges)} connections, too many for a readable Mermaid "
             f"flowchart (at most {MAX_EDGES}): choose fewer or smaller blocks with --blocks, use the block view "
             "(--detail blocks), or draw it with --to svg"
         )

@@ -25,6 +25,29 @@ def short_name(layer: Layer) -> str:
     return last
 
 
+def count(number: int, noun: str) -> str:
+    """``1 layer``, ``6 layers``: a count with its noun in the right number."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
+def span(prefix: str, last: int) -> str:
+    """``L1..L6`` for the names ``prefix`` 1 to ``last``; one name, ``L1``, when there is only one
+    (a legend reading ``L1..L1`` or ``denselayer1..1`` looks like a mistake)."""
+    if last == 1:
+        return f"{prefix}1"
+    if "." in prefix:  # a module path: the prefix once, ``features.denseblock2.denselayer1..12``
+        return f"{prefix}1..{last}"
+    return f"{prefix}1..{prefix}{last}"
+
+
+def spec_origin(ir: IR) -> str:
+    """What a message about ``ir`` starts with: the spec file, or the preset's or network's name."""
+    source = ir.info.source
+    if source.startswith("preset "):
+        return source.removeprefix("preset ")
+    return ir.info.name if source.startswith("<") else source
+
+
 def stage_short_name(stage: Stage) -> str:
     """``B2`` for ``denseblock2``, ``T1`` for ``transition1``; ``stem`` and ``head`` as they are."""
     if stage.name.startswith("denseblock"):
@@ -47,6 +70,7 @@ class StageView:
     kind: Literal["io", "stem", "block", "transition", "head"]
     label: str
     caption: str
+    layers: int = 0  # a block's dense layers: the motif draws as many, up to its usual three
 
 
 def stage_views(ir: IR, labels: Labels) -> list[StageView]:
@@ -58,8 +82,9 @@ def stage_views(ir: IR, labels: Labels) -> list[StageView]:
         where = f"{stage.out_channels} ch, {format_size(stage.output_size)}"
         if stage.kind == "block":
             growth = (stage.out_channels - stage.in_channels) // stage.dense_layers
-            caption = "\n".join(x for x in (name, f"{stage.dense_layers} layers, k={growth}", where) if x)
-            out.append(StageView(stage.name, "block", "", caption))
+            layers = count(stage.dense_layers, "layer")
+            caption = "\n".join(x for x in (name, f"{layers}, k={growth}", where) if x)
+            out.append(StageView(stage.name, "block", "", caption, stage.dense_layers))
         else:
             ops = stage.layers.split(", ")
             label = "\n".join([name, *ops] if name else ops)
@@ -78,9 +103,11 @@ def blocks_legend(ir: IR, labels: Labels) -> list[tuple[str, str]]:
     """Legend lines ``(key, meaning)`` of the block view."""
     lines: list[tuple[str, str]] = []
     if labels == "short":
-        count = len(ir.blocks())
-        lines.append((f"B1..B{count}", f"dense blocks: features.denseblock1..{count}"))
-        if count > 1:
-            lines.append((f"T1..T{count - 1}", f"transitions: features.transition1..{count - 1}"))
+        blocks = len(ir.blocks())
+        what = "dense blocks" if blocks > 1 else "dense block"
+        lines.append((span("B", blocks), f"{what}: {span('features.denseblock', blocks)}"))
+        if blocks > 1:
+            what = "transitions" if blocks > 2 else "transition"
+            lines.append((span("T", blocks - 1), f"{what}: {span('features.transition', blocks - 1)}"))
     lines.append(("motif", "each layer reads every earlier output of its block (sizes: out channels, size)"))
     return lines
