@@ -85,7 +85,15 @@ def test_ddp_two_processes_equal_single_process(memory_efficient: bool, tmp_path
     """
     out = tmp_path / "grads.pt"
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "store"), memory_efficient, str(out)), nprocs=2, join=True)
+    try:
+        mp.spawn(_ddp_worker, args=(2, str(tmp_path / "store"), memory_efficient, str(out)), nprocs=2, join=True)
+    except mp.ProcessExitedException as exc:
+        # gloo's threads can abort a process at teardown ("terminate called without an active
+        # exception", about 1 run in 50 on 2 busy cores). Rank 0 writes the gradients before the
+        # barrier that both ranks pass before teardown, so a file there is complete; without one
+        # the failure is real.
+        if exc.signal_name != "SIGABRT" or not out.exists():
+            raise
     distributed = torch.load(out, weights_only=True)
     model = build_model(TINY_BC, seed=0, memory_efficient=memory_efficient).train()
     images, labels = synthetic_batch(8)
