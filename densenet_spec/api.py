@@ -223,7 +223,8 @@ def optimize_for_inference(model: DenseNet) -> DenseNet:
     work = torch.promote_types(weight.dtype, torch.float32)
     state = {key: _to_float(value.detach().cpu(), work) for key, value in model.state_dict().items()}
     fast_ir, fast_state = optimize(ir, state)
-    fast = build_module(fast_ir, state_dict=fast_state, dtype=work)
+    fast = build_module(fast_ir, state_dict=fast_state, dtype=work).eval()
+    fast.inference_only = True  # also where nothing was folded (group norm): dropout must stay off
     return fast.to(device=weight.device, dtype=weight.dtype)
 
 

@@ -50,6 +50,23 @@ def test_optimized_model_is_inference_only() -> None:
         optimize_for_inference(torch.nn.Linear(2, 2))  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("norm", ["{kind: group, groups: 2}", "instance", "none"])
+def test_optimized_model_without_batch_norms_is_eval_only_too(tmp_path: Path, norm: str) -> None:
+    spec = tmp_path / "gn.yaml"
+    spec.write_text(
+        "name: gn\ngrowth_rate: 4\nblocks: [2, 2]\ninput: {size: 32}\nstem: cifar\nnum_classes: 3\n"
+        f"norm: {norm}\ndropout: 0.2\nhead: {{pool: avg, dropout: 0.2}}\n"
+    )
+    model = build_model(spec, seed=0).eval()
+    fast = optimize_for_inference(model)
+    assert not fast.training
+    with pytest.raises(RuntimeError, match="inference only"):
+        fast.train()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), model(x))  # dropout off: the same function, every call
+
+
 def test_optimized_model_keeps_the_dtype() -> None:
     model = _trained_looking("densenet-bc-100-k12").double()
     fast = optimize_for_inference(model)
