@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import keyword
+import os
 import re
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from enum import Enum
@@ -362,6 +364,7 @@ def build(
         raise typer.Exit(2)
     if "opset" in given:
         _check_opset(given["opset"])
+    _check_not_a_spec(output, spec)
     chosen_format = _format_of(output, target)
     if chosen_format:
         given["format"] = chosen_format
@@ -386,7 +389,8 @@ def build(
 def _default_output(ir: IR, target: str, given: dict[str, Any]) -> str:
     """``./<name>.<ext>``, saying what differs from the plain build, so that two builds of one spec
     do not overwrite each other: ``--optimize`` (``densenet121_optimized.py``,
-    ``densenet121.optimized.onnx``), diagrams' view and direction (``densenet121.layers.block3.tb.svg``).
+    ``densenet121.optimized.onnx``), ``--features`` (``densenet121.features.onnx``), diagrams' view
+    and direction (``densenet121.layers.block3.tb.svg``).
     Python source gets an importable module name."""
     optimized = given.get("optimize", False)
     if target == "torch":
@@ -395,6 +399,8 @@ def _default_output(ir: IR, target: str, given: dict[str, Any]) -> str:
         return f"{module_name(ir.info.name)}{'_optimized' if optimized else ''}.py"
     chosen = TARGETS[target]
     name = f"{ir.info.name}.optimized" if optimized else ir.info.name
+    if given.get("features") is not None:  # the backbone's maps, not the classifier's logits
+        name += ".features"
     if "detail" not in chosen.options:
         return f"{name}.{target}.{given['format']}" if chosen.formats else f"{name}.{chosen.extension}"
     detail = given.get("detail", "blocks")
@@ -422,6 +428,19 @@ def _check_output(output: str | None, example: str = "") -> None:
     problem = folder_problem(output or "-", example)
     if problem:
         _usage_error(problem)
+    if output and output != "-" and os.path.isdir(output):
+        advice = f", e.g. -o {os.path.join(output, example)}" if example else ""
+        _usage_error(f"-o {output}: an existing folder; give a file name{advice}")
+
+
+def _check_not_a_spec(output: str | None, spec: str) -> None:
+    """``build`` never writes over a spec: not the one it reads, nor any ``.yaml``/``.yml`` file
+    (``--to torch -o net.yaml`` replaced a spec with Python source)."""
+    if not output or output == "-":
+        return
+    same = os.path.exists(output) and os.path.exists(spec) and os.path.samefile(output, spec)
+    if same or Path(output).suffix.lower() in (".yaml", ".yml"):
+        _usage_error(f"-o {output}: that names a spec file, which build does not write; choose another name")
 
 
 def _format_of(output: str | None, target: BuildTarget) -> str | None:
@@ -464,6 +483,13 @@ def _refuse_shadowing(filename: str, source: str) -> None:
         _usage_error(
             f"the default output {filename} would shadow the {module} module it imports (python {filename} "
             f"would fail, as would `import {module}` beside it); {advice}"
+        )
+    # torch imports much of the standard library and numpy when it starts: json.py, copy.py or
+    # numpy.py beside the file fail the same way (a circular import, or a crash).
+    if module in sys.stdlib_module_names or module == "numpy":
+        _usage_error(
+            f"the default output {filename} would shadow the {module} module that Python or torch imports "
+            f"(python {filename} would fail); {advice}"
         )
     if keyword.iskeyword(module):
         _usage_error(f"the default output {filename} cannot be imported ({module} is a Python keyword); {advice}")

@@ -241,7 +241,7 @@ def test_suffix_that_no_target_writes_is_the_users_choice(tmp_path: Path) -> Non
 # 6. the default name of --to torch
 
 
-@pytest.mark.parametrize("name", ["torch", "typing", "class", "import"])
+@pytest.mark.parametrize("name", ["torch", "typing", "class", "import", "json", "copy", "numpy"])
 def test_default_torch_file_python_cannot_use_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
@@ -297,6 +297,7 @@ def test_dpi_for_png_and_dot_is_kept(tmp_path: Path, target: str) -> None:
         (["--to", "torch"], "tiny.py"),
         (["--to", "torch", "--optimize"], "tiny_optimized.py"),
         (["--to", "onnx", "--optimize"], "tiny.optimized.onnx"),
+        (["--to", "onnx", "--features", "all"], "tiny.features.onnx"),
         (["--to", "svg", "--detail", "layers", "--blocks", "2", "--rankdir", "TB"], "tiny.layers.block2.tb.svg"),
     ],
 )
@@ -308,3 +309,24 @@ def test_default_names_keep_different_builds_apart(
     result = RUNNER.invoke(app, ["build", str(spec), *args])
     assert result.exit_code == 0, result.stderr
     assert (tmp_path / expected).is_file()
+
+
+def test_build_never_writes_over_a_spec(tmp_path: Path) -> None:
+    spec = _tiny(tmp_path)
+    before = spec.read_text()
+    for output in (str(spec), str(tmp_path / "other.yml")):
+        result = RUNNER.invoke(app, ["build", str(spec), "--to", "torch", "-o", output])
+        _one_line(result, 2, f"-o {output}: that names a spec file")
+    assert spec.read_text() == before and not (tmp_path / "other.yml").exists()
+
+
+def test_an_existing_folder_as_output_is_a_usage_error(tmp_path: Path) -> None:
+    result = RUNNER.invoke(app, ["build", str(_tiny(tmp_path)), "--to", "onnx", "-o", str(tmp_path)])
+    _one_line(result, 2, "an existing folder; give a file name, e.g. -o ")
+
+
+def test_a_title_that_looks_like_html_is_drawn_as_text(tmp_path: Path) -> None:
+    out = tmp_path / "t.svg"
+    result = RUNNER.invoke(app, ["build", str(_tiny(tmp_path)), "--to", "svg", "--title", "<b>", "-o", str(out)])
+    assert result.exit_code == 0, result.stderr
+    assert "&lt;b&gt;" in out.read_text()

@@ -512,7 +512,9 @@ def _finish(drawing: Drawing, style: Style, title: str, legend: list[tuple[str, 
         _add_legend(drawing, legend)
     attrs = {"bgcolor": "white", "pad": "0.2"}
     if text:
-        attrs |= {"label": text, "labelloc": "t", "fontname": "Helvetica", "fontsize": "16"}
+        # DOT reads a value in <...> as an HTML label: a user's title such as '<b>' or '<>' is text.
+        label = f"<{_html(text)}>" if text.startswith("<") and text.endswith(">") else text
+        attrs |= {"label": label, "labelloc": "t", "fontname": "Helvetica", "fontsize": "16"}
     if style.dpi is not None:
         attrs["dpi"] = f"{style.dpi:g}"
     drawing.graph_attrs = attrs
