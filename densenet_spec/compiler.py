@@ -58,7 +58,7 @@ def compile_spec(spec: Spec, *, strict: bool = False) -> IR:
     _raise(spec, _check_counts(spec))
     lowered = _lower(spec, spec.input.shape)  # layer records only: nothing the size of the network
     _raise(spec, _check_params(spec, lowered) or _check_lowered(spec, lowered))
-    warnings = _stem_warnings(spec) + _compression_warnings(spec, lowered)
+    warnings = _stem_warnings(spec) + _compression_warnings(spec, lowered) + _last_block_warnings(spec)
     if strict:
         _raise(spec, warnings)
     problems = (Problem(spec.source.locate(path), format_path(path), msg, "warning") for path, msg in warnings)
@@ -533,6 +533,17 @@ def _stem_warnings(spec: Spec) -> FieldProblems:
             f"block ({quarter}); for {small} use stem: cifar (a {conv} conv at full resolution)",
         )
     ]
+
+
+def _last_block_warnings(spec: Spec) -> FieldProblems:
+    """A compression written for the last block, which has no transition to use it: a warning, not
+    an error (a list of per-block overrides is often written alike for every block, as design.md's
+    example is); ``--strict`` makes it an error."""
+    last = spec.blocks[-1]
+    if not isinstance(last, BlockSpec) or last.compression is None:
+        return []
+    path: FieldPath = ("blocks", len(spec.blocks) - 1, "compression")
+    return [(path, "the last block has no transition after it, so nothing uses its compression; remove it")]
 
 
 def _compression_warnings(spec: Spec, lowered: Lowered) -> FieldProblems:

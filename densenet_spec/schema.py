@@ -442,17 +442,6 @@ class Spec(_Model):
             raise ValueError("extends is resolved by the loader: use load_spec() for a spec that extends another")
         return self
 
-    @model_validator(mode="after")
-    def _last_block_has_no_transition(self) -> Spec:
-        last = self.blocks[-1]
-        if isinstance(last, BlockSpec) and last.compression is not None:
-            raise field_error(
-                ("blocks", len(self.blocks) - 1, "compression"),
-                "the last block has no transition after it, so nothing uses its compression; "
-                "remove it, or add a block after it",
-            )
-        return self
-
     @property
     def rank(self) -> int:
         """Spatial dimensions of the network: 1, 2 or 3."""

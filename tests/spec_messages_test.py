@@ -16,8 +16,10 @@ from typing import Annotated, Any
 import pytest
 import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from typer.testing import CliRunner
 
 from densenet_spec import SpecError, compile_spec, load_spec
+from densenet_spec.cli import app
 from densenet_spec.loader import preset_names
 from densenet_spec.schema import (
     NAME_PATTERN,
@@ -280,12 +282,18 @@ def test_several_documents_say_one_spec_a_file(problems) -> None:  # type: ignor
 # ----------------------------------------------------------------------------- 6. locations and blame
 
 
-def test_compression_of_the_last_block_points_at_its_key(problems) -> None:  # type: ignore[no-untyped-def]
-    (problem,) = problems("name: x\ngrowth_rate: 4\nblocks: [2, {layers: 3, compression: 0.75}]\n")
-    assert problem == (
-        "spec.yaml:3:38: blocks[1].compression: the last block has no transition after it, so nothing uses "
-        "its compression; remove it, or add a block after it"
+def test_compression_of_the_last_block_is_a_warning_at_its_key(tmp_path: Path) -> None:
+    # design.md writes a per-block override with a compression; on the last block it does nothing
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: x\ngrowth_rate: 4\nblocks: [2, {layers: 3, compression: 0.75}]\n")
+    expected = (
+        f"{spec}:3:38: blocks[1].compression: warning: the last block has no transition after it, so nothing "
+        "uses its compression; remove it"
     )
+    lenient = CliRunner().invoke(app, ["validate", str(spec)])
+    assert lenient.exit_code == 0 and lenient.stderr.strip() == expected
+    strict = CliRunner().invoke(app, ["validate", "--strict", str(spec)])
+    assert strict.exit_code == 1 and strict.stderr.strip() == expected.replace("warning: ", "")
 
 
 @pytest.mark.parametrize(
