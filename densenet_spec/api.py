@@ -89,7 +89,11 @@ def seed_problem(seed: int) -> str:
 
 
 def _check_seed(seed: int | None) -> None:
-    if seed is not None and seed_problem(seed):
+    if seed is None:
+        return
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an integer, not {seed!r}")
+    if seed_problem(seed):
         raise ValueError(f"seed {seed_problem(seed)}")
 
 

@@ -104,7 +104,7 @@ def _entry_problems(state: Mapping[Any, Any]) -> list[str]:
         if not isinstance(key, str):
             messages.append(f"key {key!r} ({type(key).__name__}) is not a string: a state_dict maps names to tensors")
         elif not isinstance(value, Tensor):
-            messages.append(f"{key} holds a {type(value).__name__}, not a tensor")
+            messages.append(f"{key} holds {_a(type(value).__name__)}, not a tensor")
         else:
             messages.extend(f"{key} {reason}" for reason in _tensor_problems(key, value))
     if len(messages) > _MAX_LISTED:
@@ -113,6 +113,10 @@ def _entry_problems(state: Mapping[Any, Any]) -> list[str]:
 
 
 _MAX_LISTED = 50
+
+
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[:1].lower() in "aeiou" else f"a {noun}"
 
 
 def _tensor_problems(key: str, value: Tensor) -> list[str]:

@@ -91,6 +91,7 @@ def test_in_memory_state_dict_entries_are_checked_like_a_file_s() -> None:
     assert [str(p) for p in bad_entry.value.problems] == ["<state_dict>: meta holds a str, not a tensor"]
     with pytest.raises(SpecError) as elsewhere:
         build_model(_spec(), weights={"weights": state, "epoch": 3})
+    assert "weights holds an OrderedDict, not a tensor" in str(elsewhere.value)
     assert "no tensors at all: is the state_dict under another key? ('weights', 'epoch')" in str(elsewhere.value)
 
 

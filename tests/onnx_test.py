@@ -216,4 +216,6 @@ def test_export_onnx_refuses_a_folder_path_and_a_seed_torch_cannot_take(tmp_path
         export_onnx("densenet-40-k12", tmp_path / "x.onnx", seed=2**64)
     with pytest.raises(ValueError, match=r"^seed -9223372036854775809: out of range"):
         build_model("densenet-40-k12", seed=-(2**63) - 1)
+    with pytest.raises(TypeError, match=r"^seed must be an integer, not 1.5$"):
+        build_model("densenet-40-k12", seed=1.5)  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []
