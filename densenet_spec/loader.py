@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .errors import Location, Problem, SpecError
-from .schema import FieldPath, SourceMap, Spec
+from .schema import FieldPath, SourceMap, Spec, format_path
 from .spec_messages import did_you_mean, validation_problems
 from .yaml_nodes import TAG, construct, location, node_problem, read_tree, text_in_yaml11
 
@@ -220,13 +220,24 @@ def _to_data(node: Node, path: FieldPath, source: SourceMap) -> Any:
 _TEXT_FIELDS = frozenset({("name",), ("description",)})
 
 
+# YAML 1.1 numbers whose value is not what they show: a leading 0 is octal (010 is 8), n:m is
+# base 60 (1:30 is 90). YAML 1.2 dropped both; a spec refuses them rather than change a width.
+_SURPRISING_NUMBER = re.compile(r"[-+]?0[0-7_]+|[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?")
+
+
 def _scalar(node: ScalarNode, path: FieldPath, source: SourceMap) -> Any:
     """A scalar's value; for a text field, its text where YAML 1.1 read it as text (``name: 1e5``)."""
     if path in _TEXT_FIELDS and text_in_yaml11(node):
         return node.value
     if node.style is None and node.tag != TAG + "str":
         source.texts[path] = node.value
-    return construct(node)
+    value = construct(node)
+    numeric = node.tag in (TAG + "int", TAG + "float") and path not in _TEXT_FIELDS  # those say to quote
+    if numeric and _SURPRISING_NUMBER.fullmatch(node.value):
+        kind = "a leading 0 as octal" if ":" not in node.value else "n:m as base 60"
+        message = f"{node.value} reads as {value} (YAML 1.1 reads {kind}); write the number you mean without it"
+        raise SpecError([node_problem(node, message, format_path(path))])
+    return value
 
 
 def spec_from_data(data: dict[str, Any], source: SourceMap | None = None) -> Spec:

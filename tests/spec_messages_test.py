@@ -471,3 +471,22 @@ def test_extends_a_yml_file(problems, tmp_path: Path) -> None:  # type: ignore[n
 def test_other_libraries_names_for_a_choice_name_ours(problems, line: str, expected: str) -> None:  # type: ignore[no-untyped-def]
     (problem,) = problems(BASE + line + "\n")
     assert problem.endswith(expected)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("010", "growth_rate: 010 reads as 8 (YAML 1.1 reads a leading 0 as octal)"),
+        ("1:30", "growth_rate: 1:30 reads as 90 (YAML 1.1 reads n:m as base 60)"),
+    ],
+)
+def test_yaml_1_1_numbers_that_change_their_value_are_refused(problems, value: str, expected: str) -> None:  # type: ignore[no-untyped-def]
+    (problem,) = problems(f"name: x\ngrowth_rate: {value}\nblocks: [2]\n")
+    assert problem == f"spec.yaml:2:14: {expected}; write the number you mean without it"
+
+
+@pytest.mark.parametrize(("value", "width"), [("0x10", 16), ("1_000", 1000), ("10", 10)])
+def test_yaml_numbers_that_show_their_value_are_kept(value: str, width: int, tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"name: x\ngrowth_rate: 4\nnum_classes: {value}\nblocks: [2]\n")
+    assert load_spec(spec).num_classes == width
