@@ -231,6 +231,8 @@ def _scalar(node: ScalarNode, path: FieldPath, source: SourceMap) -> Any:
         return node.value
     if node.style is None and node.tag != TAG + "str":
         source.texts[path] = node.value
+    if node.style in ("'", '"'):
+        source.quoted.add(path)
     value = construct(node)
     numeric = node.tag in (TAG + "int", TAG + "float") and path not in _TEXT_FIELDS  # those say to quote
     if numeric and _SURPRISING_NUMBER.fullmatch(node.value):

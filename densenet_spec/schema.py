@@ -73,6 +73,7 @@ class SourceMap:
     values: dict[FieldPath, Location] = field(default_factory=dict)
     keys: dict[FieldPath, Location] = field(default_factory=dict)
     texts: dict[FieldPath, str] = field(default_factory=dict)
+    quoted: set[FieldPath] = field(default_factory=set)
     """The text of each unquoted scalar that YAML read as something else than a string
     (``yes``, ``2024-01-01``), for messages that tell the user to quote it."""
 
@@ -276,7 +277,12 @@ class NormSpec(_Model):
     eps: FiniteFloat = Field(
         1e-5, gt=0, lt=1, description="batch, group and instance: added to the variance for numerical stability."
     )
-    momentum: FiniteFloat = Field(0.1, gt=0, le=1, description="batch only: the running statistics' update rate.")
+    momentum: FiniteFloat = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="the running statistics' update rate (batch norm; group and instance norm keep none).",
+    )
     affine: bool | None = Field(
         None, description="Learnable scale and shift. Default: true for batch and group, false for instance (as torch)."
     )

@@ -9,6 +9,7 @@ quote it.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -84,6 +85,7 @@ class _Error:
     ctx: dict[str, Any]
     msg: str
     text: str | None = None
+    quoted: bool = False
 
     @property
     def leaf(self) -> str:
@@ -155,11 +157,11 @@ def _out_of_range(e: _Error) -> str:
 
 
 def _not_an_integer(e: _Error) -> str:
-    return f"must be {e.range}, not {e.shown}{_unquote_hint(e.got)}{_integral_hint(e.got)}"
+    return f"must be {e.range}, not {e.shown}{_unquote_hint(e)}{_integral_hint(e.got)}"
 
 
 def _not_a_number(e: _Error) -> str:
-    return f"must be a number ({e.range}), not {e.shown}{_unquote_hint(e.got)}"
+    return f"must be a number ({e.range}), not {e.shown}{_unquote_hint(e)}"
 
 
 def _integral_hint(value: Any) -> str:
@@ -169,15 +171,15 @@ def _integral_hint(value: Any) -> str:
     return ""
 
 
-def _unquote_hint(value: Any) -> str:
+def _unquote_hint(e: _Error) -> str:
     """``'0.5'`` in quotes is a string in YAML: say so, as the value looks right."""
-    if not isinstance(value, str):
+    if not e.quoted or not isinstance(e.got, str):
         return ""
     try:
-        float(value)
+        number = float(e.got)
     except ValueError:
         return ""
-    return " (a number in quotes is text: remove the quotes)"
+    return " (a number in quotes is text: remove the quotes)" if math.isfinite(number) else ""
 
 
 _YAML_READS: tuple[tuple[type, str], ...] = (
@@ -296,7 +298,15 @@ def validation_problems(exc: ValidationError, data: Any, source: SourceMap) -> l
     problems = []
     for error in exc.errors():
         path = _error_path(error, data)
-        e = _Error(error["type"], path, error["input"], error.get("ctx", {}), error["msg"], source.texts.get(path))
+        e = _Error(
+            error["type"],
+            path,
+            error["input"],
+            error.get("ctx", {}),
+            error["msg"],
+            source.texts.get(path),
+            path in source.quoted,
+        )
         located = source.locate(path, key=e.kind in ("extra_forbidden", "missing"))
         problems.append(Problem(located, format_path(path), _message(e)))
     return sorted(problems, key=_reading_order)

@@ -490,3 +490,12 @@ def test_yaml_numbers_that_show_their_value_are_kept(value: str, width: int, tmp
     spec = tmp_path / "spec.yaml"
     spec.write_text(f"name: x\ngrowth_rate: 4\nnum_classes: {value}\nblocks: [2]\n")
     assert load_spec(spec).num_classes == width
+
+
+@pytest.mark.parametrize(
+    ("value", "hint"),
+    [("'0.5'", True), ('"5e-1"', True), ("inf", False), ("+.5", False), ("'inf'", False)],
+)
+def test_the_remove_the_quotes_hint_is_for_quoted_numbers_only(problems, value: str, hint: bool) -> None:  # type: ignore[no-untyped-def]
+    (problem,) = problems(f"name: x\ngrowth_rate: 4\nblocks: [2, 2]\ncompression: {value}\n")
+    assert problem.endswith("(a number in quotes is text: remove the quotes)") == hint
