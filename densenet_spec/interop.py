@@ -69,6 +69,9 @@ def load_weights(
         SpecError: the file cannot be read safely, or the weights do not fit ``ir`` (one problem
             per key, then a summary of what the checkpoint is and how to use it).
     """
+    if not isinstance(weights, Mapping | str | os.PathLike):
+        hint = ": pass model.state_dict()" if isinstance(weights, torch.nn.Module) else ""
+        raise TypeError(f"weights must be a checkpoint file or a state_dict, not {type(weights).__name__}{hint}")
     source = "<state_dict>" if isinstance(weights, Mapping) else str(weights)
     raw = unwrap_state(weights, Location(source)) if isinstance(weights, Mapping) else read_state(Path(weights))
     state, layout = canonical_state(raw)

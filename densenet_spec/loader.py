@@ -146,6 +146,9 @@ def _find_parent(node: Node, target: str, child: Path) -> Path:
         if path.is_file():
             return path
         message = f"no spec file {_quoted(target)} (looked for {_one_line(_display(path))})"
+        stem = target.removesuffix(".yaml").removesuffix(".yml")
+        if stem in preset_names():
+            message += f"; the preset is written without .yaml: extends: {stem}"
         raise SpecError([node_problem(node, message, "extends")])
     path = preset_dir() / f"{target}.yaml"
     if path.is_file():

@@ -147,7 +147,7 @@ def _not_a_choice(e: _Error) -> str:
     choices = re.findall(r"'([^']*)'", str(e.ctx.get("expected", "")))
     hint = ""
     if isinstance(e.got, str):
-        ours = _SYNONYMS.get(e.got.lower().replace("-", "_"))
+        ours = _SYNONYMS.get(re.sub(r"[123]d$", "", e.got.lower().replace("-", "_")))  # BatchNorm2d
         hint = f"; {e.got!r} is called {ours!r} here" if ours in choices else did_you_mean(e.got, choices)
     return f"must be one of {', '.join(repr(c) for c in choices)}, not {e.shown}{hint}"
 

@@ -219,3 +219,13 @@ def test_export_onnx_refuses_a_folder_path_and_a_seed_torch_cannot_take(tmp_path
     with pytest.raises(TypeError, match=r"^seed must be an integer, not 1.5$"):
         build_model("densenet-40-k12", seed=1.5)  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_api_arguments_of_the_wrong_type_say_what_is_wanted(tmp_path: Path) -> None:
+    model = build_model("densenet-40-k12")
+    with pytest.raises(
+        TypeError, match=r"^weights must be a checkpoint file or a state_dict, not DenseNet: pass model"
+    ):
+        build_model("densenet-40-k12", weights=model)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^opset must be an integer, not '17'$"):
+        export_onnx("densenet-40-k12", tmp_path / "x.onnx", opset="17")  # type: ignore[arg-type]

@@ -465,6 +465,8 @@ def test_extends_a_yml_file(problems, tmp_path: Path) -> None:  # type: ignore[n
         ("activation: swish", "not 'swish'; 'swish' is called 'silu' here"),
         ("activation: {kind: hard-swish}", "not 'hard-swish'; 'hard-swish' is called 'hardswish' here"),
         ("norm: BatchNorm", "not 'BatchNorm'; 'BatchNorm' is called 'batch' here"),
+        ("norm: BatchNorm2d", "not 'BatchNorm2d'; 'BatchNorm2d' is called 'batch' here"),
+        ("extends: densenet121.yaml", "the preset is written without .yaml: extends: densenet121"),
         ("activation: sigmoid", "not 'sigmoid'"),  # no synonym, no close match: the list alone
     ],
 )

@@ -49,6 +49,8 @@ def check_opset(opset: int) -> None:
 
     Shared by ``build --opset`` (a usage error) and :func:`~densenet_spec.export_onnx`.
     """
+    if isinstance(opset, bool) or not isinstance(opset, int):
+        raise TypeError(f"opset must be an integer, not {opset!r}")
     newest = newest_opset()
     if not MIN_OPSET <= opset <= newest:
         raise ValueError(
