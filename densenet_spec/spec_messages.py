@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from .errors import Problem
+from .errors import Location, Problem
 from .schema import (
     RANGES,
     STEM_KINDS,
@@ -308,8 +308,17 @@ def validation_problems(exc: ValidationError, data: Any, source: SourceMap) -> l
             path in source.quoted,
         )
         located = source.locate(path, key=e.kind in ("extra_forbidden", "missing"))
-        problems.append(Problem(located, format_path(path), _message(e)))
+        problems.append(Problem(located, format_path(path), _message(e) + _inherited(located, source)))
     return sorted(problems, key=_reading_order)
+
+
+def _inherited(located: Location | None, source: SourceMap) -> str:
+    """Where a value came from a parent file (``extends``), say so: the user may not own that file,
+    and the fix then belongs in the spec that extends it."""
+    root = source.values.get(())
+    if located is None or root is None or located.file == root.file:
+        return ""
+    return f" (inherited by {root.file}: override it there; null resets a key to its default)"
 
 
 def _reading_order(problem: Problem) -> tuple[str, int, int]:

@@ -418,6 +418,7 @@ def test_inherited_parameter_of_another_kind_points_at_the_parent(problems, tmp_
     (tmp_path / "base.yaml").write_text(BASE + "norm: {kind: group, groups: 4}\n")
     (problem,) = problems("name: y\nextends: base.yaml\nnorm: {kind: batch}\n")
     assert problem.startswith("base.yaml:4:29: norm.groups: groups applies to group norm only, not batch")
+    assert problem.endswith("(inherited by spec.yaml: override it there; null resets a key to its default)")
 
 
 # ----------------------------------------------------------------------------- 9. the spec argument, extends
