@@ -54,7 +54,13 @@ def compile_spec(spec: Spec, *, strict: bool = False) -> IR:
     Raises:
         SpecError: the spec cannot be built (too big, inputs too small, a transition keeping no
             maps), or, with ``strict``, it has warnings (a compression that is not exact).
+        TypeError: ``spec`` is not a Spec (a preset name or path: ``load_spec`` it first).
     """
+    if not isinstance(spec, Spec):
+        raise TypeError(
+            f"compile_spec takes a Spec, not {type(spec).__name__}: compile_spec(load_spec({spec!r})) reads "
+            "a preset or a file first"
+        )
     _raise(spec, _check_counts(spec))
     lowered = _lower(spec, spec.input.shape)  # layer records only: nothing the size of the network
     _raise(spec, _check_params(spec, lowered) or _check_lowered(spec, lowered))

@@ -501,6 +501,9 @@ def json_schema() -> dict[str, Any]:
     schema = Spec.model_json_schema()
     schema.pop("required", None)
     schema["anyOf"] = [{"required": ["extends"]}, {"required": list(REQUIRED_UNLESS_EXTENDS)}]
+    # `stem: cifar` is shorthand for `stem: {kind: cifar}` (a before-validator): say so to editors too.
+    stem = schema["properties"]["stem"]
+    stem["oneOf"] = [*stem["oneOf"], {"type": "string", "enum": list(STEM_KINDS)}]
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://densenet-spec.dev/schema/v1.json",

@@ -73,3 +73,16 @@ def test_json_schema_rejects_what_the_loader_rejects() -> None:
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(data, schema)
     jsonschema.validate({"name": "child", "extends": "densenet121", "growth_rate": 48}, schema)
+
+
+@pytest.mark.parametrize("stem", ["cifar", "imagenet", "deep"])
+def test_json_schema_takes_the_stem_shorthand_the_loader_takes(stem: str) -> None:
+    data = {"name": "x", "growth_rate": 12, "blocks": [1], "stem": stem}
+    jsonschema.validate(data, json_schema())
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**data, "stem": "cifra"}, json_schema())
+
+
+def test_compile_spec_of_a_name_says_to_load_it_first() -> None:
+    with pytest.raises(TypeError, match=r"compile_spec\(load_spec\('densenet121'\)\)"):
+        compile_spec("densenet121")  # type: ignore[arg-type]

@@ -32,7 +32,8 @@ load with strict=True. `python {module}.py` prints the parameter count and an ou
 INFERENCE_NOTE = """
 
 Inference only (passes: {passes}): batch norms are folded into the convolutions, so load
-the state_dict that densenet_spec.optimize() makes from the plain model's weights."""
+the state_dict that densenet_spec.optimize(ir, state) returns (with the new IR) for the plain
+model's IR and weights."""
 
 MAIN = """
 
@@ -195,7 +196,7 @@ def generate_source(ir: IR) -> str:
     description = " ".join(ir.info.description.split()) or "a DenseNet variant"
     title = textwrap.fill(f"{ir.info.name}: {description}", width=88).replace('"""', "'")
     extra = INFERENCE_NOTE.format(passes=", ".join(ir.info.passes)) if ir.info.passes else ""
-    module = module_name(ir.info.name)
+    module = module_name(ir.info.name) + ("_optimized" if ir.info.passes else "")  # the CLI's default name
     header = HEADER.format(title=title, module=module, version=__version__, source=ir.info.source, extra=extra)
     size = ", ".join(str(n) for n in (ir.info.input_channels, *ir.info.input_size))
     constants = f'\n\nNAME = "{ir.info.name}"\nINPUT_SIZE = ({size})\n'
