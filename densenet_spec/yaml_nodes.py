@@ -111,6 +111,17 @@ def _compose(text: str, name: str) -> Node | None:
         loader.dispose()
 
 
+def _tab_advice(mark: yaml.Mark | None) -> str:
+    """A tab at the start of a line indents (YAML forbids it); after text it separates (``key:<TAB>1``)."""
+    buffer = getattr(mark, "buffer", None)
+    if mark is None or not isinstance(buffer, str):
+        return "YAML indents with spaces, not tabs"
+    start = buffer.rfind("\n", 0, mark.pointer) + 1
+    if buffer[start : mark.pointer].strip(" \t"):
+        return "replace the tab with a space (YAML separates a key and its value with spaces)"
+    return "YAML indents with spaces, not tabs"
+
+
 def _yaml_hint(exc: yaml.MarkedYAMLError) -> str:
     """PyYAML's message, with what a person should do when it is about indentation, tabs or documents."""
     problem = str(exc.problem or exc.context)
@@ -120,7 +131,7 @@ def _yaml_hint(exc: yaml.MarkedYAMLError) -> str:
             "mapping, and the '-' items of one list, must start in the same column"
         )
     elif "'\\t'" in problem:
-        problem = f"{problem}: YAML indents with spaces, not tabs"
+        problem = f"{problem}: {_tab_advice(exc.problem_mark)}"
     elif problem == "mapping values are not allowed here":
         problem = f"{problem} (a key indented further than the one above it, or a ': ' in a value that needs quotes)"
     elif problem == "but found another document":

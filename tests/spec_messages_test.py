@@ -502,3 +502,16 @@ def test_yaml_numbers_that_show_their_value_are_kept(value: str, width: int, tmp
 def test_the_remove_the_quotes_hint_is_for_quoted_numbers_only(problems, value: str, hint: bool) -> None:  # type: ignore[no-untyped-def]
     (problem,) = problems(f"name: x\ngrowth_rate: 4\nblocks: [2, 2]\ncompression: {value}\n")
     assert problem.endswith("(a number in quotes is text: remove the quotes)") == hint
+
+
+@pytest.mark.parametrize(
+    ("text", "advice"),
+    [
+        ("name: x\nblocks: [2]\ngrowth_rate:\t48\n", "replace the tab with a space"),
+        ("name: x\nblocks: [2]\nstem:\n\tkind: cifar\ngrowth_rate: 4\n", "YAML indents with spaces, not tabs"),
+    ],
+    ids=["separator", "indent"],
+)
+def test_a_tab_is_told_apart_as_separator_or_indent(problems, text: str, advice: str) -> None:  # type: ignore[no-untyped-def]
+    (problem,) = problems(text)
+    assert advice in problem
