@@ -323,26 +323,26 @@ def _check_params(spec: Spec, lowered: Lowered) -> FieldProblems:
     if params <= MAX_PARAMS:
         return []
     too_many = f"{format_count(params)} parameters is too many to build (at most {MAX_PARAMS:,})"
-    culprit = _culprit(spec)
+    culprit = _culprit(spec, params)
     if culprit is None:
         return [((), f"{too_many}; lower growth_rate, the widths or the number of layers")]
     path, typical = culprit
     return [(path, f"{too_many}, most of them because of this value; lower it (e.g. {typical})")]
 
 
-def _culprit(spec: Spec) -> tuple[FieldPath, str] | None:
-    """The field whose usual value would shrink the network the most, if that clearly fixes it.
+def _culprit(spec: Spec, now: int) -> tuple[FieldPath, str] | None:
+    """The field whose usual value would shrink the network (``now`` parameters) the most, if that
+    clearly fixes it.
 
-    Each candidate is set to a usual value and the weights are recounted (:func:`_weights`, one
-    pass over the blocks); the best one is the cause when it brings the count under the limit or
-    at least ten times down. None when no single value stands out.
+    Each candidate is set to a usual value and lowered again (layer records only: the same count as
+    the check's); the best one is the cause when it brings the count under the limit or at least
+    ten times down. None when no single value stands out.
     """
-    now = _weights(spec)
     best: tuple[int, FieldPath, str] | None = None
     for path, typical, variant in _candidates(spec):
-        weights = _weights(variant)
-        if best is None or weights < best[0]:
-            best = (weights, path, typical)
+        params = _params(variant)
+        if best is None or params < best[0]:
+            best = (params, path, typical)
     if best is None or (best[0] > MAX_PARAMS and best[0] * 10 > now):
         return None
     return best[1], best[2]
@@ -391,27 +391,9 @@ def _with(spec: Spec, part: str, **update: object) -> Spec:
     return spec.model_copy(update={part: getattr(spec, part).model_copy(update=update)})
 
 
-def _weights(spec: Spec) -> int:
-    """The convolution and linear weights of ``spec``, per block in closed form: a fast count to
-    compare what-if variants of a spec too big to lower (norms and biases are left out)."""
-    k3: int = 3**spec.rank
-    c_in, c, stem = spec.input.channels, spec.stem_channels, spec.stem
-    if stem.kind == "deep":
-        m0, m1 = stem.mid_channels or [spec.growth_rate, spec.growth_rate]
-        total = k3 * (c_in * m0 + m0 * m1 + m1 * c)
-    else:
-        total = c_in * c * (7 if stem.kind == "imagenet" else 3) ** spec.rank
-    blocks = spec.block_configs
-    for b, block in enumerate(blocks):
-        k, n = block.growth_rate, block.layers
-        inputs = n * c + k * n * (n - 1) // 2  # the n layers' input channels, summed
-        width = (block.bottleneck_width or 0) * k
-        total += width * inputs + k3 * width * k * n if width else k3 * k * inputs
-        c += n * k
-        if b < len(blocks) - 1:
-            kept = math.floor(_theta(block.compression) * c)
-            total, c = total + c * kept, kept
-    return total + c * (2 if spec.head.pool == "catavgmax" else 1) * spec.num_classes
+def _params(spec: Spec) -> int:
+    """The parameters of ``spec``, from its layer records (nothing the size of the network is made)."""
+    return sum(layer.params for layer, _ in _lower(spec, spec.input.shape))
 
 
 def _compression_path(spec: Spec, block: int | None) -> FieldPath:
