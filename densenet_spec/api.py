@@ -93,8 +93,9 @@ def _check_seed(seed: int | None) -> None:
         return
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an integer, not {seed!r}")
-    if seed_problem(seed):
-        raise ValueError(f"seed {seed_problem(seed)}")
+    problem = seed_problem(seed)
+    if problem:
+        raise ValueError(f"seed {problem}")
 
 
 def initial_state_dict(ir: IR, seed: int) -> dict[str, Tensor]:

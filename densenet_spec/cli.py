@@ -116,8 +116,9 @@ def _seed_in_range(seed: int | None) -> int | None:
     """``--seed``'s check for every command that takes it, as a usage error."""
     from .api import seed_problem
 
-    if seed is not None and seed_problem(seed):
-        _usage_error(f"--seed {seed_problem(seed)}")
+    problem = seed_problem(seed) if seed is not None else ""
+    if problem:
+        _usage_error(f"--seed {problem}")
     return seed
 
 
