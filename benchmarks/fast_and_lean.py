@@ -9,9 +9,10 @@ process's peak RSS) come from a child process per variant.
 
 Eval (densenet121 batch 8, forward): optimize_for_inference against the eager model and against
 onnxruntime on the project's plain ONNX of the same weights; onnxruntime on the --optimize ONNX
-against onnxruntime on torch.onnx.export's graph of the torchvision-structured model. All run
-alternately; onnxruntime with intra-op spinning off, so that its idle threads do not take the cores
-from the contender that runs next. 2 threads each.
+against onnxruntime on torch.onnx.export's graph of the torchvision-structured model. Each pair
+runs alternately in rounds of its own, with the page faults of a call printed beside each time;
+onnxruntime with intra-op spinning off, so that its idle threads do not take the cores from the
+contender that runs next. 2 threads each.
 
 Run: .venv/bin/python benchmarks/fast_and_lean.py [--only train|eval] [--repeat 8]
 torch.onnx.export needs onnxscript (the bench extra: pip install -e '.[bench]'); without it that
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import resource
 import statistics
 import sys
 import tempfile
@@ -177,37 +179,59 @@ def _torch_export_step(spec: str, batch: int, folder: Path) -> Callable[[], None
     return lambda: session.run(None, feed)
 
 
+EAGER, FAST = "eager (torchvision structure)", "optimize_for_inference"
+ORT_PLAIN, ORT_OURS, ORT_THEIRS = (
+    "onnxruntime, plain ONNX",
+    "onnxruntime, --optimize ONNX",
+    "onnxruntime, torch.onnx.export's graph",
+)
+
+
 def eval_targets(spec: str, batch: int, repeat: int) -> list[str]:
-    print(f"\n== eval forward, {spec}, batch {batch}, {THREADS} threads, all alternated")
+    """Each target's two contenders alternated on their own: a third contender in the same rounds
+    changes what the allocator hands back (the eager network's large, short-lived tensors made
+    glibc return memory that the next forward faulted in again, 18,000-30,000 faults a call), so
+    the pair's ratio would measure the neighbour as much as the pair."""
+    print(f"\n== eval forward, {spec}, batch {batch}, {THREADS} threads, each pair alternated")
     base = BenchConfig(spec, batch, threads=THREADS)
     configs = {
-        "eager (torchvision structure)": base,
-        "optimize_for_inference": replace(base, optimize=True),
-        "onnxruntime, plain ONNX": replace(base, onnxruntime=True),
-        "onnxruntime, --optimize ONNX": replace(base, onnxruntime=True, optimize=True),
+        EAGER: base,
+        FAST: replace(base, optimize=True),
+        ORT_PLAIN: replace(base, onnxruntime=True),
+        ORT_OURS: replace(base, onnxruntime=True, optimize=True),
     }
     steps = {name: make_step(config)[0] for name, config in configs.items()}
     with tempfile.TemporaryDirectory() as tmp:
         exported = _torch_export_step(spec, batch, Path(tmp))
         if exported is not None:
-            steps["onnxruntime, torch.onnx.export's graph"] = exported
-        median = alternate(steps, repeat, warmup=2)
-    for name, seconds in median.items():
-        print(f"{name:38s} {seconds * 1e3:7.1f} ms")
-    fast = median["optimize_for_inference"]
-    eager, ort_plain = median["eager (torchvision structure)"], median["onnxruntime, plain ONNX"]
-    lines = [
-        verdict("optimize_for_inference vs eager (speed-up)", eager / fast, 1.4, "higher"),
-        verdict("optimize_for_inference vs onnxruntime plain ONNX", ort_plain / fast, 1.1, "higher"),
-    ]
-    ours_onnx = median["onnxruntime, --optimize ONNX"]
-    if exported is None:
-        lines.append("  --optimize ONNX vs torch.onnx.export's, in onnxruntime: not measured (no onnxscript)")
-    else:
-        theirs = median["onnxruntime, torch.onnx.export's graph"]
+            steps[ORT_THEIRS] = exported
+        lines = [
+            _pair(steps, EAGER, FAST, "optimize_for_inference vs eager (speed-up)", 1.4, repeat),
+            _pair(steps, ORT_PLAIN, FAST, "optimize_for_inference vs onnxruntime plain ONNX", 1.1, repeat),
+        ]
         name = "--optimize ONNX vs torch.onnx.export's, in onnxruntime"
-        lines.append(verdict(name, theirs / ours_onnx, 1.15, "higher"))
+        if exported is None:
+            lines.append(f"  {name}: not measured (no onnxscript)")
+        else:
+            lines.append(_pair(steps, ORT_THEIRS, ORT_OURS, name, 1.15, repeat))
     return lines
+
+
+def _pair(steps: dict[str, Callable[[], None]], slow: str, fast: str, name: str, target: float, repeat: int) -> str:
+    """Alternate ``slow`` and ``fast``; print their medians and page faults; the verdict on slow/fast."""
+    median = alternate({slow: steps[slow], fast: steps[fast]}, repeat, warmup=2)
+    for contender in (slow, fast):
+        faults = minor_faults(steps[contender])
+        print(f"  {contender:38s} {median[contender] * 1e3:7.1f} ms  {faults:6d} page faults a call")
+    return verdict(name, median[slow] / median[fast], target, "higher")
+
+
+def minor_faults(step: Callable[[], None]) -> int:
+    """Minor page faults during one more call of ``step``: memory the allocator got back from
+    the system, which the kernel maps and zeroes again."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    step()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
 
 def main() -> None:

@@ -125,7 +125,131 @@ def test_cli_optimized_onnx_and_summary(tmp_path: Path) -> None:
     assert model.graph.node[[n.name for n in model.graph.node].index("features.transition1.norm")].attribute[0].f == 0.0
     summary = runner.invoke(app, ["summary", "densenet121", "--optimize", "--format", "json"])
     data = json.loads(summary.stdout)
-    assert data["passes"] == ["swap_transition_pool", "fold_batchnorm"]
+    assert data["passes"] == ["swap_transition_pool", "fold_batchnorm", "swap_act_pool"]
     assert data["unoptimized"]["macs"] - data["macs"] == 3 * 102_760_448 * 3 // 4
     table = runner.invoke(app, ["summary", "densenet121", "--optimize"])
     assert "75.0%" in table.stdout
+
+
+@pytest.mark.parametrize(
+    ("shape", "layout"),
+    [
+        ((2, 5, 3, 4), torch.channels_last),
+        ((2, 5, 3, 4), torch.contiguous_format),
+        ((2, 5, 3, 4, 2), torch.channels_last_3d),
+        ((2, 5, 3, 4, 2), torch.contiguous_format),
+        ((2, 5, 7), torch.contiguous_format),
+    ],
+)
+def test_clamp_scratch_views_are_dense_in_the_buffer_layout(
+    shape: tuple[int, ...], layout: torch.memory_format
+) -> None:
+    from densenet_spec.backends.torch_runtime import _dense_view
+
+    flat = torch.arange(300.0)
+    view = _dense_view(flat, torch.Size(shape), layout)
+    assert view.stride() == torch.empty(shape, memory_format=layout).stride()
+    assert view.data_ptr() == flat.data_ptr() and view.is_contiguous(memory_format=layout)
+
+
+@pytest.mark.parametrize("name", ["densenet-bc-100-k12", "densenet-40-k12"])
+def test_scratch_path_matches_the_autograd_path(name: str) -> None:
+    """Without autograd the clamps write into one scratch per block; with it (a saliency map
+    through the optimised network) each layer allocates its own: both give the same numbers."""
+    fast = optimize_for_inference(_trained_looking(name))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = fast(x)
+    leaf = x.clone().requires_grad_()
+    out = fast(leaf)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    out.sum().backward()
+    assert leaf.grad is not None and leaf.grad.abs().sum() > 0
+
+
+def test_scratch_path_in_3d_and_under_cpu_autocast() -> None:
+    from densenet_spec import Spec
+
+    spec = Spec.model_validate(
+        {"name": "v", "growth_rate": 4, "blocks": [2, 2], "input": {"channels": 1, "size": [12, 12, 12]}}
+    )
+    model = build_model(spec, seed=0).eval()
+    fast = optimize_for_inference(model)
+    x = torch.randn(2, 1, 12, 12, 12)
+    with torch.no_grad():
+        assert (fast(x) - model(x)).abs().max().item() <= 1e-4
+    image = torch.randn(2, 3, 32, 32)
+    plain = _trained_looking("densenet-40-k12")
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 activations, float32 bounds
+        low = optimize_for_inference(plain)(image)
+    with torch.no_grad():
+        torch.testing.assert_close(low.float(), plain(image), rtol=0.1, atol=0.1)
+
+
+def test_a_clamp_without_upper_bounds_follows_a_changed_bound() -> None:
+    from densenet_spec.backends.torch_runtime import Clamp
+
+    clamp = Clamp(3, 2)
+    x = torch.linspace(-3, 3, 3 * 4 * 4).reshape(1, 3, 4, 4)
+    assert torch.equal(clamp(x), x)  # unbounded both ways
+    clamp.lo.fill_(0.0)
+    assert torch.equal(clamp(x), x.clamp_min(0.0))  # the clamp_min path
+    clamp.hi.fill_(1.0)  # changed in place: the next call looks again
+    assert torch.equal(clamp(x), x.clamp(0.0, 1.0))
+    out = torch.empty_like(x)
+    assert clamp(x, out=out) is out and torch.equal(out, x.clamp(0.0, 1.0))
+
+
+def test_each_block_keeps_its_scratch_per_thread_while_it_lives() -> None:
+    import gc
+    import threading
+
+    from densenet_spec.backends import torch_runtime
+
+    fast = optimize_for_inference(_trained_looking("densenet-bc-100-k12"))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        first = fast(x)
+        blocks = [m for m in fast.modules() if isinstance(m, torch_runtime.DenseBlock)]
+        kept = {block: torch_runtime._SCRATCH.kept[block].data_ptr() for block in blocks}
+        assert torch.equal(fast(x), first)  # the second call reuses the memory and gets the same numbers
+        assert {block: torch_runtime._SCRATCH.kept[block].data_ptr() for block in blocks} == kept
+
+    def other_thread() -> None:
+        with torch.no_grad():
+            torch.testing.assert_close(fast(x), first, rtol=0, atol=0)
+        mine = torch_runtime._SCRATCH.kept
+        assert all(mine[block].data_ptr() != kept[block] for block in blocks)  # a scratch of its own
+
+    worker = threading.Thread(target=other_thread)
+    worker.start()
+    worker.join()
+
+    def run_once() -> None:  # a model that is gone when this returns
+        with torch.no_grad():
+            optimize_for_inference(_trained_looking("densenet-bc-100-k12"))(x)
+
+    count = len(torch_runtime._SCRATCH.kept)
+    run_once()
+    gc.collect()
+    assert len(torch_runtime._SCRATCH.kept) == count  # its 3 blocks' scratches went with it
+
+
+def test_a_nested_call_from_a_hook_gets_a_scratch_of_its_own() -> None:
+    fast = optimize_for_inference(_trained_looking("densenet-bc-100-k12"))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = fast(x)
+        inner: list[torch.Tensor] = []
+
+        def run_again(*_: object) -> None:
+            if not inner:
+                inner.append(torch.empty(0))  # once: the nested call passes this hook too
+                inner[0] = fast(x)
+
+        conv = fast.features.denseblock1.denselayer2.conv1
+        handle = conv.register_forward_pre_hook(run_again)
+        outer = fast(x)  # the hook runs the whole network between the clamp and the conv that reads it
+        handle.remove()
+    torch.testing.assert_close(outer, expected, rtol=0, atol=0)
+    torch.testing.assert_close(inner[0], expected, rtol=0, atol=0)

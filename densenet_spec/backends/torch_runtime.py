@@ -25,6 +25,8 @@ statistics move once, in the forward pass.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
@@ -51,7 +53,11 @@ class Affine(nn.Module):
 
 
 class Clamp(nn.Module):
-    """``min(max(x, lo), hi)`` per channel: a BN-ReLU whose affine part moved into the next conv."""
+    """``min(max(x, lo), hi)`` per channel: a BN-ReLU whose affine part moved into the next conv.
+
+    Where no channel has an upper bound (a folded ReLU) it runs as ``clamp_min``, one tensor
+    operand fewer for every element (about 1.5 ms of densenet121's 110 at batch 8 on 2 cores).
+    """
 
     def __init__(self, channels: int, rank: int) -> None:
         super().__init__()
@@ -60,9 +66,20 @@ class Clamp(nn.Module):
         self.hi: Tensor
         self.register_buffer("lo", torch.full(shape, float("-inf")))
         self.register_buffer("hi", torch.full(shape, float("inf")))
+        self._seen: tuple[int, int] | None = None  # the ``hi`` last looked at
+        self._unbounded = False
 
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.clamp(x, self.lo, self.hi)
+    def forward(self, x: Tensor, out: Tensor | None = None) -> Tensor:
+        if torch.compiler.is_compiling() or not self._lower_only():
+            return torch.clamp(x, self.lo, self.hi, out=out)
+        return torch.clamp_min(x, self.lo, out=out)
+
+    def _lower_only(self) -> bool:
+        """Whether every upper bound is +inf, looked at again only when ``hi`` changes."""
+        seen = (self.hi.data_ptr(), self.hi._version)
+        if seen != self._seen:
+            self._seen, self._unbounded = seen, bool(torch.isposinf(self.hi).all())
+        return self._unbounded
 
 
 class BlurPool(nn.Module):
@@ -152,6 +169,21 @@ class DenseLayer(nn.Sequential):
 
     def _recomputable(self) -> bool:
         return _recomputable(list(self)[:3])
+
+    def clamps_into(self, prefix: Tensor) -> bool:
+        """Whether :meth:`run_clamped` applies: a leading clamp that keeps the input's dtype."""
+        first = self[0] if len(self) else None
+        if not isinstance(first, Clamp):
+            return False
+        return torch.promote_types(prefix.dtype, first.lo.dtype) == prefix.dtype
+
+    def run_clamped(self, prefix: Tensor, into: Tensor) -> Tensor:
+        """This layer on ``prefix``, its leading clamp writing into ``into`` (of ``prefix``'s shape)."""
+        clamp, *rest = self
+        x: Tensor = clamp(prefix, out=into)
+        for module in rest:
+            x = module(x)
+        return x
 
 
 def _recomputable(first: list[nn.Module]) -> bool:
@@ -313,6 +345,9 @@ class DenseBlock(nn.ModuleDict):
             features.append(layer(features))
         return torch.cat(features, 1)
 
+    def layers(self) -> list[DenseLayer]:
+        return list(self.values())  # type: ignore[arg-type]
+
     def shares_buffer(self, x: Tensor) -> bool:
         """Whether this call writes into one buffer: in inference-only networks without autograd,
         and in ``memory_efficient`` training on a contiguous (not channels_last) input, where the
@@ -335,20 +370,35 @@ class DenseBlock(nn.ModuleDict):
         as ``torch.cat`` would. Writes go through ``buffer.data``, whose version counter is its
         own: autograd then does not flag the views that earlier layers saved, whose channels the
         writes never touch.
+
+        Without autograd, the layers' leading clamps all write into one scratch of the buffer's
+        size, which a CPU block keeps between calls (per thread, as onnxruntime's arena keeps its
+        memory): glibc returns large freed blocks to the system, and each forward then faulted
+        them in again, up to 30,000 page faults and 15% of a densenet121 forward at batch 8.
         """
         grads = torch.is_grad_enabled()
         buffer = self._empty(x, x.dtype)
         end = _write(buffer, 0, x)
         features = [x]
-        for layer in self.values():
-            prefix = _prefix(buffer, features) if grads else buffer[:, :end]
-            out = layer([prefix])
+        scratch = None if grads else _take_scratch(self)
+        for layer in self.layers():
+            if grads:
+                out = layer([_prefix(buffer, features)])
+            elif layer.clamps_into(buffer):
+                scratch = _fit(scratch, buffer)
+                prefix = buffer[:, :end]
+                into = _dense_view(scratch, prefix.shape, _memory_format(buffer))
+                out = layer.run_clamped(prefix, into)
+            else:
+                out = layer([buffer[:, :end]])
             dtype = torch.promote_types(buffer.dtype, out.dtype)
             if dtype != buffer.dtype:
                 narrow, buffer = buffer, self._empty(x, dtype)
                 _write(buffer, 0, narrow[:, :end])
             end = _write(buffer, end, out)
             features.append(out)
+        if scratch is not None:
+            _keep_scratch(self, scratch)
         return _prefix(buffer, features) if grads else buffer
 
     def _empty(self, x: Tensor, dtype: torch.dtype) -> Tensor:
@@ -358,6 +408,33 @@ class DenseBlock(nn.ModuleDict):
             device=x.device,
             memory_format=_memory_format(x),
         )
+
+
+_SCRATCH = threading.local()
+
+
+def _take_scratch(block: nn.Module) -> Tensor | None:
+    """The scratch ``block`` kept on this thread, taken out while the block runs (a nested call
+    of the same block, from a hook, makes its own)."""
+    kept = getattr(_SCRATCH, "kept", None)
+    return kept.pop(block, None) if kept is not None else None
+
+
+def _keep_scratch(block: nn.Module, scratch: Tensor) -> None:
+    """Keep a CPU scratch for ``block``'s next call on this thread, while the block lives."""
+    if scratch.device.type == "cpu":  # the CUDA caching allocator already reuses memory
+        if not hasattr(_SCRATCH, "kept"):
+            _SCRATCH.kept = weakref.WeakKeyDictionary()
+        _SCRATCH.kept[block] = scratch
+
+
+def _fit(scratch: Tensor | None, buffer: Tensor) -> Tensor:
+    """``scratch`` if it holds ``buffer``'s elements in its dtype on its device; else a new one."""
+    if scratch is None or scratch.numel() < buffer.numel():
+        return buffer.new_empty(buffer.numel())
+    if scratch.dtype != buffer.dtype or scratch.device != buffer.device:
+        return buffer.new_empty(buffer.numel())
+    return scratch
 
 
 def _write(buffer: Tensor, start: int, tensor: Tensor) -> int:
@@ -370,6 +447,20 @@ def _write(buffer: Tensor, start: int, tensor: Tensor) -> int:
 
 def _prefix(buffer: Tensor, features: list[Tensor]) -> Tensor:
     return _Prefix.apply(buffer, *features)  # type: ignore[no-untyped-call,no-any-return]
+
+
+def _dense_view(flat: Tensor, shape: torch.Size, layout: torch.memory_format) -> Tensor:
+    """The front of ``flat`` as a dense tensor of ``shape`` in ``layout`` (a channel prefix of a
+    channels_last buffer is not dense, and a convolution reading it would copy it first)."""
+    rank = len(shape)
+    last = layout in (torch.channels_last, torch.channels_last_3d)
+    order = [0, *range(2, rank), 1] if last else list(range(rank))
+    strides = [0] * rank
+    step = 1
+    for axis in reversed(order):
+        strides[axis] = step
+        step *= shape[axis]
+    return flat[:step].as_strided(shape, strides)
 
 
 def _memory_format(x: Tensor) -> torch.memory_format:

@@ -12,11 +12,13 @@ from typing import Any
 from ..ir import IR
 from .base import Pass, PassError, PassResult, State
 from .fold_batchnorm import fold_batchnorm, fold_batchnorm_no_clamps
+from .swap_act_pool import swap_act_pool
 from .swap_transition_pool import swap_transition_pool
 
-INFERENCE_PASSES: tuple[Pass, ...] = (swap_transition_pool, fold_batchnorm)
+INFERENCE_PASSES: tuple[Pass, ...] = (swap_transition_pool, fold_batchnorm, swap_act_pool)
 NO_CLAMP_PASSES: tuple[Pass, ...] = (swap_transition_pool, fold_batchnorm_no_clamps)
-"""For a runtime whose fused BN-ReLU beats a per-channel clamp (onnxruntime)."""
+"""For onnxruntime: its fused BN-ReLU beats a per-channel clamp, and it fuses the stem's ReLU into
+the convolution, which swap_act_pool would take away."""
 
 __all__ = [
     "INFERENCE_PASSES",
@@ -29,6 +31,7 @@ __all__ = [
     "optimize",
     "optimize_ir",
     "optimize_with_state",
+    "swap_act_pool",
     "swap_transition_pool",
 ]
 
