@@ -207,9 +207,10 @@ def optimize_for_inference(model: DenseNet) -> DenseNet:
 
     The inference passes fold every batch norm (into convolutions, clamps and per-channel
     affines) and pool before each transition's 1x1 convolution; the network is then built from the
-    optimised IR (2-D networks in channels_last, where CPU convolutions are fastest). It keeps
-    ``model``'s device and dtype; half-precision weights are folded in float32 first, so that the
-    fold adds no rounding of its own beyond the final cast.
+    optimised IR (2-D networks in channels_last, where CPU convolutions are fastest, with their
+    weights reordered once for oneDNN instead of on every call). It keeps ``model``'s device and
+    dtype; half-precision weights are folded in float32 first, so that the fold adds no rounding
+    of its own beyond the final cast.
 
     Args:
         model: a model from :func:`build_model`, with any weights loaded (not a ``features_only``
@@ -219,6 +220,7 @@ def optimize_for_inference(model: DenseNet) -> DenseNet:
 
     from .backends import torch_runtime
     from .backends.torch_module import build_module
+    from .backends.torch_prepack import prepack
 
     ir = getattr(model, "ir", None)
     if not isinstance(model, torch_runtime.DenseNet) or not isinstance(ir, IR):
@@ -230,6 +232,7 @@ def optimize_for_inference(model: DenseNet) -> DenseNet:
     fast_ir, fast_state = optimize(ir, state)
     fast = build_module(fast_ir, state_dict=fast_state, dtype=work).eval()
     fast.inference_only = True  # also where nothing was folded (group norm): dropout must stay off
+    prepack(fast)
     return fast.to(device=weight.device, dtype=weight.dtype)
 
 

@@ -1,0 +1,78 @@
+"""optimize_for_inference's prepacked convolutions: the same numbers, packed once, repacked when
+the weights change, and a model that still saves, copies and pickles."""
+
+from __future__ import annotations
+
+import copy
+import io
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+from densenet_spec import build_model, optimize_for_inference
+from densenet_spec.backends.torch_prepack import PackedConv2d, available
+
+pytestmark = pytest.mark.skipif(not available(), reason="this torch has no oneDNN prepacked convolution")
+
+
+def _unpacked(model: nn.Module) -> nn.Module:
+    plain = copy.deepcopy(model)
+    for module in plain.modules():
+        if type(module) is PackedConv2d:
+            module.__class__ = nn.Conv2d
+    return plain
+
+
+def test_every_2d_conv_is_packed_and_computes_the_same() -> None:
+    fast = optimize_for_inference(build_model("densenet-bc-100-k12", seed=0).eval())
+    convs = [m for m in fast.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(type(m) is PackedConv2d for m in convs)
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        out = fast(x)
+        torch.testing.assert_close(out, _unpacked(fast)(x), rtol=1e-5, atol=1e-5)
+    assert all(m._packed is not None and m._packed.is_mkldnn for m in convs)
+
+
+def test_packed_once_and_again_when_the_weights_change() -> None:
+    fast = optimize_for_inference(build_model("densenet-bc-100-k12", seed=0).eval())
+    other = optimize_for_inference(build_model("densenet-bc-100-k12", seed=1).eval())
+    conv = fast.features.conv0
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        fast(x)
+        packed = conv._packed
+        fast(x)
+        assert conv._packed is packed  # not reordered on every call
+        fast.load_state_dict(other.state_dict())  # copies into the same parameters
+        torch.testing.assert_close(fast(x), other(x), rtol=1e-5, atol=1e-5)
+    assert conv._packed is not packed
+
+
+def test_state_dict_deepcopy_and_pickle_carry_no_packed_copy() -> None:
+    fast = optimize_for_inference(build_model("densenet-bc-100-k12", seed=0).eval())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = fast(x)
+    state = fast.state_dict()
+    assert not any(t.is_mkldnn for t in state.values())
+    assert set(state) == set(_unpacked(fast).state_dict())  # no keys of its own
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    for twin in (copy.deepcopy(fast), pickle.loads(pickle.dumps(fast))):
+        assert twin.features.conv0._packed is None
+        with torch.no_grad():
+            torch.testing.assert_close(twin(x), expected, rtol=0, atol=0)
+
+
+def test_plain_convolution_where_packing_does_not_apply() -> None:
+    fast = optimize_for_inference(build_model("densenet-bc-100-k12", seed=0).eval())
+    x = torch.randn(2, 3, 32, 32, requires_grad=True)  # autograd through the input: a saliency map
+    out = fast(x)
+    out.sum().backward()
+    assert x.grad is not None and fast.features.conv0._packed is None
+    with torch.no_grad():
+        contiguous = fast.features.conv0(torch.randn(2, 3, 32, 32))  # not channels_last: plain path
+    assert contiguous.shape == (2, 24, 32, 32) and fast.features.conv0._packed is None
