@@ -76,3 +76,13 @@ def test_plain_convolution_where_packing_does_not_apply() -> None:
     with torch.no_grad():
         contiguous = fast.features.conv0(torch.randn(2, 3, 32, 32))  # not channels_last: plain path
     assert contiguous.shape == (2, 24, 32, 32) and fast.features.conv0._packed is None
+
+
+def test_torch_compile_fullgraph_runs_the_plain_convolution() -> None:
+    """Under torch.compile the packed copy and the clamp_min shortcut step aside (the compiler
+    fuses on its own); fullgraph=True proves no graph break."""
+    fast = optimize_for_inference(build_model("densenet-40-k12", seed=0).eval())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        compiled = torch.compile(fast, fullgraph=True)
+        torch.testing.assert_close(compiled(x), fast(x), rtol=1e-4, atol=1e-4)
