@@ -253,3 +253,41 @@ def test_a_nested_call_from_a_hook_gets_a_scratch_of_its_own() -> None:
         handle.remove()
     torch.testing.assert_close(outer, expected, rtol=0, atol=0)
     torch.testing.assert_close(inner[0], expected, rtol=0, atol=0)
+
+
+def test_inference_mode_then_no_grad() -> None:
+    """A scratch made under inference_mode is an inference tensor, which no_grad may not write to."""
+    fast = optimize_for_inference(_trained_looking("densenet-bc-100-k12"))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        expected = fast(x)
+    for _ in range(2):
+        with torch.no_grad():
+            torch.testing.assert_close(fast(x), expected.clone(), rtol=0, atol=0)
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), expected, rtol=0, atol=0)
+
+
+def test_a_hook_on_a_clamp_keeps_what_it_saw() -> None:
+    """With a forward hook on a layer's clamp, that clamp gets a tensor of its own (the shared
+    scratch would be overwritten by the next layer and the next call)."""
+    fast = optimize_for_inference(_trained_looking("densenet-bc-100-k12"))
+    kept: list[tuple[torch.Tensor, torch.Tensor]] = []
+    clamp = fast.features.denseblock1.denselayer1.norm1
+    clamp.register_forward_hook(lambda _m, _i, out: kept.append((out, out.clone())))
+    with torch.no_grad():
+        fast(torch.randn(2, 3, 32, 32))
+        fast(torch.randn(2, 3, 32, 32))
+    assert len(kept) == 2 and all(torch.equal(seen, copy) for seen, copy in kept)
+
+
+def test_the_kept_scratch_shrinks_after_a_large_batch() -> None:
+    from densenet_spec.backends import torch_runtime
+
+    fast = optimize_for_inference(_trained_looking("densenet-bc-100-k12"))
+    block = fast.features.denseblock1
+    with torch.no_grad():
+        fast(torch.randn(16, 3, 32, 32))
+        large = torch_runtime._SCRATCH.kept[block].numel()
+        fast(torch.randn(2, 3, 32, 32))
+    assert torch_runtime._SCRATCH.kept[block].numel() * 8 == large  # not the batch-16 one kept for batch 2

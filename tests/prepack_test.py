@@ -78,11 +78,24 @@ def test_plain_convolution_where_packing_does_not_apply() -> None:
     assert contiguous.shape == (2, 24, 32, 32) and fast.features.conv0._packed is None
 
 
-def test_torch_compile_fullgraph_runs_the_plain_convolution() -> None:
-    """Under torch.compile the packed copy and the clamp_min shortcut step aside (the compiler
-    fuses on its own); fullgraph=True proves no graph break."""
-    fast = optimize_for_inference(build_model("densenet-40-k12", seed=0).eval())
+@pytest.mark.parametrize("name", ["densenet-bc-100-k12", "densenet-40-k12"])
+def test_torch_compile_fullgraph_runs_the_plain_convolution(name: str) -> None:
+    """Under torch.compile the packed copy, the clamp_min shortcut and the clamps' scratch (a
+    strided out=) step aside; fullgraph=True proves no graph break (bc-100 has clamps, 40 not)."""
+    fast = optimize_for_inference(build_model(name, seed=0).eval())
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         compiled = torch.compile(fast, fullgraph=True)
         torch.testing.assert_close(compiled(x), fast(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("grads", [False, True])
+def test_torch_jit_trace_of_the_optimised_model(grads: bool) -> None:
+    """Tracing runs the concatenation (writes through ``.data`` are not recorded) and the plain
+    convolution, so the traced graph computes the same function for another input."""
+    fast = optimize_for_inference(build_model("densenet-bc-100-k12", seed=0).eval())
+    with torch.set_grad_enabled(grads):
+        traced = torch.jit.trace(fast, torch.randn(4, 3, 32, 32), check_trace=False)
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(traced(x), fast(x), rtol=1e-4, atol=1e-4)

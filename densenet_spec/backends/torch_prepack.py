@@ -6,7 +6,10 @@ them into its blocked layout on every call: 2.7 ms of a densenet121 forward at b
 convolution that takes it (``torch.ops.mkldnn``, the ops that torch.compile's CPU freezing uses),
 2-3 ms (2-3%) faster per forward, the same numbers bit for bit here. The parameter stays as it is
 (the state_dict is unchanged and portable); the copy is made on the first call and again whenever
-the weight changes, and costs the weights' size in memory once more.
+the weight is replaced or changed in place where autograd sees it (``load_state_dict``, ``copy_``
+under ``no_grad``, ``.to()``), and costs the weights' size in memory once more. A change written
+through ``weight.data`` is not seen (``.data`` has a version counter of its own): run
+``optimize_for_inference`` again after such an edit.
 
 Anywhere else the plain convolution runs: other devices and dtypes, autograd through the weights
 or the input, autocast, tracing and torch.compile, or a torch built without oneDNN.
@@ -35,7 +38,7 @@ class PackedConv2d(nn.Conv2d):
     where it can; see the module docstring for where it cannot."""
 
     _packed: Tensor | None = None
-    _packed_from: tuple[int, int, int] | None = None  # the weight's storage, version and device index
+    _packed_from: tuple[int, int, int] | None = None  # the weight's data pointer, version and size
 
     def forward(self, x: Tensor) -> Tensor:
         if not self._packable(x):

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.nn import functional
+from torch.nn.modules import module as _module
 from torch.utils.checkpoint import checkpoint
 
 
@@ -70,7 +71,7 @@ class Clamp(nn.Module):
         self._unbounded = False
 
     def forward(self, x: Tensor, out: Tensor | None = None) -> Tensor:
-        if torch.compiler.is_compiling() or not self._lower_only():
+        if torch.compiler.is_compiling() or _tracing() or not self._lower_only():
             return torch.clamp(x, self.lo, self.hi, out=out)
         return torch.clamp_min(x, self.lo, out=out)
 
@@ -171,9 +172,12 @@ class DenseLayer(nn.Sequential):
         return _recomputable(list(self)[:3])
 
     def clamps_into(self, prefix: Tensor) -> bool:
-        """Whether :meth:`run_clamped` applies: a leading clamp that keeps the input's dtype."""
+        """Whether :meth:`run_clamped` applies: a leading clamp that keeps the input's dtype and
+        whose output no forward hook can keep (the next layer's clamp overwrites the scratch)."""
         first = self[0] if len(self) else None
-        if not isinstance(first, Clamp):
+        if not isinstance(first, Clamp) or first._forward_hooks:
+            return False
+        if _module._global_forward_hooks:
             return False
         return torch.promote_types(prefix.dtype, first.lo.dtype) == prefix.dtype
 
@@ -352,9 +356,10 @@ class DenseBlock(nn.ModuleDict):
         """Whether this call writes into one buffer: in inference-only networks without autograd,
         and in ``memory_efficient`` training on a contiguous (not channels_last) input, where the
         norm reads the buffer once and the backward pass recomputes it from there. Under
-        torch.compile with autograd the concatenation is traced (the compiler fuses it)."""
+        torch.compile with autograd, and under torch.jit.trace (which does not record writes through
+        ``.data``), the concatenation is traced."""
         grads = torch.is_grad_enabled()
-        if grads and torch.compiler.is_compiling():
+        if (grads and torch.compiler.is_compiling()) or _tracing():
             return False
         if self.shared_buffer is not None:
             return self.shared_buffer
@@ -381,10 +386,11 @@ class DenseBlock(nn.ModuleDict):
         end = _write(buffer, 0, x)
         features = [x]
         scratch = None if grads else _take_scratch(self)
+        compiling = torch.compiler.is_compiling()  # dynamo takes no strided ``out=``
         for layer in self.layers():
             if grads:
                 out = layer([_prefix(buffer, features)])
-            elif layer.clamps_into(buffer):
+            elif not compiling and layer.clamps_into(buffer):
                 scratch = _fit(scratch, buffer)
                 prefix = buffer[:, :end]
                 into = _dense_view(scratch, prefix.shape, _memory_format(buffer))
@@ -429,12 +435,20 @@ def _keep_scratch(block: nn.Module, scratch: Tensor) -> None:
 
 
 def _fit(scratch: Tensor | None, buffer: Tensor) -> Tensor:
-    """``scratch`` if it holds ``buffer``'s elements in its dtype on its device; else a new one."""
-    if scratch is None or scratch.numel() < buffer.numel():
-        return buffer.new_empty(buffer.numel())
+    """``scratch`` if it suits ``buffer`` (its dtype and device, between its size and twice it, and
+    writable here: an inference-mode tensor is not, outside inference mode); else a new one."""
+    size = buffer.numel()
+    if scratch is None or not size <= scratch.numel() <= 2 * size:
+        return buffer.new_empty(size)
     if scratch.dtype != buffer.dtype or scratch.device != buffer.device:
-        return buffer.new_empty(buffer.numel())
+        return buffer.new_empty(size)
+    if scratch.is_inference() and not torch.is_inference_mode_enabled():
+        return buffer.new_empty(size)
     return scratch
+
+
+def _tracing() -> bool:
+    return torch._C._get_tracing_state() is not None
 
 
 def _write(buffer: Tensor, start: int, tensor: Tensor) -> int:
