@@ -368,8 +368,9 @@ class DenseBlock(nn.ModuleDict):
         buffer = self._empty(x, x.dtype)
         end = _write(buffer, 0, x)
         features = [x]
-        scratch = None if grads else _take_scratch(self)
-        compiling = torch.compiler.is_compiling()  # dynamo takes no strided ``out=``
+        # Not under torch.compile: dynamo takes no strided ``out=`` and would guard on the kept ones.
+        compiling = torch.compiler.is_compiling()
+        scratch = None if grads or compiling else _take_scratch(self)
         for layer in self.layers():
             if grads:
                 out = layer([_prefix(buffer, features)])
