@@ -429,9 +429,6 @@ def _check_output(output: str | None, example: str = "") -> None:
     problem = folder_problem(output or "-", example)
     if problem:
         _usage_error(problem)
-    if output and output != "-" and os.path.isdir(output):
-        advice = f", e.g. -o {os.path.join(output, example)}" if example else ""
-        _usage_error(f"-o {output}: an existing folder; give a file name{advice}")
 
 
 def _check_not_a_spec(output: str | None, spec: str) -> None:

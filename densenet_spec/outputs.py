@@ -217,14 +217,18 @@ def emit(output: str, data: bytes | str) -> str:
 
 
 def folder_problem(output: str, example: str = "") -> str:
-    """Why ``output`` cannot name a file, or ``""``: it ends in a slash, so it names a folder.
+    """Why ``output`` cannot name a file, or ``""``: it is an existing folder, or it ends in a
+    slash, so it names one.
 
     ``Path("out/")`` drops the slash: without this check ``-o out/`` wrote a file named ``out``.
     ``example``, a file name, makes the advice concrete (``-o out/densenet121.onnx``).
     """
     separators = tuple(sep for sep in {"/", os.sep, os.altsep} if sep)
     if not output.endswith(separators):
-        return ""
+        if output == "-" or not os.path.isdir(output):
+            return ""
+        advice = f", e.g. -o {os.path.join(output, example)}" if example else ""
+        return f"-o {output}: an existing folder; give a file name{advice}"
     folder = output.rstrip("".join(separators)) or output
     if os.path.isdir(folder):
         state = "is an existing folder"

@@ -212,6 +212,11 @@ def test_presets_fit_in_onnx(name: str) -> None:
 def test_export_onnx_refuses_a_folder_path_and_a_seed_torch_cannot_take(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"a path ending in '/' names a folder, and .* does not exist"):
         export_onnx("densenet-40-k12", f"{tmp_path}/missing/")
+    folder = tmp_path / "existing"
+    folder.mkdir()
+    with pytest.raises(ValueError, match=r"existing: an existing folder; give a file name$"):
+        export_onnx("densenet-40-k12", folder)  # was an IsADirectoryError from the final rename
+    folder.rmdir()
     with pytest.raises(ValueError, match=r"^seed 18446744073709551616: out of range"):
         export_onnx("densenet-40-k12", tmp_path / "x.onnx", seed=2**64)
     with pytest.raises(ValueError, match=r"^seed -9223372036854775809: out of range"):
