@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .torch_runtime import jit_tracing
+
 
 def available() -> bool:
     """Whether this torch has oneDNN and the prepacked-convolution ops."""
@@ -67,7 +69,7 @@ class PackedConv2d(nn.Conv2d):
             return False
         if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
             return False
-        traced = torch.compiler.is_compiling() or torch._C._get_tracing_state() is not None
+        traced = torch.compiler.is_compiling() or jit_tracing()
         return not traced and not torch.is_autocast_enabled("cpu")
 
     def _weights(self, x: Tensor) -> Tensor:

@@ -71,7 +71,7 @@ class Clamp(nn.Module):
         self._unbounded = False
 
     def forward(self, x: Tensor, out: Tensor | None = None) -> Tensor:
-        if torch.compiler.is_compiling() or _tracing() or not self._lower_only():
+        if torch.compiler.is_compiling() or jit_tracing() or not self._lower_only():
             return torch.clamp(x, self.lo, self.hi, out=out)
         return torch.clamp_min(x, self.lo, out=out)
 
@@ -359,7 +359,7 @@ class DenseBlock(nn.ModuleDict):
         torch.compile with autograd, and under torch.jit.trace (which does not record writes through
         ``.data``), the concatenation is traced."""
         grads = torch.is_grad_enabled()
-        if (grads and torch.compiler.is_compiling()) or _tracing():
+        if (grads and torch.compiler.is_compiling()) or jit_tracing():
             return False
         if self.shared_buffer is not None:
             return self.shared_buffer
@@ -448,7 +448,9 @@ def _fit(scratch: Tensor | None, buffer: Tensor) -> Tensor:
     return scratch
 
 
-def _tracing() -> bool:
+def jit_tracing() -> bool:
+    """Whether torch.jit.trace is recording: it does not see writes through ``.data``, and bakes
+    Python-side choices into the graph."""
     return torch._C._get_tracing_state() is not None
 
 

@@ -25,8 +25,10 @@ def _non_decreasing(act: Act) -> bool:
     if act.act in ("relu", "relu6"):
         return True
     arg = _SLOPE_ARG.get(act.act)
-    value = dict(act.args).get(arg or "", -1.0)
-    return arg is not None and isinstance(value, float | int) and value >= 0
+    if arg is None:
+        return False
+    value = dict(act.args).get(arg)
+    return isinstance(value, float | int) and value >= 0
 
 
 def _shrinking_max_pool(layer: Layer) -> Pool | None:
