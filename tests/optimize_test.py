@@ -200,7 +200,14 @@ def test_a_clamp_without_upper_bounds_follows_a_changed_bound() -> None:
     assert clamp(x, out=out) is out and torch.equal(out, x.clamp(0.0, 1.0))
 
 
-def test_each_block_keeps_its_scratch_per_thread_while_it_lives() -> None:
+def _kept(module: torch.nn.Module) -> dict[str, int]:
+    """Where the memory that ``module`` keeps on this thread lies, by role."""
+    from densenet_spec.backends import torch_runtime
+
+    return {role: memory.data_ptr() for role, memory in torch_runtime._KEPT.memory[module].items()}
+
+
+def test_each_block_keeps_its_memory_per_thread_while_it_lives() -> None:
     import gc
     import threading
 
@@ -211,15 +218,16 @@ def test_each_block_keeps_its_scratch_per_thread_while_it_lives() -> None:
     with torch.no_grad():
         first = fast(x)
         blocks = [m for m in fast.modules() if isinstance(m, torch_runtime.DenseBlock)]
-        kept = {block: torch_runtime._SCRATCH.kept[block].data_ptr() for block in blocks}
+        kept = {block: _kept(block) for block in blocks}
+        assert all(set(roles) == {"buffer", "scratch"} for roles in kept.values())
         assert torch.equal(fast(x), first)  # the second call reuses the memory and gets the same numbers
-        assert {block: torch_runtime._SCRATCH.kept[block].data_ptr() for block in blocks} == kept
+        assert {block: _kept(block) for block in blocks} == kept
 
     def other_thread() -> None:
         with torch.no_grad():
             torch.testing.assert_close(fast(x), first, rtol=0, atol=0)
-        mine = torch_runtime._SCRATCH.kept
-        assert all(mine[block].data_ptr() != kept[block] for block in blocks)  # a scratch of its own
+        for block in blocks:
+            assert not set(_kept(block).values()) & set(kept[block].values())  # memory of its own
 
     worker = threading.Thread(target=other_thread)
     worker.start()
@@ -229,10 +237,35 @@ def test_each_block_keeps_its_scratch_per_thread_while_it_lives() -> None:
         with torch.no_grad():
             optimize_for_inference(_trained_looking("densenet-bc-100-k12"))(x)
 
-    count = len(torch_runtime._SCRATCH.kept)
+    count = len(torch_runtime._KEPT.memory)
     run_once()
     gc.collect()
-    assert len(torch_runtime._SCRATCH.kept) == count  # its 3 blocks' scratches went with it
+    assert len(torch_runtime._KEPT.memory) == count  # its blocks' and clamps' memory went with it
+
+
+def test_an_output_the_caller_holds_is_not_written_over() -> None:
+    """The kept memory is reused only when no tensor refers to it any more: a block's output (its
+    buffer) or a clamp's output that the caller still holds stays as it was."""
+    fast = optimize_for_inference(_trained_looking("densenet-bc-100-k12"))
+    block = fast.features.denseblock1
+    one, two = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        stem = fast.features.conv0
+        held = block(stem(one))
+        copy = held.clone()
+        other = block(stem(two))
+        assert torch.equal(held, copy) and not torch.equal(other, copy)
+        assert held.data_ptr() != other.data_ptr()
+        del held, other
+        again = block(stem(one))  # nothing holds the kept buffer now: it is used again
+        assert again.data_ptr() == _kept(block)["buffer"] and torch.equal(again, copy)
+
+        features = fast.forward_features(one)  # the final clamp's output
+        saved = features.clone()
+        view = features[:, :4]
+        del features
+        fast.forward_features(two)
+        assert torch.equal(view, saved[:, :4])  # a view of it holds the memory too
 
 
 def test_a_nested_call_from_a_hook_gets_a_scratch_of_its_own() -> None:
@@ -281,13 +314,58 @@ def test_a_hook_on_a_clamp_keeps_what_it_saw() -> None:
     assert len(kept) == 2 and all(torch.equal(seen, copy) for seen, copy in kept)
 
 
-def test_the_kept_scratch_shrinks_after_a_large_batch() -> None:
+def test_the_kept_memory_shrinks_after_a_large_batch() -> None:
     from densenet_spec.backends import torch_runtime
 
     fast = optimize_for_inference(_trained_looking("densenet-bc-100-k12"))
     block = fast.features.denseblock1
     with torch.no_grad():
         fast(torch.randn(16, 3, 32, 32))
-        large = torch_runtime._SCRATCH.kept[block].numel()
+        large = torch_runtime._KEPT.memory[block]["scratch"].nbytes()
         fast(torch.randn(2, 3, 32, 32))
-    assert torch_runtime._SCRATCH.kept[block].numel() * 8 == large  # not the batch-16 one kept for batch 2
+    assert torch_runtime._KEPT.memory[block]["scratch"].nbytes() * 8 == large  # not batch 16's, for 2
+
+
+@pytest.mark.parametrize(
+    ("kernel", "stride", "padding", "dilation", "ceil_mode", "channels_last"),
+    [
+        (3, 2, 1, 1, False, True),
+        (3, 2, 1, 1, False, False),
+        (2, 2, 0, 1, True, True),
+        ((3, 2), (1, 2), (1, 0), 2, True, False),
+    ],
+)
+def test_the_stem_max_pool_into_kept_memory(
+    kernel: int | tuple[int, int],
+    stride: int | tuple[int, int],
+    padding: int | tuple[int, int],
+    dilation: int,
+    ceil_mode: bool,
+    channels_last: bool,
+) -> None:
+    from densenet_spec.backends.torch_prepack import KeptMaxPool2d
+
+    plain = torch.nn.MaxPool2d(kernel, stride, padding, dilation, ceil_mode=ceil_mode)
+    kept = KeptMaxPool2d(kernel, stride, padding, dilation, ceil_mode=ceil_mode)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    one, two = (torch.randn(2, 5, 17, 12).contiguous(memory_format=layout) for _ in range(2))
+    with torch.no_grad():
+        held = kept(one)
+        assert torch.equal(held, plain(one)) and held.is_contiguous(memory_format=layout)
+        assert torch.equal(kept(two), plain(two)) and torch.equal(held, plain(one))  # held: left alone
+        del held
+        assert kept(one).data_ptr() == _kept(kept)["out"]  # dropped: its memory is used again
+    x = one.clone().requires_grad_()
+    kept(x).sum().backward()  # with autograd: the plain pool
+    assert x.grad is not None and x.grad.sum().item() > 0
+
+
+def test_optimize_for_inference_keeps_the_stem_pool_memory() -> None:
+    from densenet_spec.backends.torch_prepack import KeptMaxPool2d
+
+    model = _trained_looking("densenet121")
+    fast = optimize_for_inference(model)
+    assert type(fast.features.pool0) is KeptMaxPool2d
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-4)

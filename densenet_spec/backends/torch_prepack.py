@@ -13,6 +13,11 @@ through ``weight.data`` is not seen (``.data`` has a version counter of its own)
 
 Anywhere else the plain convolution runs: other devices and dtypes, autograd through the weights
 or the input, autocast, tracing and torch.compile, or a torch built without oneDNN.
+
+:class:`KeptMaxPool2d` (the stem's max pool) writes its output and indices into memory kept from
+its last call, as the dense blocks and clamps do (see ``torch_runtime._reused``): its 18 MiB a
+call at batch 8 were the largest allocation left that glibc gave back to the system and that
+the next call faulted in again.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .torch_runtime import jit_tracing
+from .torch_runtime import _dense_view, _memory_format, _reused, jit_tracing
 
 
 def available() -> bool:
@@ -96,14 +101,61 @@ class PackedConv2d(nn.Conv2d):
         return state
 
 
+class KeptMaxPool2d(nn.MaxPool2d):
+    """An ``nn.MaxPool2d`` whose output reuses the memory of its last call on CPU without
+    autograd; elsewhere (and asked for its indices) it is the plain one."""
+
+    _shapes: dict[torch.Size, torch.Size] | None = None  # output shape by input shape
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self._keeps_output(x):
+            plain: Tensor = super().forward(x)
+            return plain
+        shape = self._output_shape(x)
+        layout = _memory_format(x)
+        out = _dense_view(_reused(self, "out", shape.numel(), x), shape, layout)
+        indices = _reused(self, "indices", shape.numel(), x.new_empty(0, dtype=torch.long))
+        pool = torch.ops.aten.max_pool2d_with_indices.out
+        pool(
+            x,
+            _pair(self.kernel_size),
+            _pair(self.stride),
+            _pair(self.padding),
+            _pair(self.dilation),
+            self.ceil_mode,
+            out=out,
+            indices=_dense_view(indices, shape, layout),
+        )
+        return out
+
+    def _keeps_output(self, x: Tensor) -> bool:
+        if torch.is_grad_enabled() or x.device.type != "cpu" or x.dim() != 4 or self.return_indices:
+            return False
+        return not (torch.compiler.is_compiling() or jit_tracing())
+
+    def _output_shape(self, x: Tensor) -> torch.Size:
+        """Worked out once per input shape, on the meta device (no data)."""
+        shapes = self.__dict__.setdefault("_shapes", {})
+        if x.shape not in shapes:
+            shapes[x.shape] = super().forward(torch.empty(x.shape, device="meta")).shape
+        shape: torch.Size = shapes[x.shape]
+        return shape
+
+
+def _pair(value: int | tuple[int, ...]) -> list[int]:
+    return [value, value] if isinstance(value, int) else list(value)
+
+
 def prepack(model: nn.Module) -> int:
-    """Make every plain ``nn.Conv2d`` of ``model`` a :class:`PackedConv2d` in place; returns how
-    many (0 where this torch cannot)."""
-    if not available():
-        return 0
+    """Make every plain ``nn.Conv2d`` of ``model`` a :class:`PackedConv2d` (where this torch can)
+    and every plain ``nn.MaxPool2d`` a :class:`KeptMaxPool2d`, in place; returns how many
+    convolutions."""
     count = 0
+    packs = available()
     for module in model.modules():
-        if type(module) is nn.Conv2d:
+        if type(module) is nn.MaxPool2d:
+            module.__class__ = KeptMaxPool2d
+        elif type(module) is nn.Conv2d and packs:
             module.__class__ = PackedConv2d
             count += 1
     return count
