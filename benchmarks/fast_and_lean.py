@@ -12,7 +12,9 @@ onnxruntime on the project's plain ONNX of the same weights; onnxruntime on the 
 against onnxruntime on torch.onnx.export's graph of the torchvision-structured model. Each pair
 runs alternately in rounds of its own, with the page faults of a call printed beside each time;
 onnxruntime with intra-op spinning off, so that its idle threads do not take the cores from the
-contender that runs next. 2 threads each.
+contender that runs next. 2 threads each. Then optimize_for_inference and onnxruntime on the plain
+ONNX each alone in a fresh process, as a serving process runs them (printed, not a target: not
+alternated).
 
 Run: .venv/bin/python benchmarks/fast_and_lean.py [--only train|eval] [--repeat 8]
 torch.onnx.export needs onnxscript (the bench extra: pip install -e '.[bench]'); without it that
@@ -25,8 +27,10 @@ import argparse
 import importlib.util
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -193,14 +197,7 @@ def eval_targets(spec: str, batch: int, repeat: int) -> list[str]:
     glibc return memory that the next forward faulted in again, 18,000-30,000 faults a call), so
     the pair's ratio would measure the neighbour as much as the pair."""
     print(f"\n== eval forward, {spec}, batch {batch}, {THREADS} threads, each pair alternated")
-    base = BenchConfig(spec, batch, threads=THREADS)
-    configs = {
-        EAGER: base,
-        FAST: replace(base, optimize=True),
-        ORT_PLAIN: replace(base, onnxruntime=True),
-        ORT_OURS: replace(base, onnxruntime=True, optimize=True),
-    }
-    steps = {name: make_step(config)[0] for name, config in configs.items()}
+    steps = {name: make_step(config)[0] for name, config in _eval_configs(spec, batch).items()}
     with tempfile.TemporaryDirectory() as tmp:
         exported = _torch_export_step(spec, batch, Path(tmp))
         if exported is not None:
@@ -214,7 +211,44 @@ def eval_targets(spec: str, batch: int, repeat: int) -> list[str]:
             lines.append(f"  {name}: not measured (no onnxscript)")
         else:
             lines.append(_pair(steps, ORT_THEIRS, ORT_OURS, name, 1.15, repeat))
+    del steps
+    print("  each alone in a fresh process (what a serving process sees; not alternated):")
+    for contender in (FAST, ORT_PLAIN):
+        seconds, faults = _fresh(spec, batch, contender)
+        print(f"  {contender:38s} {seconds * 1e3:7.1f} ms  {faults:6d} page faults a call")
     return lines
+
+
+def _eval_configs(spec: str, batch: int) -> dict[str, BenchConfig]:
+    base = BenchConfig(spec, batch, threads=THREADS)
+    return {
+        EAGER: base,
+        FAST: replace(base, optimize=True),
+        ORT_PLAIN: replace(base, onnxruntime=True),
+        ORT_OURS: replace(base, onnxruntime=True, optimize=True),
+    }
+
+
+def _fresh(spec: str, batch: int, contender: str) -> tuple[float, int]:
+    """Median seconds and page faults of a call of ``contender`` in a new process (glibc's
+    thresholds as a program starts with them), after three warm-up calls."""
+    command = [sys.executable, __file__, "--eval-child", spec, str(batch), contender]
+    seconds, faults = subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()[-2:]
+    return float(seconds), int(faults)
+
+
+def _eval_child(argv: list[str]) -> None:
+    spec, batch, contender = argv[0], int(argv[1]), argv[2]
+    torch.set_num_threads(THREADS)
+    step = make_step(_eval_configs(spec, batch)[contender])[0]
+    for _ in range(3):
+        step()
+    times, faults = [], []
+    for _ in range(10):
+        start = time.perf_counter()
+        faults.append(minor_faults(step))
+        times.append(time.perf_counter() - start)
+    print(statistics.median(times), int(statistics.median(faults)))
 
 
 def _pair(steps: dict[str, Callable[[], None]], slow: str, fast: str, name: str, target: float, repeat: int) -> str:
@@ -237,6 +271,9 @@ def minor_faults(step: Callable[[], None]) -> int:
 def main() -> None:
     if sys.argv[1:2] == ["--child"]:
         _child(sys.argv[2:])
+        return
+    if sys.argv[1:2] == ["--eval-child"]:
+        _eval_child(sys.argv[2:])
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=8, help="timed runs of each contender")
