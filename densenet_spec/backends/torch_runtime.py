@@ -438,11 +438,12 @@ def _reused(owner: nn.Module, role: str, numel: int, like: Tensor) -> Tensor:
     memory, kept (on CPU) for the next call.
 
     Why: glibc returns large freed blocks to the system and every forward pass faulted them in
-    again, up to 15,000 page faults and 20 ms of a 120 ms densenet121 forward at batch 8 on 2 cores
-    (onnxruntime's arena keeps its memory; this keeps the blocks' buffers and scratches alike).
-    Memory is reused only when no tensor but the kept one refers to it (a block output that the
-    caller still holds is left alone), and only if it is between the size asked and twice that
-    (it shrinks after a large batch). The kept memory goes with ``owner``; CUDA's caching allocator
+    again: 12,500-15,600 page faults and 121-131 ms a densenet121 forward at batch 8 on 2 cores in
+    a fresh process, 107-114 ms and none with the blocks' buffers and scratches, the clamps' and
+    the stem pool's outputs kept (onnxruntime's arena keeps its memory too). Memory is reused only
+    when no tensor but the kept one refers to it (an output that the caller still holds, or a view
+    of it, is left alone), and only if it is between the size asked and twice that (it shrinks
+    after a large batch). The kept memory goes with ``owner``; CUDA's caching allocator
     already reuses memory, so nothing is kept there.
     """
     device = like.device
