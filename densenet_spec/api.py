@@ -205,6 +205,9 @@ def optimize(
 def optimize_for_inference(model: DenseNet) -> DenseNet:
     """An eval-only model computing the same function as ``model`` (with its weights), faster.
 
+    The same logits; ``forward_features`` differs from the model's where the final norm's scale
+    and shift moved into the classifier (it returns the clamped map before them).
+
     The inference passes fold every batch norm (into convolutions, clamps and per-channel
     affines) and pool before each transition's 1x1 convolution; the network is then built from the
     optimised IR (2-D networks in channels_last, where CPU convolutions are fastest, with their

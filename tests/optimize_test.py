@@ -369,3 +369,86 @@ def test_optimize_for_inference_keeps_the_stem_pool_memory() -> None:
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_a_held_storage_object_keeps_its_memory() -> None:
+    """``tensor.untyped_storage()`` is the kept storage object itself: holding it holds the memory."""
+    fast = optimize_for_inference(_trained_looking("densenet-bc-100-k12"))
+    with torch.no_grad():
+        features = fast.forward_features(torch.randn(2, 3, 32, 32))
+        storage, shape, stride, expected = (
+            features.untyped_storage(),
+            features.shape,
+            features.stride(),
+            features.clone(),
+        )
+        del features
+        fast.forward_features(torch.randn(2, 3, 32, 32))
+    assert torch.equal(torch.empty(0).set_(storage, 0, shape, stride), expected)
+
+
+def test_memory_moved_into_shared_memory_is_not_reused() -> None:
+    """A tensor sent to another process (a DataLoader worker's output) lives on in shared memory
+    that the receiver maps, after the sender dropped it."""
+    fast = optimize_for_inference(_trained_looking("densenet-bc-100-k12"))
+    with torch.no_grad():
+        features = fast.forward_features(torch.randn(2, 3, 32, 32))
+        features.share_memory_()  # what torch.multiprocessing does to a tensor it sends
+        address = features.data_ptr()
+        del features
+        assert fast.forward_features(torch.randn(2, 3, 32, 32)).data_ptr() != address
+
+
+class _Features(torch.utils.data.Dataset[torch.Tensor]):
+    model: torch.nn.Module | None = None
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        if self.model is None:
+            self.model = optimize_for_inference(_trained_looking("densenet-bc-100-k12"))
+        with torch.no_grad():
+            return self.model.forward_features(torch.full((1, 3, 32, 32), float(index)))  # type: ignore[operator]
+
+
+def test_dataloader_worker_outputs_stay_as_sent() -> None:
+    received = list(torch.utils.data.DataLoader(_Features(), batch_size=None, num_workers=1))
+    expected = [_Features()[i] for i in range(4)]
+    for got, want in zip(received, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_under_fake_tensor_mode_the_shapes_come_out() -> None:
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    fast = optimize_for_inference(_trained_looking("densenet-bc-100-k12"))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        fast(x)  # a real call first: kept memory exists
+        with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+            assert fast(mode.from_tensor(x)).shape == (2, 10)
+            assert fast.features.norm5(mode.from_tensor(torch.randn(2, 342, 8, 8))).shape == (2, 342, 8, 8)
+
+
+def test_hooks_inside_a_dense_layer_see_what_they_keep_and_fire() -> None:
+    """A hook on the 1x1 conv reads the clamped input: with any hook in the layer, the clamp
+    writes its own tensor, not the scratch that the next layer overwrites; and the layer's own
+    hooks fire (the scratch path does not go through its ``__call__``)."""
+    fast = optimize_for_inference(_trained_looking("densenet-bc-100-k12"))
+    layer = fast.features.denseblock1.denselayer1
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    layer.conv1.register_forward_pre_hook(lambda _m, args: seen.append((args[0], args[0].clone())))
+    calls: list[int] = []
+    fast.features.denseblock1.denselayer2.register_forward_hook(lambda *_: calls.append(1))
+    with torch.no_grad():
+        fast(torch.randn(2, 3, 32, 32))
+    assert torch.equal(*seen[0]) and calls == [1]
+
+
+def test_torch_export_strict_without_autograd() -> None:
+    fast = optimize_for_inference(_trained_looking("densenet-40-k12"))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        exported = torch.export.export(fast, (x,), strict=True)
+        torch.testing.assert_close(exported.module()(x), fast(x), rtol=1e-5, atol=1e-5)

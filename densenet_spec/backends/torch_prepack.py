@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .torch_runtime import _dense_view, _memory_format, _reused, jit_tracing
+from .torch_runtime import _dense_view, _memory_format, _reused, jit_tracing, may_keep_memory
 
 
 def available() -> bool:
@@ -129,7 +129,7 @@ class KeptMaxPool2d(nn.MaxPool2d):
         return out
 
     def _keeps_output(self, x: Tensor) -> bool:
-        if torch.is_grad_enabled() or x.device.type != "cpu" or x.dim() != 4 or self.return_indices:
+        if x.dim() != 4 or self.return_indices or not may_keep_memory(x):
             return False
         return not (torch.compiler.is_compiling() or jit_tracing())
 

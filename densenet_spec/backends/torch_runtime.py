@@ -25,6 +25,7 @@ statistics move once, in the forward pass.
 
 from __future__ import annotations
 
+import sys
 import threading
 import weakref
 from collections import OrderedDict
@@ -72,7 +73,7 @@ class Clamp(nn.Module):
         self._unbounded = False
 
     def forward(self, x: Tensor, out: Tensor | None = None) -> Tensor:
-        if torch.compiler.is_compiling() or jit_tracing():
+        if torch.compiler.is_compiling() or jit_tracing() or not plain_tensor(x):
             return torch.clamp(x, self.lo, self.hi, out=out)
         if out is None and self._keeps_output(x):
             flat = _reused(self, "out", x.numel(), x)
@@ -82,7 +83,7 @@ class Clamp(nn.Module):
         return torch.clamp_min(x, self.lo, out=out)
 
     def _keeps_output(self, x: Tensor) -> bool:
-        if torch.is_grad_enabled() or x.device.type != "cpu":
+        if not may_keep_memory(x):
             return False
         same_dtype = torch.promote_types(x.dtype, self.lo.dtype) == x.dtype
         channel = x.dim() - self.lo.dim()  # where the bounds' channel axis lines up
@@ -185,12 +186,12 @@ class DenseLayer(nn.Sequential):
         return _recomputable(list(self)[:3])
 
     def clamps_into(self, prefix: Tensor) -> bool:
-        """Whether :meth:`run_clamped` applies: a leading clamp that keeps the input's dtype and
-        whose output no forward hook can keep (the next layer's clamp overwrites the scratch)."""
+        """Whether :meth:`run_clamped` applies: a leading clamp that keeps the input's dtype, and
+        no hook anywhere that could see or keep the scratch (the next layer's clamp overwrites
+        it) or that ``run_clamped``, which does not go through this layer's ``__call__``, would
+        skip."""
         first = self[0] if len(self) else None
-        if not isinstance(first, Clamp) or first._forward_hooks:
-            return False
-        if _module._global_forward_hooks:
+        if not isinstance(first, Clamp) or _hooked(self):
             return False
         return torch.promote_types(prefix.dtype, first.lo.dtype) == prefix.dtype
 
@@ -201,6 +202,13 @@ class DenseLayer(nn.Sequential):
         for module in rest:
             x = module(x)
         return x
+
+
+def _hooked(layer: nn.Module) -> bool:
+    """Whether a forward or forward-pre hook is set on ``layer``, a module in it, or globally."""
+    if _module._global_forward_hooks or _module._global_forward_pre_hooks:
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks for m in layer.modules())
 
 
 def _recomputable(first: list[nn.Module]) -> bool:
@@ -369,10 +377,11 @@ class DenseBlock(nn.ModuleDict):
         """Whether this call writes into one buffer: in inference-only networks without autograd,
         and in ``memory_efficient`` training on a contiguous (not channels_last) input, where the
         norm reads the buffer once and the backward pass recomputes it from there. Under
-        torch.compile with autograd, and under torch.jit.trace (which does not record writes through
-        ``.data``), the concatenation is traced."""
+        torch.compile with autograd, and under torch.jit.trace and torch.export (which do not
+        record writes through ``.data``), the concatenation is traced."""
         grads = torch.is_grad_enabled()
-        if (grads and torch.compiler.is_compiling()) or jit_tracing():
+        tracing = jit_tracing() or torch.compiler.is_exporting()
+        if tracing or (grads and torch.compiler.is_compiling()):
             return False
         if self.shared_buffer is not None:
             return self.shared_buffer
@@ -395,7 +404,7 @@ class DenseBlock(nn.ModuleDict):
         """
         grads = torch.is_grad_enabled()
         # Not under torch.compile: dynamo takes no strided ``out=`` and would guard on kept memory.
-        reuse = not grads and not torch.compiler.is_compiling()
+        reuse = not torch.compiler.is_compiling() and may_keep_memory(x)
         buffer = self._empty(x, x.dtype, reuse)
         end = _write(buffer, 0, x)
         features = [x]
@@ -441,21 +450,35 @@ def _reused(owner: nn.Module, role: str, numel: int, like: Tensor) -> Tensor:
     again: 12,500-15,600 page faults and 121-131 ms a densenet121 forward at batch 8 on 2 cores in
     a fresh process, 107-114 ms and none with the blocks' buffers and scratches, the clamps' and
     the stem pool's outputs kept (onnxruntime's arena keeps its memory too). Memory is reused only
-    when no tensor but the kept one refers to it (an output that the caller still holds, or a view
-    of it, is left alone), and only if it is between the size asked and twice that (it shrinks
-    after a large batch). The kept memory goes with ``owner``; CUDA's caching allocator
-    already reuses memory, so nothing is kept there.
+    when nothing but this keeps it (see :func:`_free`), and only if it is between the size asked
+    and twice that (it shrinks after a large batch). The kept memory goes with ``owner``; CUDA's
+    caching allocator already reuses memory, so nothing is kept there.
     """
     device = like.device
     nbytes = numel * like.element_size()
     kept = _kept_memory(owner) if device.type == "cpu" else {}
-    memory = kept.get(role)
-    if memory is None or not _fits(memory, device, nbytes):
+    if role in kept and _free(kept, role) and _fits(kept[role], device, nbytes):
+        memory = kept[role]
+    else:
         memory = torch.empty(nbytes, dtype=torch.uint8, device=device).untyped_storage()
         if device.type == "cpu":
             kept[role] = memory
     flat: Tensor = like.new_empty(0).set_(memory, 0, (numel,), (1,))
     return flat
+
+
+def may_keep_memory(x: Tensor) -> bool:
+    """Whether a call on ``x`` may use kept memory: a plain CPU tensor without autograd."""
+    return not torch.is_grad_enabled() and x.device.type == "cpu" and plain_tensor(x)
+
+
+def plain_tensor(x: Tensor) -> bool:
+    """``x`` is a ``torch.Tensor`` (no subclass) outside any torch function or dispatch mode
+    (FakeTensorMode, a ``torch.device`` context): where tensors are what they seem."""
+    if type(x) is not Tensor or torch._C._is_torch_function_mode_enabled():
+        return False
+    modes = getattr(torch._C, "_len_torch_dispatch_stack", None)
+    return modes is not None and int(modes()) == 0
 
 
 def _kept_memory(owner: nn.Module) -> dict[str, torch.UntypedStorage]:
@@ -465,13 +488,30 @@ def _kept_memory(owner: nn.Module) -> dict[str, torch.UntypedStorage]:
     return kept
 
 
-def _fits(memory: torch.UntypedStorage, device: torch.device, nbytes: int) -> bool:
-    """Whether ``memory`` is on ``device``, of ``nbytes`` to twice that, and free: no tensor
-    refers to it any more (taken as in use on a torch that cannot say)."""
-    if memory.device != device or not nbytes <= memory.nbytes() <= 2 * nbytes:
+def _python_refs(kept: dict[str, torch.UntypedStorage], role: str) -> int:
+    return sys.getrefcount(kept[role])
+
+
+# The references to a storage that a dict alone holds, as _python_refs counts them.
+_ALONE = _python_refs({"": torch.empty(0, dtype=torch.uint8).untyped_storage()}, "")
+
+
+def _free(kept: dict[str, torch.UntypedStorage], role: str) -> bool:
+    """Whether nothing but ``kept`` holds the memory of ``role``: no tensor (storage use count 1,
+    taken as in use on a torch that cannot say), no Python reference to the storage object
+    (``tensor.untyped_storage()`` hands out this very object), and not moved into shared memory
+    (a tensor sent to another process, which maps it)."""
+    if _python_refs(kept, role) != _ALONE:  # before any local name refers to it
         return False
     count = getattr(torch._C, "_storage_Use_Count", None)
-    return count is not None and int(count(memory._cdata)) == 1
+    memory = kept[role]
+    if count is None or memory.is_shared():
+        return False
+    return int(count(memory._cdata)) == 1
+
+
+def _fits(memory: torch.UntypedStorage, device: torch.device, nbytes: int) -> bool:
+    return memory.device == device and nbytes <= memory.nbytes() <= 2 * nbytes
 
 
 def jit_tracing() -> bool:
