@@ -452,3 +452,13 @@ def test_torch_export_strict_without_autograd() -> None:
     with torch.no_grad():
         exported = torch.export.export(fast, (x,), strict=True)
         torch.testing.assert_close(exported.module()(x), fast(x), rtol=1e-5, atol=1e-5)
+
+
+def test_the_max_pool_remembers_a_bounded_number_of_shapes() -> None:
+    from densenet_spec.backends.torch_prepack import KeptMaxPool2d
+
+    pool = KeptMaxPool2d(3, 2, 1)
+    with torch.no_grad():
+        for size in range(8, 8 + 70):
+            assert pool(torch.randn(1, 2, size, 5)).shape == (1, 2, (size - 1) // 2 + 1, 3)
+    assert pool._shapes is not None and len(pool._shapes) == 64

@@ -134,9 +134,13 @@ class KeptMaxPool2d(nn.MaxPool2d):
         return not (torch.compiler.is_compiling() or jit_tracing())
 
     def _output_shape(self, x: Tensor) -> torch.Size:
-        """Worked out once per input shape, on the meta device (no data)."""
+        """Worked out once per input shape, on the meta device (no data); at most 64 shapes are
+        remembered, the oldest going first (a server fed images of many sizes would otherwise
+        grow the table)."""
         shapes = self.__dict__.setdefault("_shapes", {})
         if x.shape not in shapes:
+            if len(shapes) >= 64:
+                shapes.pop(next(iter(shapes)))
             shapes[x.shape] = super().forward(torch.empty(x.shape, device="meta")).shape
         shape: torch.Size = shapes[x.shape]
         return shape
