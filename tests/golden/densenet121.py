@@ -421,32 +421,39 @@ class DenseBlock(nn.ModuleDict):
         return torch.empty(shape, dtype=dtype, device=x.device, memory_format=layout)
 
 
-_KEPT = threading.local()
+# Memory kept by module and role, shared by all threads: a thread that finds it in use (another
+# thread's call, a nested call from a hook) takes new memory, which is kept instead.
+_Kept = dict[str, torch.UntypedStorage]
+_KEPT: weakref.WeakKeyDictionary[nn.Module, _Kept] = weakref.WeakKeyDictionary()
+_KEPT_LOCK = threading.Lock()
 
 
 def _reused(owner: nn.Module, role: str, numel: int, like: Tensor) -> Tensor:
     """A flat tensor of ``numel`` elements of ``like``'s dtype and device, on the memory that
-    ``owner`` kept for ``role`` on this thread if nothing else uses it any more; else on new
-    memory, kept (on CPU) for the next call.
+    ``owner`` kept for ``role`` if nothing else uses it any more; else on new memory, kept (on
+    CPU) for the next call.
 
     Why: glibc returns large freed blocks to the system and every forward pass faulted them in
     again: 12,500-15,600 page faults and 121-131 ms a densenet121 forward at batch 8 on 2 cores in
     a fresh process, 107-114 ms and none with the blocks' buffers and scratches, the clamps' and
     the stem pool's outputs kept (onnxruntime's arena keeps its memory too). Memory is reused only
     when nothing but this keeps it (see :func:`_free`), and only if it is between the size asked
-    and twice that (it shrinks after a large batch). The kept memory goes with ``owner``; CUDA's
-    caching allocator already reuses memory, so nothing is kept there.
+    and twice that (it shrinks after a large batch). One set per model, whatever the number of
+    threads that call it; the kept memory goes with ``owner``. CUDA's caching allocator already
+    reuses memory, so nothing is kept there.
     """
     device = like.device
     nbytes = numel * like.element_size()
-    kept = _kept_memory(owner) if device.type == "cpu" else {}
-    if role in kept and _free(kept, role) and _fits(kept[role], device, nbytes):
-        memory = kept[role]
-    else:
-        memory = torch.empty(nbytes, dtype=torch.uint8, device=device).untyped_storage()
-        if device.type == "cpu":
-            kept[role] = memory
-    flat: Tensor = like.new_empty(0).set_(memory, 0, (numel,), (1,))
+    if device.type != "cpu":
+        return like.new_empty(numel)
+    with _KEPT_LOCK:  # the check and the claim (the tensor made on it) as one step
+        kept = _KEPT.setdefault(owner, {})
+        if role in kept and _free(kept, role) and _fits(kept[role], device, nbytes):
+            memory = kept[role]
+        else:
+            raw = torch.empty(nbytes, dtype=torch.uint8, device=device)
+            memory = kept[role] = raw.untyped_storage()
+        flat: Tensor = like.new_empty(0).set_(memory, 0, (numel,), (1,))
     return flat
 
 
@@ -464,14 +471,7 @@ def plain_tensor(x: Tensor) -> bool:
     return modes is not None and int(modes()) == 0
 
 
-def _kept_memory(owner: nn.Module) -> dict[str, torch.UntypedStorage]:
-    if not hasattr(_KEPT, "memory"):
-        _KEPT.memory = weakref.WeakKeyDictionary()
-    kept: dict[str, torch.UntypedStorage] = _KEPT.memory.setdefault(owner, {})
-    return kept
-
-
-def _python_refs(kept: dict[str, torch.UntypedStorage], role: str) -> int:
+def _python_refs(kept: _Kept, role: str) -> int:
     return sys.getrefcount(kept[role])
 
 
@@ -479,7 +479,7 @@ def _python_refs(kept: dict[str, torch.UntypedStorage], role: str) -> int:
 _ALONE = _python_refs({"": torch.empty(0, dtype=torch.uint8).untyped_storage()}, "")
 
 
-def _free(kept: dict[str, torch.UntypedStorage], role: str) -> bool:
+def _free(kept: _Kept, role: str) -> bool:
     """Whether nothing but ``kept`` holds the memory of ``role``: no tensor (storage use count 1,
     taken as in use on a torch that cannot say), no Python reference to the storage object
     (``tensor.untyped_storage()`` hands out this very object), and not moved into shared memory
