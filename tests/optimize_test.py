@@ -488,3 +488,24 @@ def test_threads_calling_at_once_get_their_own_numbers() -> None:
     for index, outputs in results.items():
         assert all(torch.equal(out, expected[index]) for out in outputs)
     assert len(results) == 4
+
+
+def test_hooks_are_found_on_the_layer_its_children_and_theirs() -> None:
+    from torch import nn
+
+    from densenet_spec.backends.torch_runtime import _hooked
+
+    inner = nn.Sequential(nn.ReLU())
+    layer = nn.Sequential(nn.Identity(), inner)
+    assert not _hooked(layer)
+    for module in (layer, layer[0], inner, inner[0]):
+        handle = module.register_forward_pre_hook(lambda *_: None)
+        assert _hooked(layer)
+        handle.remove()
+        handle = module.register_forward_hook(lambda *_: None)
+        assert _hooked(layer)
+        handle.remove()
+    handle = nn.modules.module.register_module_forward_pre_hook(lambda *_: None)
+    assert _hooked(layer)
+    handle.remove()
+    assert not _hooked(layer)

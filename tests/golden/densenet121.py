@@ -188,10 +188,18 @@ class DenseLayer(nn.Sequential):
 
 
 def _hooked(layer: nn.Module) -> bool:
-    """Whether a forward or forward-pre hook is set on ``layer``, a module in it, or globally."""
+    """Whether a forward or forward-pre hook is set on ``layer``, a module in it, or globally
+    (children looked at directly: ``modules()`` costs more than the rest of the check)."""
     if _module._global_forward_hooks or _module._global_forward_pre_hooks:
         return True
-    return any(m._forward_hooks or m._forward_pre_hooks for m in layer.modules())
+    for module in (layer, *layer._modules.values()):
+        if module is None:
+            continue
+        if module._forward_hooks or module._forward_pre_hooks:
+            return True
+        if module is not layer and module._modules and _hooked(module):
+            return True
+    return False
 
 
 def _recomputable(first: list[nn.Module]) -> bool:
