@@ -509,3 +509,72 @@ def test_hooks_are_found_on_the_layer_its_children_and_theirs() -> None:
     assert _hooked(layer)
     handle.remove()
     assert not _hooked(layer)
+
+
+def test_an_output_carries_no_earlier_call_past_its_end() -> None:
+    """Memory an output is made on is exactly its size: ``torch.save`` writes a tensor's whole
+    storage, and a larger earlier call's features must not ride along."""
+    import io
+
+    fast = optimize_for_inference(_trained_looking("densenet-bc-100-k12"))
+    with torch.no_grad():
+        fast.forward_features(torch.randn(6, 3, 32, 32))
+        small = fast.forward_features(torch.randn(4, 3, 32, 32))
+        pooled = fast.features.conv0(torch.randn(4, 3, 32, 32))
+    assert small.untyped_storage().nbytes() == small.numel() * small.element_size()
+    saved = io.BytesIO()
+    torch.save(small, saved)
+    fresh = io.BytesIO()
+    torch.save(small.clone(), fresh)
+    assert len(saved.getvalue()) == len(fresh.getvalue())
+    assert pooled.untyped_storage().nbytes() == pooled.numel() * pooled.element_size()
+
+
+def test_the_max_pool_shape_table_under_threads() -> None:
+    import random
+    import sys
+    import threading
+
+    from densenet_spec.backends.torch_prepack import KeptMaxPool2d
+
+    pool = KeptMaxPool2d(3, 2, 1)
+    pool.max_shapes = 2  # evicting on nearly every call
+    errors: list[BaseException] = []
+
+    def work(seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(1000):
+            h, w = rng.randint(4, 12), rng.randint(4, 12)
+            try:
+                with torch.no_grad():
+                    assert pool(torch.randn(1, 2, h, w)).shape == (1, 2, (h - 1) // 2 + 1, (w - 1) // 2 + 1)
+            except BaseException as error:  # any failure in the thread is the finding
+                errors.append(error)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        workers = [threading.Thread(target=work, args=(seed,)) for seed in range(4)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not errors
+
+
+def test_the_max_pool_shape_survives_an_eviction_right_after_it_is_stored() -> None:
+    """Another thread may evict a shape between its insertion and its use: the shape in hand is
+    returned, not looked up again."""
+    from densenet_spec.backends.torch_prepack import KeptMaxPool2d
+
+    class Evicting(dict[torch.Size, torch.Size]):
+        def __setitem__(self, key: torch.Size, value: torch.Size) -> None:
+            super().__setitem__(key, value)
+            del self[key]  # what another thread's eviction would do at that moment
+
+    pool = KeptMaxPool2d(3, 2, 1)
+    pool.__dict__["_shapes"] = Evicting()
+    with torch.no_grad():
+        assert pool(torch.randn(1, 2, 9, 9)).shape == (1, 2, 5, 5)

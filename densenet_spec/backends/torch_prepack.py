@@ -22,6 +22,7 @@ the next call faulted in again.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import torch
@@ -101,11 +102,15 @@ class PackedConv2d(nn.Conv2d):
         return state
 
 
+_SHAPES_LOCK = threading.Lock()
+
+
 class KeptMaxPool2d(nn.MaxPool2d):
     """An ``nn.MaxPool2d`` whose output reuses the memory of its last call on CPU without
     autograd; elsewhere (and asked for its indices) it is the plain one."""
 
     _shapes: dict[torch.Size, torch.Size] | None = None  # output shape by input shape
+    max_shapes = 64
 
     def forward(self, x: Tensor) -> Tensor:
         if not self._keeps_output(x):
@@ -134,15 +139,17 @@ class KeptMaxPool2d(nn.MaxPool2d):
         return not (torch.compiler.is_compiling() or jit_tracing())
 
     def _output_shape(self, x: Tensor) -> torch.Size:
-        """Worked out once per input shape, on the meta device (no data); at most 64 shapes are
-        remembered, the oldest going first (a server fed images of many sizes would otherwise
+        """Worked out once per input shape, on the meta device (no data); at most ``max_shapes``
+        are remembered, the oldest going first (a server fed images of many sizes would otherwise
         grow the table)."""
         shapes = self.__dict__.setdefault("_shapes", {})
-        if x.shape not in shapes:
-            if len(shapes) >= 64:
-                shapes.pop(next(iter(shapes)))
-            shapes[x.shape] = super().forward(torch.empty(x.shape, device="meta")).shape
-        shape: torch.Size = shapes[x.shape]
+        shape: torch.Size | None = shapes.get(x.shape)
+        if shape is None:
+            shape = super().forward(torch.empty(x.shape, device="meta")).shape
+            with _SHAPES_LOCK:  # threads share the table
+                if len(shapes) >= self.max_shapes:
+                    shapes.pop(next(iter(shapes)))
+                shapes[x.shape] = shape
         return shape
 
 

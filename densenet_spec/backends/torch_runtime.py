@@ -451,6 +451,7 @@ class DenseBlock(nn.ModuleDict):
 _Kept = dict[str, torch.UntypedStorage]
 _KEPT: weakref.WeakKeyDictionary[nn.Module, _Kept] = weakref.WeakKeyDictionary()
 _KEPT_LOCK = threading.Lock()
+_INNER = frozenset({"scratch", "indices"})  # kept memory that no output is made on
 
 
 def _reused(owner: nn.Module, role: str, numel: int, like: Tensor) -> Tensor:
@@ -462,8 +463,10 @@ def _reused(owner: nn.Module, role: str, numel: int, like: Tensor) -> Tensor:
     again: 12,500-15,600 page faults and 121-131 ms a densenet121 forward at batch 8 on 2 cores in
     a fresh process, 107-114 ms and none with the blocks' buffers and scratches, the clamps' and
     the stem pool's outputs kept (onnxruntime's arena keeps its memory too). Memory is reused only
-    when nothing but this keeps it (see :func:`_free`), and only if it is between the size asked
-    and twice that (it shrinks after a large batch). One set per model, whatever the number of
+    when nothing but this keeps it (see :func:`_free`), and only if it is of the size asked: an
+    output must not carry a larger call's data past its end, which ``torch.save`` would write out
+    (memory that no caller sees, the :data:`_INNER` roles, may be up to twice the size: it
+    shrinks after a large batch). One set per model, whatever the number of
     threads that call it; the kept memory goes with ``owner``. CUDA's caching allocator already
     reuses memory, so nothing is kept there.
     """
@@ -473,7 +476,8 @@ def _reused(owner: nn.Module, role: str, numel: int, like: Tensor) -> Tensor:
         return like.new_empty(numel)
     with _KEPT_LOCK:  # the check and the claim (the tensor made on it) as one step
         kept = _KEPT.setdefault(owner, {})
-        if role in kept and _free(kept, role) and _fits(kept[role], device, nbytes):
+        slack = 2 if role in _INNER else 1
+        if role in kept and _free(kept, role) and _fits(kept[role], nbytes, slack):
             memory = kept[role]
         else:
             raw = torch.empty(nbytes, dtype=torch.uint8, device=device)
@@ -518,8 +522,8 @@ def _free(kept: _Kept, role: str) -> bool:
     return int(count(memory._cdata)) == 1
 
 
-def _fits(memory: torch.UntypedStorage, device: torch.device, nbytes: int) -> bool:
-    return memory.device == device and nbytes <= memory.nbytes() <= 2 * nbytes
+def _fits(memory: torch.UntypedStorage, nbytes: int, slack: int) -> bool:
+    return nbytes <= memory.nbytes() <= slack * nbytes
 
 
 def jit_tracing() -> bool:
