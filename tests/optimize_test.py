@@ -578,3 +578,13 @@ def test_the_max_pool_shape_survives_an_eviction_right_after_it_is_stored() -> N
     pool.__dict__["_shapes"] = Evicting()
     with torch.no_grad():
         assert pool(torch.randn(1, 2, 9, 9)).shape == (1, 2, 5, 5)
+
+
+def test_vmap_over_the_optimised_model() -> None:
+    """torch.func.vmap's wrapped tensors answer no layout questions: the plain paths run."""
+    fast = optimize_for_inference(_trained_looking("densenet-bc-100-k12"))
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        expected = fast(x)
+        per_sample = torch.func.vmap(fast)(x[:, None])
+    torch.testing.assert_close(per_sample[:, 0], expected, rtol=1e-4, atol=1e-4)

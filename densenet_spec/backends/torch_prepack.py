@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .torch_runtime import _dense_view, _memory_format, _reused, jit_tracing, may_keep_memory
+from .torch_runtime import _dense_view, _memory_format, _reused, jit_tracing, may_keep_memory, vmapped
 
 
 def available() -> bool:
@@ -70,6 +70,8 @@ class PackedConv2d(nn.Conv2d):
         if x.device.type != "cpu" or weight.device.type != "cpu" or x.dim() != 4:
             return False
         if x.dtype != torch.float32 or weight.dtype != torch.float32 or isinstance(self.padding, str):
+            return False
+        if vmapped(x):
             return False
         if self.padding_mode != "zeros" or not x.is_contiguous(memory_format=torch.channels_last):
             return False

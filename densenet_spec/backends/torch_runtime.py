@@ -389,7 +389,7 @@ class DenseBlock(nn.ModuleDict):
         record writes through ``.data``), the concatenation is traced."""
         grads = torch.is_grad_enabled()
         tracing = jit_tracing() or torch.compiler.is_exporting()
-        if tracing or (grads and torch.compiler.is_compiling()):
+        if tracing or vmapped(x) or (grads and torch.compiler.is_compiling()):
             return False
         if self.shared_buffer is not None:
             return self.shared_buffer
@@ -492,9 +492,12 @@ def may_keep_memory(x: Tensor) -> bool:
 
 
 def plain_tensor(x: Tensor) -> bool:
-    """``x`` is a ``torch.Tensor`` (no subclass) outside any torch function or dispatch mode
-    (FakeTensorMode, a ``torch.device`` context): where tensors are what they seem."""
-    if type(x) is not Tensor or torch._C._is_torch_function_mode_enabled():
+    """``x`` is a ``torch.Tensor`` (no subclass, no torch.func wrapper) outside any torch
+    function or dispatch mode (FakeTensorMode, a ``torch.device`` context): where tensors are
+    what they seem."""
+    if type(x) is not Tensor or vmapped(x):
+        return False
+    if torch._C._is_torch_function_mode_enabled():
         return False
     modes = getattr(torch._C, "_len_torch_dispatch_stack", None)
     return modes is not None and int(modes()) == 0
@@ -524,6 +527,15 @@ def _free(kept: _Kept, role: str) -> bool:
 
 def _fits(memory: torch.UntypedStorage, nbytes: int, slack: int) -> bool:
     return nbytes <= memory.nbytes() <= slack * nbytes
+
+
+def vmapped(x: Tensor) -> bool:
+    """Whether ``x`` is a torch.func (vmap, grad) wrapper: it answers no layout questions.
+    (Not asked under torch.compile, which cannot trace the question and handles vmap itself.)"""
+    if torch.compiler.is_compiling():
+        return False
+    wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+    return wrapped is not None and bool(wrapped(x))
 
 
 def jit_tracing() -> bool:
@@ -594,7 +606,7 @@ class DenseNet(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """The last block's map after the final norm, before the head (timm's method of this name)."""
-        if self.channels_last and x.dim() == 4:
+        if self.channels_last and x.dim() == 4 and not vmapped(x):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.features(x)  # type: ignore[no-any-return]
 
