@@ -15,7 +15,7 @@ Anywhere else the plain convolution runs: other devices and dtypes, autograd thr
 or the input, autocast, tracing and torch.compile, or a torch built without oneDNN.
 
 :class:`KeptMaxPool2d` (the stem's max pool) writes its output and indices into memory kept from
-its last call, as the dense blocks and clamps do (see ``torch_runtime._reused``): its 18 MiB a
+its last call, as the dense blocks and clamps do (see ``torch_runtime.kept_tensor``): its 18 MiB a
 call at batch 8 were the largest allocation left that glibc gave back to the system and that
 the next call faulted in again.
 """
@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .torch_runtime import _dense_view, _memory_format, _reused, jit_tracing, may_keep_memory, vmapped
+from .torch_runtime import _memory_format, jit_tracing, kept_tensor, may_keep_memory, vmapped
 
 
 def available() -> bool:
@@ -120,8 +120,8 @@ class KeptMaxPool2d(nn.MaxPool2d):
             return plain
         shape = self._output_shape(x)
         layout = _memory_format(x)
-        out = _dense_view(_reused(self, "out", shape.numel(), x), shape, layout)
-        indices = _reused(self, "indices", shape.numel(), x.new_empty(0, dtype=torch.long))
+        out = kept_tensor(self, "out", shape, x, layout)
+        indices = kept_tensor(self, "indices", shape, x.new_empty(0, dtype=torch.long), layout)
         pool = torch.ops.aten.max_pool2d_with_indices.out
         pool(
             x,
@@ -131,14 +131,12 @@ class KeptMaxPool2d(nn.MaxPool2d):
             _pair(self.dilation),
             self.ceil_mode,
             out=out,
-            indices=_dense_view(indices, shape, layout),
+            indices=indices,
         )
         return out
 
     def _keeps_output(self, x: Tensor) -> bool:
-        if x.dim() != 4 or self.return_indices or not may_keep_memory(x):
-            return False
-        return not (torch.compiler.is_compiling() or jit_tracing())
+        return x.dim() == 4 and not self.return_indices and may_keep_memory(x)
 
     def _output_shape(self, x: Tensor) -> torch.Size:
         """Worked out once per input shape, on the meta device (no data); at most ``max_shapes``

@@ -76,18 +76,20 @@ class Clamp(nn.Module):
         if torch.compiler.is_compiling() or jit_tracing() or not plain_tensor(x):
             return torch.clamp(x, self.lo, self.hi, out=out)
         if out is None and self._keeps_output(x):
-            flat = _reused(self, "out", x.numel(), x)
-            out = _dense_view(flat, x.shape, _memory_format(x))
+            out = kept_tensor(self, "out", x.shape, x, _memory_format(x))
         if not self._lower_only():
             return torch.clamp(x, self.lo, self.hi, out=out)
         return torch.clamp_min(x, self.lo, out=out)
 
     def _keeps_output(self, x: Tensor) -> bool:
-        if not may_keep_memory(x):
+        if not may_keep_memory(x) or not self.keeps_dtype(x.dtype):
             return False
-        same_dtype = torch.promote_types(x.dtype, self.lo.dtype) == x.dtype
         channel = x.dim() - self.lo.dim()  # where the bounds' channel axis lines up
-        return same_dtype and channel >= 0 and x.shape[channel] == self.lo.shape[0]
+        return channel >= 0 and x.shape[channel] == self.lo.shape[0]
+
+    def keeps_dtype(self, dtype: torch.dtype) -> bool:
+        """Whether the output has ``dtype`` (the bounds do not widen the input)."""
+        return torch.promote_types(dtype, self.lo.dtype) == dtype
 
     def _lower_only(self) -> bool:
         """Whether every upper bound is +inf, looked at again only when ``hi`` changes."""
@@ -193,7 +195,7 @@ class DenseLayer(nn.Sequential):
         first = self[0] if len(self) else None
         if not isinstance(first, Clamp) or _hooked(self):
             return False
-        return torch.promote_types(prefix.dtype, first.lo.dtype) == prefix.dtype
+        return first.keeps_dtype(prefix.dtype)
 
     def run_clamped(self, prefix: Tensor, into: Tensor) -> Tensor:
         """This layer on ``prefix``, its leading clamp writing into ``into`` (of ``prefix``'s shape)."""
@@ -411,8 +413,8 @@ class DenseBlock(nn.ModuleDict):
         :func:`_reused`).
         """
         grads = torch.is_grad_enabled()
-        # Not under torch.compile: dynamo takes no strided ``out=`` and would guard on kept memory.
-        reuse = not torch.compiler.is_compiling() and may_keep_memory(x)
+        reuse = may_keep_memory(x)
+        layout = _memory_format(x)
         buffer = self._empty(x, x.dtype, reuse)
         end = _write(buffer, 0, x)
         features = [x]
@@ -424,7 +426,7 @@ class DenseBlock(nn.ModuleDict):
                 if scratch is None:
                     scratch = _reused(self, "scratch", buffer.numel(), buffer)
                 prefix = buffer[:, :end]
-                into = _dense_view(scratch, prefix.shape, _memory_format(buffer))
+                into = _dense_view(scratch, prefix.shape, layout)
                 out = layer.run_clamped(prefix, into)
             else:
                 out = layer([buffer[:, :end]])
@@ -441,8 +443,8 @@ class DenseBlock(nn.ModuleDict):
         shape = torch.Size((x.shape[0], self.out_channels, *x.shape[2:]))
         layout = _memory_format(x)
         if reuse:
-            flat = _reused(self, "buffer", shape.numel(), x.new_empty(0, dtype=dtype))
-            return _dense_view(flat, shape, layout)
+            like = x.new_empty(0, dtype=dtype)
+            return kept_tensor(self, "buffer", shape, like, layout)
         return torch.empty(shape, dtype=dtype, device=x.device, memory_format=layout)
 
 
@@ -486,8 +488,25 @@ def _reused(owner: nn.Module, role: str, numel: int, like: Tensor) -> Tensor:
     return flat
 
 
+def kept_tensor(
+    owner: nn.Module,
+    role: str,
+    shape: torch.Size,
+    like: Tensor,
+    layout: torch.memory_format,
+) -> Tensor:
+    """A dense tensor of ``shape`` in ``layout`` on memory that ``owner`` keeps for ``role``
+    (see :func:`_reused`)."""
+    return _dense_view(_reused(owner, role, shape.numel(), like), shape, layout)
+
+
 def may_keep_memory(x: Tensor) -> bool:
-    """Whether a call on ``x`` may use kept memory: a plain CPU tensor without autograd."""
+    """Whether a call on ``x`` may use kept memory: a plain CPU tensor without autograd, not
+    under torch.compile (dynamo takes no strided ``out=`` and would guard on kept memory) or
+    torch.jit.trace."""
+    # Asked first: dynamo cannot trace plain_tensor.
+    if torch.compiler.is_compiling() or jit_tracing():
+        return False
     return not torch.is_grad_enabled() and x.device.type == "cpu" and plain_tensor(x)
 
 
