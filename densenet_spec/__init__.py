@@ -10,7 +10,7 @@ use, so that validating a spec stays fast.
 from __future__ import annotations
 
 from ._version import __version__
-from .api import as_ir, build_model, emit, export_onnx, optimize, optimize_for_inference
+from .api import as_ir, build_model, emit, export_onnx, infer_spec, optimize, optimize_for_inference
 from .compiler import compile_spec
 from .errors import Location, Problem, SpecError
 from .ir import IR, Layer, Op
@@ -31,6 +31,7 @@ __all__ = [
     "compile_spec",
     "emit",
     "export_onnx",
+    "infer_spec",
     "load_spec",
     "optimize",
     "optimize_for_inference",

@@ -292,6 +292,19 @@ def _refuse_for_onnx(ir: IR) -> None:
         raise SpecError(Problem(_locate(ir, p.path), ".".join(p.path), p.message) for p in problems)
 
 
+def infer_spec(state: Mapping[str, Tensor], *, name: str = "inferred", file: str = "<state_dict>") -> Spec:
+    """The spec of the network whose weights ``state`` holds (torchvision, timm or MONAI layout):
+    what ``densenet-spec infer`` writes. See :func:`densenet_spec.infer.infer_spec`.
+
+    Raises:
+        SpecError: ``state`` is not the state_dict of a DenseNet that a spec can describe.
+        ValueError: ``name`` is not a valid spec name.
+    """
+    from .infer import infer_spec as infer  # imports torch: on first use, as build_model does
+
+    return infer(state, name=name, file=file)
+
+
 def _locate(ir: IR, path: tuple[str, ...]) -> Location | None:
     """Where ``path`` is written in the spec file ``ir`` came from (read again: the IR keeps no
     source map), or the file alone, or None for a spec built in Python."""

@@ -491,6 +491,51 @@ def _refuse_shadowing(filename: str, source: str) -> None:
         )
     if keyword.iskeyword(module):
         _usage_error(f"the default output {filename} cannot be imported ({module} is a Python keyword); {advice}")
+    if module in _torch_lookups() or _installed_module(module, Path(filename)):
+        _usage_error(
+            f"the default output {filename} would shadow {module}, a module that is installed or that torch "
+            f"looks for when it starts (python {filename} could fail with a circular import); {advice}"
+        )
+
+
+class _ImportRecorder:
+    """A meta path finder that finds nothing and notes every top-level module looked up, found or
+    not: torch tries optional modules (tqdm, pydot, opt_einsum) that a file of that name answers."""
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if path is None:
+            self.names.add(name)
+
+
+def _torch_lookups() -> set[str]:
+    """The top-level modules that importing torch looks up, found or not (empty if this process
+    imported torch already: the loaded ones are then in ``sys.modules``). Costs torch's import
+    time, about a second, which source generation otherwise does without."""
+    if "torch" in sys.modules:
+        return set()
+    recorder = _ImportRecorder()
+    sys.meta_path.insert(0, recorder)
+    try:
+        import torch  # noqa: F401
+    finally:
+        sys.meta_path.remove(recorder)
+    return recorder.names
+
+
+def _installed_module(module: str, filename: Path) -> bool:
+    """Whether ``module`` is loaded in this process (torch's own imports: typing_extensions, sympy,
+    torchgen ...) or installed where Python looks for modules, other than the output's own folder
+    and the current one (a rebuild must not find its previous output)."""
+    if any(name.partition(".")[0] == module for name in list(sys.modules)):
+        return True
+    from importlib.machinery import PathFinder
+
+    here = {Path.cwd().resolve(), filename.resolve().parent}
+    paths = [p for p in sys.path if p and Path(p).resolve() not in here]
+    return PathFinder.find_spec(module, paths) is not None
 
 
 def _imported_modules(source: str) -> set[str]:
@@ -558,6 +603,7 @@ def infer(
     if name is not None:
         _check_name(name)
     _check_output(output, example=f"{_spec_name(checkpoint)}.yaml")
+    _check_spec_suffix(output)
     with _reporting():
         state = read_state(checkpoint)
         inference = infer_from(state, name=name or _spec_name(checkpoint), file=str(checkpoint))
@@ -565,6 +611,15 @@ def infer(
         where = emit(output, text)
     if where != "stdout":
         typer.echo(f"wrote {where}: {inference.spec.name}", err=True)
+
+
+def _check_spec_suffix(output: str) -> None:
+    """``infer`` writes YAML: not into a file whose suffix says a build output (``-o x.onnx``)."""
+    suffix = Path(output).suffix.lstrip(".").lower() if output != "-" else ""
+    written = {f for t in TARGETS.values() for f in (t.extension, *t.formats)} | {"pt", "pth", "safetensors"}
+    if suffix in written:
+        renamed = Path(output).with_suffix(".yaml").name
+        _usage_error(f"-o {output}: infer writes a spec (YAML), not a .{suffix} file; name it {renamed}")
 
 
 def _spec_name(path: Path) -> str:

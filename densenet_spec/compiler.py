@@ -417,10 +417,12 @@ def _check_lowered(spec: Spec, lowered: Lowered) -> FieldProblems:
                     "raise compression or growth_rate",
                 )
             )
-    problems += _check_groups(lowered) + _check_instance_norms(lowered)
+    problems += _check_groups(lowered)
     shrunk = next((layer for layer, _ in lowered if _shrinks(layer)), None)
     if shrunk is not None:
         problems.append(_too_small(spec, lowered, shrunk))
+    else:  # a map shrunk to nothing also leaves an instance norm too little: one message says both
+        problems += _check_instance_norms(lowered)
     return problems
 
 
@@ -478,7 +480,8 @@ def _check_instance_norms(lowered: Lowered) -> FieldProblems:
                     (
                         ("input", "size"),
                         f"{op.path}: instance norm needs more than one position per channel, and the map is "
-                        f"{format_size(op.in_size)} there; use a larger input or another norm",
+                        f"{format_size(op.in_size)} there; use another norm or a larger input (the smallest that "
+                        f"works is {format_size(_smallest_input(lowered))})",
                     )
                 ]
     return []
@@ -489,12 +492,17 @@ def _smallest_input(lowered: Lowered) -> Size:
 
     Walks the windows backwards once: a window of kernel k, stride s and padding p gives at least
     m outputs exactly when its input has at least ``(m - 1) * s + k - 2p`` (and one) positions; a
-    blur's reflect padding needs two.
+    blur's reflect padding needs two, and an instance norm two positions (two on every axis: the
+    smallest square input for a square network).
     """
-    windows = [op for layer, _ in lowered for op in layer.ops if isinstance(op, Conv | Pool | Blur)]
+    ops = [op for layer, _ in lowered for op in layer.ops if isinstance(op, Conv | Pool | Blur | Norm)]
     rank = len(lowered[0][0].in_size)
     need = [1] * rank
-    for op in reversed(windows):
+    for op in reversed(ops):
+        if isinstance(op, Norm):
+            if op.norm == "instance" and math.prod(need) < 2:
+                need = [max(2, m) for m in need]
+            continue
         least = 2 if isinstance(op, Blur) else 1
         need = [
             max(least, (m - 1) * s + k - 2 * p)
@@ -544,10 +552,13 @@ def _compression_warnings(spec: Spec, lowered: Lowered) -> FieldProblems:
         theta = _theta(written)
         if (theta * layer.in_channels).denominator != 1:
             exact = float(theta * layer.in_channels)  # bounded: the parameter limit is checked first
+            path = _compression_path(spec, layer.block)
+            # Unwritten, the warning is placed at the file's start: say where the value came from.
+            default = "" if path in spec.source.values or not spec.source.values else " (the default compression)"
             out.append(
                 (
-                    _compression_path(spec, layer.block),
-                    f"{layer.name}: {written} x {layer.in_channels} = {exact:g} maps is not "
+                    path,
+                    f"{layer.name}: {written}{default} x {layer.in_channels} = {exact:g} maps is not "
                     f"an integer; {layer.out_channels} are kept (floor)",
                 )
             )

@@ -76,12 +76,13 @@ def load_weights(
     raw = unwrap_state(weights, Location(source)) if isinstance(weights, Mapping) else read_state(Path(weights))
     state, layout = canonical_state(raw)
     report = LoadReport(source, layout)
+    fitted = state
     if adapt:
-        state, report.adapted = adapt_state(state, ir, seed=seed)
-    problems = check_state_dict(state, ir, source)
-    if problems:
+        fitted, report.adapted = adapt_state(state, ir, seed=seed)
+    problems = check_state_dict(fitted, ir, source)
+    if problems:  # the summary describes the file as it is, not as adapting left it
         raise SpecError([*problems, mismatch_summary(state, problems, ir, source, adapted=adapt)])
-    return state, report
+    return fitted, report
 
 
 # ----------------------------------------------------------------------------- adaptation

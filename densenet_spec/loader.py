@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,8 @@ def _find_parent(node: Node, target: str, child: Path) -> Path:
         if path.is_file():
             return path
         message = f"no spec file {_quoted(target)} (looked for {_one_line(_display(path))})"
+        if path.exists():
+            message = f"{_quoted(target)} is not a regular file (a folder, a FIFO or a device?)"
         stem = target.removesuffix(".yaml").removesuffix(".yml")
         if stem in preset_names():
             message += f"; the preset is written without .yaml: extends: {stem}"
@@ -173,7 +176,7 @@ def _load_tree(path: Path) -> MappingNode:
     chain: list[Path] = []
     current = path
     while True:
-        tree = read_tree(current, _display(current))
+        tree = _read_parent(current, chain[-1]) if chain else read_tree(current, _display(current))
         trees.append(tree)
         chain.append(current.resolve())
         found = _extends_of(tree)
@@ -195,6 +198,15 @@ def _load_tree(path: Path) -> MappingNode:
     while trees:
         merged = _merge(merged, trees.pop())
     return merged
+
+
+def _read_parent(path: Path, child: Path) -> MappingNode:
+    """A parent's tree; its problems (empty, binary, bad YAML) also say which spec extends it."""
+    try:
+        return read_tree(path, _display(path))
+    except SpecError as exc:
+        by = f" (extended by {_display(child)})"
+        raise SpecError(replace(p, message=p.message + by) for p in exc.problems) from None
 
 
 # ----------------------------------------------------------------------------- nodes to data

@@ -175,21 +175,36 @@ class InputSpec(_Model):
 _STEM_CHANNELS = "Output channels of the stem (its last convolution). Default: 2 * growth_rate."
 
 
-class ImagenetStem(_Model):
+class _StemModel(_Model):
+    """A stem of one kind; a null for a key of another kind is no key at all.
+
+    A child spec that changes its parent's stem kind inherits the parent's stem keys; ``null``
+    resets an inherited key, and for a key the new kind does not have, that means dropping it.
+    """
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_nulls_of_other_kinds(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v is not None or k in cls.model_fields}
+        return data
+
+
+class ImagenetStem(_StemModel):
     """conv 7x7 stride 2, norm, activation, max-pool 3x3 stride 2: a quarter of the input size."""
 
     kind: Literal["imagenet"] = Field("imagenet", description="imagenet: conv7x7/2-norm-act-maxpool3x3/2.")
     channels: PositiveInt | None = Field(None, description=_STEM_CHANNELS)
 
 
-class CifarStem(_Model):
+class CifarStem(_StemModel):
     """A single conv 3x3 stride 1; the first dense layer's norm follows it."""
 
     kind: Literal["cifar"] = Field(description="cifar: one conv3x3/1, full resolution.")
     channels: PositiveInt | None = Field(None, description=_STEM_CHANNELS)
 
 
-class DeepStem(_Model):
+class DeepStem(_StemModel):
     """timm's ``stem_type='deep'``: three 3x3 convolutions (the first stride 2), then max-pool 3x3/2."""
 
     kind: Literal["deep"] = Field(description="deep: conv3x3/2-norm-act, conv3x3-norm-act, conv3x3-norm-act, maxpool.")
@@ -407,8 +422,9 @@ class Spec(_Model):
     )
     anti_alias: Literal["none", "stem", "all"] = Field(
         "none",
-        description="timm's blur pooling: none; stem (max-pool stride 1 then a binomial blur stride 2); all "
-        "(also a blur stride 2 instead of each transition's average pool). 2-D networks only in timm.",
+        description="timm's blur pooling: none; stem (max-pool stride 1 then a binomial blur stride 2; not with "
+        "the cifar stem, which has no pool); all (also a blur stride 2 instead of each transition's average "
+        "pool). 2-D networks only in timm.",
     )
     head: HeadSpec = Field(default_factory=HeadSpec, description="Global pooling and dropout before the classifier.")  # type: ignore[arg-type]
     num_classes: int = Field(
@@ -446,6 +462,16 @@ class Spec(_Model):
         resolved = isinstance(info.context, dict) and info.context.get("extends_resolved")
         if self.extends is not None and not resolved:
             raise ValueError("extends is resolved by the loader: use load_spec() for a spec that extends another")
+        return self
+
+    @model_validator(mode="after")
+    def _stem_blur_has_a_pool(self) -> Spec:
+        if self.anti_alias == "stem" and self.stem.kind == "cifar":
+            raise field_error(
+                ("anti_alias",),
+                "'stem' blurs the stem's max pool, and the cifar stem has none (it would change nothing); "
+                "use none, or all to blur the transitions, or the imagenet or deep stem",
+            )
         return self
 
     @property
@@ -501,11 +527,21 @@ def json_schema() -> dict[str, Any]:
     schema = Spec.model_json_schema()
     schema.pop("required", None)
     schema["anyOf"] = [{"required": ["extends"]}, {"required": list(REQUIRED_UNLESS_EXTENDS)}]
-    # `stem: cifar` is shorthand for `stem: {kind: cifar}` (a before-validator): say so to editors too.
-    stem = schema["properties"]["stem"]
-    stem["oneOf"] = [*stem["oneOf"], {"type": "string", "enum": list(STEM_KINDS)}]
+    # `stem: cifar` is shorthand for `stem: {kind: cifar}`, and so for activation and norm (the
+    # before-validators): say so to editors too.
+    for key, kinds in (("stem", STEM_KINDS), ("activation", ACTIVATION_KINDS), ("norm", NORM_KINDS)):
+        _take_kind_name(schema["properties"][key], kinds)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://densenet-spec.dev/schema/v1.json",
         **schema,
     }
+
+
+def _take_kind_name(prop: dict[str, Any], kinds: tuple[str, ...]) -> None:
+    """Let a property's JSON Schema take a bare kind name as well as its mapping(s)."""
+    name = {"type": "string", "enum": list(kinds)}
+    if "oneOf" in prop:
+        prop["oneOf"] = [*prop["oneOf"], name]
+    else:
+        prop["oneOf"] = [{"$ref": prop.pop("$ref")}, name]

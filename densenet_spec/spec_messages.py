@@ -308,16 +308,18 @@ def validation_problems(exc: ValidationError, data: Any, source: SourceMap) -> l
             path in source.quoted,
         )
         located = source.locate(path, key=e.kind in ("extra_forbidden", "missing"))
-        problems.append(Problem(located, format_path(path), _message(e) + _inherited(located, source)))
+        problems.append(Problem(located, format_path(path), _message(e) + _inherited(located, source, e.kind)))
     return sorted(problems, key=_reading_order)
 
 
-def _inherited(located: Location | None, source: SourceMap) -> str:
+def _inherited(located: Location | None, source: SourceMap, kind: str) -> str:
     """Where a value came from a parent file (``extends``), say so: the user may not own that file,
     and the fix then belongs in the spec that extends it."""
     root = source.values.get(())
     if located is None or root is None or located.file == root.file:
         return ""
+    if kind == "extra_forbidden":  # a key of the parent's stem kind, say, under the child's kind
+        return f" (inherited by {root.file}: set it to null there to drop it)"
     return f" (inherited by {root.file}: override it there; null resets a key to its default)"
 
 

@@ -106,9 +106,24 @@ def _compose(text: str, name: str) -> Node | None:
     except yaml.YAMLError as exc:
         raise SpecError([Problem(Location(name), "", f"invalid YAML: {exc}")]) from None
     except RecursionError:
-        raise SpecError([Problem(Location(name), "", f"invalid YAML: nested more than {MAX_DEPTH} levels")]) from None
+        where = _too_deep(text, name)
+        raise SpecError([Problem(where, "", f"invalid YAML: nested more than {MAX_DEPTH} levels")]) from None
     finally:
         loader.dispose()
+
+
+def _too_deep(text: str, name: str) -> Location:
+    """Where flow brackets (``[[[...``) first nest deeper than MAX_DEPTH: what made PyYAML recurse
+    too deep; the file alone if they never do (deep block indentation)."""
+    depth, line, column = 0, 1, 0
+    for char in text:
+        column += 1
+        if char == "\n":
+            line, column = line + 1, 0
+        depth += (char in "[{") - (char in "]}")
+        if depth > MAX_DEPTH:
+            return Location(name, line, column)
+    return Location(name)
 
 
 def _tab_advice(mark: yaml.Mark | None) -> str:
@@ -196,12 +211,15 @@ class _Checker:
 
     def _spend(self, node: Node, depth: int) -> None:
         self.spent += 1
-        if self.spent > MAX_NODES or depth > MAX_DEPTH:
+        if depth > MAX_DEPTH:
+            message = f"nested more than {MAX_DEPTH} levels deep here; a spec is a small mapping"
+            raise SpecError([node_problem(node, message)])
+        if self.spent > MAX_NODES:
             message = (
-                f"the document expands to more than {MAX_NODES:,} values or {MAX_DEPTH} levels "
-                "(YAML aliases or merge keys?); a spec is a small mapping"
+                f"the document holds more than {MAX_NODES:,} values by here (counting what YAML aliases "
+                "and merge keys repeat); a spec is a small mapping"
             )
-            raise SpecError([node_problem(self.root, message)])
+            raise SpecError([node_problem(node, message)])
         if id(node) in self.open:
             message = "this node holds an alias to itself (`*name` inside `&name`); a spec is a tree"
             raise SpecError([node_problem(node, message)])

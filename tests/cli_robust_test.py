@@ -191,6 +191,18 @@ def test_infer_name_from_a_long_file_name_is_cut_to_fit(tmp_path: Path) -> None:
     assert f"\nname: {'a' * 128}\n" in result.stdout
 
 
+@pytest.mark.parametrize(("output", "ok"), [("x.onnx", False), ("x.py", False), ("x.pt", False), ("x.yml", True)])
+def test_infer_writes_yaml_only_where_the_suffix_allows_it(tmp_path: Path, output: str, ok: bool) -> None:
+    out = tmp_path / output
+    result = RUNNER.invoke(app, ["infer", str(_checkpoint(tmp_path)), "-o", str(out)])
+    if ok:
+        assert result.exit_code == 0, result.stderr
+        assert out.read_text().count("\nname: ") == 1
+    else:
+        _one_line(result, 2, "infer writes a spec (YAML)", f"name it {out.with_suffix('.yaml').name}")
+        assert not out.exists()
+
+
 # 5. -o: a folder's path, an empty one, a suffix of another format
 
 
@@ -241,7 +253,9 @@ def test_suffix_that_no_target_writes_is_the_users_choice(tmp_path: Path) -> Non
 # 6. the default name of --to torch
 
 
-@pytest.mark.parametrize("name", ["torch", "typing", "class", "import", "json", "copy", "numpy"])
+@pytest.mark.parametrize(
+    "name", ["torch", "typing", "class", "import", "json", "copy", "numpy", "typing_extensions", "sympy", "yaml"]
+)
 def test_default_torch_file_python_cannot_use_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
@@ -250,6 +264,21 @@ def test_default_torch_file_python_cannot_use_is_refused(
     result = RUNNER.invoke(app, ["build", str(spec), "--to", "torch"])
     _one_line(result, 2, f"{name}.py", f"-o {name}_net.py")
     assert not (tmp_path / f"{name}.py").exists()
+
+
+def test_default_torch_file_named_as_a_module_torch_looks_for_is_refused(tmp_path: Path) -> None:
+    """opt_einsum is optional (not installed by the setup), but importing torch looks for it: beside an opt_einsum.py,
+    `import torch` fails. A fresh process (torch not yet imported) is what sees those lookups; and a
+    rebuild of the same name, with the current folder on sys.path (python -m), is not refused."""
+    ok = _tiny(tmp_path, "tiny")
+    bad = _tiny(tmp_path, "opt_einsum")
+    command = [sys.executable, "-m", "densenet_spec", "build"]
+    result = subprocess.run([*command, str(bad), "--to", "torch"], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 2 and "opt_einsum.py would shadow opt_einsum" in result.stderr, result.stderr
+    assert not (tmp_path / "opt_einsum.py").exists()
+    for _ in range(2):
+        result = subprocess.run([*command, str(ok), "--to", "torch"], cwd=tmp_path, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
 
 
 def test_an_explicit_output_is_the_users_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -193,6 +193,30 @@ def test_instance_norm_needs_two_positions() -> None:
         compile_spec(_spec(norm="instance", blocks=[1, 1, 1], input={"channels": 1, "size": [24, 24, 24]}))
 
 
+@pytest.mark.parametrize("size", [[4], [8], [4, 4], [8, 8], [12, 12]])
+def test_smallest_input_suggested_for_instance_norm_works(size: list[int]) -> None:
+    """The size a message suggests compiles, one less on every axis does not (one message, not two)."""
+    spec = _spec(norm="instance", stem="cifar", blocks=[1, 1, 1, 1], input={"size": size})
+    with pytest.raises(SpecError) as caught:
+        compile_spec(spec)
+    assert len(caught.value.problems) == 1
+    suggested = [int(n) for n in caught.value.problems[0].message.rsplit(" ", 1)[-1].strip(")").split("x")]
+    compile_spec(_spec(norm="instance", stem="cifar", blocks=[1, 1, 1, 1], input={"size": suggested}))
+    smaller = _spec(norm="instance", stem="cifar", blocks=[1, 1, 1, 1], input={"size": [n - 1 for n in suggested]})
+    with pytest.raises(SpecError):
+        compile_spec(smaller)
+
+
+@pytest.mark.parametrize(("written", "says_default"), [("", True), ("compression: 0.5\n", False)])
+def test_compression_warning_says_when_the_value_is_the_default(
+    write_spec: Any, written: str, says_default: bool
+) -> None:
+    path = write_spec(f"name: x\ngrowth_rate: 4\nblocks: [1, 1, 1, 1]\nstem: cifar\ninput: {{size: 32}}\n{written}")
+    (warning,) = compile_spec(load_spec(path)).warnings
+    assert ("(the default compression)" in warning.message) is says_default
+    assert (warning.location is not None and warning.location.line == 6) is not says_default
+
+
 def test_activation_parameter_of_another_kind_is_refused(write_spec: Any) -> None:
     path = write_spec("name: x\ngrowth_rate: 4\nblocks: [1]\nactivation: {kind: relu, negative_slope: 0.1}\n")
     with pytest.raises(SpecError, match="negative_slope applies to leaky_relu only"):

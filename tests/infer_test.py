@@ -213,3 +213,10 @@ def test_cli_infer_refuses_without_a_traceback(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["infer", str(path)])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.output.startswith(f"{path}: cannot infer a spec: no features.conv0.weight")
+
+
+def test_infer_spec_is_at_the_package_top_as_the_readme_writes_it() -> None:
+    import densenet_spec
+
+    spec = densenet_spec.infer_spec(build_model("densenet-40-k12").state_dict(), name="x")
+    assert (spec.name, spec.growth_rate, spec.block_layers) == ("x", 12, [(12, 12), (12, 12), (12, 12)])

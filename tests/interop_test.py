@@ -205,6 +205,18 @@ def test_another_architecture_is_named_with_the_infer_advice(tmp_path: Path) -> 
     assert "--adapt" not in last
 
 
+@pytest.mark.parametrize("adapt", [False, True])
+def test_a_checkpoint_is_described_as_the_file_is_with_or_without_adapt(
+    densenet121_state: dict[str, torch.Tensor], adapt: bool
+) -> None:
+    """Adapting fits the classifier to the spec: the summary must still name the file's network."""
+    with pytest.raises(SpecError) as info:
+        build_model("densenet169", weights=densenet121_state, adapt=adapt)
+    last = info.value.problems[-1].message
+    assert last.startswith("the checkpoint is a densenet121-shaped network: blocks 6-12-24-16, k 32")
+    assert "(3 input channels, 1000 classes)" in last and "densenet-spec infer" in last
+
+
 # ----------------------------------------------------------------------------- the command line
 
 

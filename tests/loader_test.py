@@ -140,13 +140,32 @@ def _timed_refusal(path: Path, match: str, seconds: float = 2.0) -> SpecError:
     return info.value
 
 
+@pytest.mark.parametrize(
+    ("text", "where", "says"),
+    [
+        ("blocks: " + "[" * 5000 + "]" * 5000, (3, 41), "invalid YAML: nested more than 32 levels"),
+        ("blocks: " + "[" * 40 + "]" * 40, (3, 41), "nested more than 32 levels deep here"),
+    ],
+)
+def test_deep_nesting_is_placed_where_it_gets_too_deep(
+    tmp_path: Path, text: str, where: tuple[int, int], says: str
+) -> None:
+    path = tmp_path / "deep.yaml"
+    path.write_text(f"name: x\ngrowth_rate: 4\n{text}\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    (problem,) = info.value.problems
+    assert problem.location is not None and (problem.location.line, problem.location.column) == where
+    assert problem.message.startswith(says)
+
+
 def test_nested_merge_key_bomb_is_refused_fast(tmp_path: Path) -> None:
     # Each level merges the previous one 9 times: 9**8 values if expanded (PyYAML's flattening takes minutes).
     lines = ["l0: &l0 {" + ", ".join(f"k{i}: {i}" for i in range(9)) + "}"]
     lines += [f"l{n}: &l{n} {{<<: [{', '.join([f'*l{n - 1}'] * 9)}], z{n}: 1}}" for n in range(1, 9)]
     path = tmp_path / "bomb.yaml"
     path.write_text("\n".join([*lines, "name: x", "growth_rate: 12", "blocks: [2]"]) + "\n")
-    error = _timed_refusal(path, "expands to more than 10,000 values", seconds=1.0)
+    error = _timed_refusal(path, "holds more than 10,000 values", seconds=1.0)
     assert len(error.problems) == 1
 
 

@@ -75,6 +75,14 @@ def test_json_schema_rejects_what_the_loader_rejects() -> None:
     jsonschema.validate({"name": "child", "extends": "densenet121", "growth_rate": 48}, schema)
 
 
+@pytest.mark.parametrize(("key", "kind"), [("activation", "silu"), ("norm", "instance"), ("norm", "none")])
+def test_json_schema_takes_the_kind_shorthand_the_loader_takes(key: str, kind: str) -> None:
+    data = {"name": "x", "growth_rate": 12, "blocks": [1], key: kind}
+    jsonschema.validate(data, json_schema())
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**data, key: "sigmoid"}, json_schema())
+
+
 @pytest.mark.parametrize("stem", ["cifar", "imagenet", "deep"])
 def test_json_schema_takes_the_stem_shorthand_the_loader_takes(stem: str) -> None:
     data = {"name": "x", "growth_rate": 12, "blocks": [1], "stem": stem}

@@ -5,9 +5,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import jsonschema
 import pytest
+import yaml
 
 from densenet_spec import compile_spec, load_spec
+from densenet_spec.schema import json_schema
 
 README = Path(__file__).parent.parent / "README.md"
 EXAMPLES = [
@@ -27,3 +30,9 @@ def test_readme_example_compiles(text: str, tmp_path: Path) -> None:
     path.write_text(text)
     ir = compile_spec(load_spec(path), strict=True)
     assert ir.params > 0
+
+
+@pytest.mark.parametrize("text", EXAMPLES, ids=lambda t: t.split("\n", 1)[0])
+def test_readme_example_is_valid_under_the_json_schema(text: str) -> None:
+    """What an editor with the schema says of the README's specs: valid (shorthands included)."""
+    jsonschema.validate(yaml.safe_load(text), json_schema())

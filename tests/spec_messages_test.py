@@ -421,7 +421,39 @@ def test_inherited_parameter_of_another_kind_points_at_the_parent(problems, tmp_
     assert problem.endswith("(inherited by spec.yaml: override it there; null resets a key to its default)")
 
 
+def test_stem_blur_without_a_stem_pool_is_refused(problems) -> None:  # type: ignore[no-untyped-def]
+    (problem,) = problems(BASE + "stem: cifar\nanti_alias: stem\n")
+    assert problem.startswith(
+        "spec.yaml:5:13: anti_alias: 'stem' blurs the stem's max pool, and the cifar stem has none"
+    )
+    assert problems(BASE + "stem: cifar\nanti_alias: all\n") == []
+
+
+def test_inherited_key_of_another_stem_kind_is_dropped_as_the_message_says(problems, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "base.yaml").write_text(BASE + "stem: {kind: deep, mid_channels: [8, 8], channels: 16}\n")
+    (problem,) = problems("name: y\nextends: base.yaml\nstem: {kind: cifar}\n")
+    assert problem.startswith("base.yaml:4:") and "stem.mid_channels: unknown key 'mid_channels'" in problem
+    assert problem.endswith("(inherited by spec.yaml: set it to null there to drop it)")
+    assert problems("name: y\nextends: base.yaml\nstem: {kind: cifar, mid_channels: null}\n") == []
+
+
 # ----------------------------------------------------------------------------- 9. the spec argument, extends
+
+
+def test_extends_naming_a_folder_says_it_is_not_a_file(problems, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "dir.yaml").mkdir()
+    assert problems("name: y\nextends: dir.yaml\n") == [
+        "spec.yaml:2:10: extends: 'dir.yaml' is not a regular file (a folder, a FIFO or a device?)"
+    ]
+
+
+@pytest.mark.parametrize(("content", "says"), [(b"", "the file is empty"), (b"\xff\xfe\x00", "not UTF-8 text")])
+def test_a_broken_parent_names_the_spec_that_extends_it(  # type: ignore[no-untyped-def]
+    problems, tmp_path: Path, content: bytes, says: str
+) -> None:
+    (tmp_path / "parent.yaml").write_bytes(content)
+    (problem,) = problems("name: y\nextends: parent.yaml\n")
+    assert problem.startswith("parent.yaml: " + says) and problem.endswith(" (extended by spec.yaml)")
 
 
 def test_missing_file_named_like_a_preset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -203,7 +203,7 @@ class Drawing:
         """DOT text with every position pinned; render it with ``neato -n2`` (:func:`render`)."""
         o = self.orientation
         lines = [
-            f"// Positions are pinned: render with `neato -n2 -Tsvg {self.name}.dot` (not `dot`).",
+            "// Positions are pinned: render this file with `neato -n2 -Tsvg` (not `dot`).",
             f"digraph {_quote(self.name)} {{",
         ]
         lines.append(f"\tgraph [{_attrs({'layout': 'neato', 'splines': 'true', **self.graph_attrs})}]")
