@@ -67,7 +67,7 @@ def state_for(
 
 
 def load_report(
-    ir: IR, weights: Weights, *, seed: int = 0, adapt: bool = False
+    ir: IR, weights: Weights, *, seed: int | None = 0, adapt: bool = False
 ) -> tuple[dict[str, Tensor], LoadReport]:
     """The checked (and, with ``adapt``, adapted) state_dict for ``ir``, with the report of what was done."""
     from .interop import load_weights
@@ -173,7 +173,7 @@ def build_model(
     report = None
     state = None
     if weights is not None:
-        state, report = load_report(ir, weights, seed=seed or 0, adapt=adapt)
+        state, report = load_report(ir, weights, seed=seed, adapt=adapt)
     model = build_module(ir, memory_efficient=memory_efficient, seed=seed, state_dict=state)
     model.load_report = report  # type: ignore[assignment,unused-ignore]
     if channels_last:

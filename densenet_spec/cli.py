@@ -8,12 +8,15 @@ Heavy imports (torch, onnx, graphviz) happen inside the commands that need them,
 
 from __future__ import annotations
 
+import functools
 import json
 import keyword
 import os
 import re
 import shutil
+import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from enum import Enum
@@ -498,31 +501,30 @@ def _refuse_shadowing(filename: str, source: str) -> None:
         )
 
 
-class _ImportRecorder:
-    """A meta path finder that finds nothing and notes every top-level module looked up, found or
-    not: torch tries optional modules (tqdm, pydot, opt_einsum) that a file of that name answers."""
-
-    def __init__(self) -> None:
-        self.names: set[str] = set()
-
-    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+_RECORD_TORCH_LOOKUPS = """
+import sys
+class Recorder:
+    names = set()
+    def find_spec(self, name, path=None, target=None):
         if path is None:
             self.names.add(name)
+sys.meta_path.insert(0, Recorder())
+import torch
+print(" ".join(sorted(Recorder.names)))
+"""
 
 
-def _torch_lookups() -> set[str]:
-    """The top-level modules that importing torch looks up, found or not (empty if this process
-    imported torch already: the loaded ones are then in ``sys.modules``). Costs torch's import
-    time, about a second, which source generation otherwise does without."""
-    if "torch" in sys.modules:
-        return set()
-    recorder = _ImportRecorder()
-    sys.meta_path.insert(0, recorder)
-    try:
-        import torch  # noqa: F401
-    finally:
-        sys.meta_path.remove(recorder)
-    return recorder.names
+@functools.cache
+def _torch_lookups() -> frozenset[str]:
+    """The top-level modules that importing torch looks up in a new Python, found or not: torch
+    tries optional ones (tqdm, pydot, opt_einsum) and the standard library's pickle tries ``org``;
+    a file of that name answers the lookup. Recorded by a meta path finder that finds nothing, in
+    an empty folder (nothing there to find), once per process: about a second."""
+    with tempfile.TemporaryDirectory() as empty:
+        run = subprocess.run(
+            [sys.executable, "-c", _RECORD_TORCH_LOOKUPS], cwd=empty, capture_output=True, text=True, timeout=300
+        )
+    return frozenset(run.stdout.split()) if run.returncode == 0 else frozenset()
 
 
 def _installed_module(module: str, filename: Path) -> bool:

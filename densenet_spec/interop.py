@@ -52,7 +52,7 @@ class LoadReport:
 
 
 def load_weights(
-    weights: Weights, ir: IR, *, adapt: bool = False, seed: int = 0
+    weights: Weights, ir: IR, *, adapt: bool = False, seed: int | None = 0
 ) -> tuple[dict[str, Tensor], LoadReport]:
     """The state_dict for ``ir`` from a checkpoint file or a state_dict, with a report of what was done.
 
@@ -63,7 +63,7 @@ def load_weights(
             prefixes).
         ir: the network the weights are for.
         adapt: fit the first convolution's input channels and the classifier's size to ``ir``.
-        seed: seed of a classifier initialised afresh.
+        seed: seed of a classifier initialised afresh; None: torch's global generator.
 
     Raises:
         SpecError: the file cannot be read safely, or the weights do not fit ``ir`` (one problem
@@ -88,7 +88,7 @@ def load_weights(
 # ----------------------------------------------------------------------------- adaptation
 
 
-def adapt_state(state: Mapping[str, Tensor], ir: IR, *, seed: int = 0) -> tuple[dict[str, Tensor], list[str]]:
+def adapt_state(state: Mapping[str, Tensor], ir: IR, *, seed: int | None = 0) -> tuple[dict[str, Tensor], list[str]]:
     """``state`` with its first convolution and classifier fitted to ``ir``, and one line per change."""
     expected = ir.state_shapes()
     out = dict(state)
@@ -122,7 +122,7 @@ def adapt_input_conv(weight: Tensor, channels: int) -> Tensor:
     return repeated * (original / channels)
 
 
-def _adapt_classifier(out: dict[str, Tensor], expected: Mapping[str, tuple[int, ...]], seed: int) -> list[str]:
+def _adapt_classifier(out: dict[str, Tensor], expected: Mapping[str, tuple[int, ...]], seed: int | None) -> list[str]:
     """Drop a classifier the spec has not, or one of another size, and initialise the spec's afresh."""
     present = [key for key in CLASSIFIER if key in out]
     wanted = [key for key in CLASSIFIER if key in expected]
@@ -141,11 +141,15 @@ def _adapt_classifier(out: dict[str, Tensor], expected: Mapping[str, tuple[int, 
     return [f"initialised {', '.join(wanted)} afresh for {classes} classes on {features} features (was: {before})"]
 
 
-def fresh_classifier(features: int, classes: int, seed: int, *, bias: bool = True) -> dict[str, Tensor]:
-    """A classifier as the reference initialisation makes it: torch's Linear weights, bias 0."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+def fresh_classifier(features: int, classes: int, seed: int | None, *, bias: bool = True) -> dict[str, Tensor]:
+    """A classifier as the reference initialisation makes it: torch's Linear weights, bias 0.
+    With ``seed`` None, drawn from torch's global generator (as a model built without a seed)."""
+    if seed is None:
         linear = torch.nn.Linear(features, classes, bias=bias)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            linear = torch.nn.Linear(features, classes, bias=bias)
     made = {"classifier.weight": linear.weight.detach().clone()}
     return made | ({"classifier.bias": torch.zeros(classes)} if bias else {})
 

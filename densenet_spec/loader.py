@@ -84,13 +84,26 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-def _merge(parent: MappingNode, child: MappingNode) -> MappingNode:
-    """``child`` over ``parent``: mappings merge key by key, everything else replaces."""
+KIND_SHORTHANDS = ("stem", "activation", "norm")
+"""Top-level keys whose value may be a kind's name: ``norm: instance`` is ``norm: {kind: instance}``."""
+
+
+def _merge(parent: MappingNode, child: MappingNode, top: bool = True) -> MappingNode:
+    """``child`` over ``parent``: mappings merge key by key, everything else replaces.
+
+    A parent's kind name counts as its mapping (``norm: instance`` under a child's
+    ``norm: {eps: 0.001}`` is an instance norm with that eps, not a batch norm).
+    """
     entries: dict[str, tuple[Node, Node]] = {key.value: (key, value) for key, value in parent.value}
     for key, value in child.value:
         old = entries.get(key.value)
-        if old is not None and isinstance(old[1], MappingNode) and isinstance(value, MappingNode):
-            value = _merge(old[1], value)
+        if old is not None and isinstance(value, MappingNode):
+            before = old[1]
+            if top and key.value in KIND_SHORTHANDS and isinstance(before, ScalarNode) and before.tag == TAG + "str":
+                kind = ScalarNode(TAG + "str", "kind", before.start_mark, before.end_mark)
+                before = MappingNode(TAG + "map", [(kind, before)], before.start_mark, before.end_mark, True)
+            if isinstance(before, MappingNode):
+                value = _merge(before, value, top=False)
         entries[key.value] = (key, value)
     return MappingNode(child.tag, list(entries.values()), child.start_mark, child.end_mark, child.flow_style)
 

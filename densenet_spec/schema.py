@@ -185,8 +185,8 @@ class _StemModel(_Model):
     @model_validator(mode="before")
     @classmethod
     def _drop_nulls_of_other_kinds(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            return {k: v for k, v in data.items() if v is not None or k in cls.model_fields}
+        if isinstance(data, dict):  # only a key of some stem kind: a misspelt one stays an error
+            return {k: v for k, v in data.items() if v is not None or k in cls.model_fields or k not in STEM_KEYS}
         return data
 
 
@@ -224,6 +224,7 @@ def _stem_tag(value: Any) -> str | None:
 
 
 STEM_KINDS = ("imagenet", "cifar", "deep")
+STEM_KEYS = frozenset(ImagenetStem.model_fields) | frozenset(CifarStem.model_fields) | frozenset(DeepStem.model_fields)
 
 Stem = Annotated[
     Annotated[ImagenetStem, Tag("imagenet")] | Annotated[CifarStem, Tag("cifar")] | Annotated[DeepStem, Tag("deep")],
@@ -531,6 +532,14 @@ def json_schema() -> dict[str, Any]:
     # before-validators): say so to editors too.
     for key, kinds in (("stem", STEM_KINDS), ("activation", ACTIVATION_KINDS), ("norm", NORM_KINDS)):
         _take_kind_name(schema["properties"][key], kinds)
+    # A stem takes null for another kind's key (what a child writes to drop an inherited one).
+    for name in ("ImagenetStem", "CifarStem", "DeepStem"):
+        properties = schema["$defs"][name]["properties"]
+        for key in sorted(STEM_KEYS - set(properties)):
+            properties[key] = {
+                "type": "null",
+                "description": f"Another stem kind's key: null drops an inherited {key}.",
+            }
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://densenet-spec.dev/schema/v1.json",

@@ -8,7 +8,9 @@ quote it.
 
 from __future__ import annotations
 
+import copy
 import difflib
+import functools
 import math
 import re
 from collections.abc import Callable
@@ -308,19 +310,44 @@ def validation_problems(exc: ValidationError, data: Any, source: SourceMap) -> l
             path in source.quoted,
         )
         located = source.locate(path, key=e.kind in ("extra_forbidden", "missing"))
-        problems.append(Problem(located, format_path(path), _message(e) + _inherited(located, source, e.kind)))
+        inherited = _inherited(located, source, e.kind, functools.partial(_null_clears, data, path))
+        problems.append(Problem(located, format_path(path), _message(e) + inherited))
     return sorted(problems, key=_reading_order)
 
 
-def _inherited(located: Location | None, source: SourceMap, kind: str) -> str:
+def _inherited(located: Location | None, source: SourceMap, kind: str, null_clears: Callable[[], bool]) -> str:
     """Where a value came from a parent file (``extends``), say so: the user may not own that file,
-    and the fix then belongs in the spec that extends it."""
+    and the fix then belongs in the spec that extends it. ``null`` is offered only where it
+    clears the error (tried on the merged data)."""
     root = source.values.get(())
     if located is None or root is None or located.file == root.file:
         return ""
     if kind == "extra_forbidden":  # a key of the parent's stem kind, say, under the child's kind
-        return f" (inherited by {root.file}: set it to null there to drop it)"
-    return f" (inherited by {root.file}: override it there; null resets a key to its default)"
+        if null_clears():
+            return f" (inherited by {root.file}: set it to null there to drop it)"
+        return f" (inherited by {root.file}, which cannot remove a key: fix it in this file)"
+    if null_clears():
+        return f" (inherited by {root.file}: override it there, or set it to null for its default)"
+    return f" (inherited by {root.file}: override it there)"
+
+
+def _null_clears(data: Any, path: FieldPath) -> bool:
+    """Whether ``null`` at ``path`` in ``data`` (a merged spec) leaves no error at that field."""
+    trial = copy.deepcopy(data)
+    node = trial
+    try:
+        for part in path[:-1]:
+            node = node[part]
+    except (KeyError, IndexError, TypeError):
+        return False
+    if not isinstance(node, dict) or not path or path[-1] not in node:
+        return False
+    node[path[-1]] = None
+    try:
+        Spec.model_validate(trial, context={"extends_resolved": True})
+    except ValidationError as exc:
+        return all(_error_path(error, trial)[: len(path)] != path for error in exc.errors())
+    return True
 
 
 def _reading_order(problem: Problem) -> tuple[str, int, int]:

@@ -113,16 +113,27 @@ def _compose(text: str, name: str) -> Node | None:
 
 
 def _too_deep(text: str, name: str) -> Location:
-    """Where flow brackets (``[[[...``) first nest deeper than MAX_DEPTH: what made PyYAML recurse
-    too deep; the file alone if they never do (deep block indentation)."""
-    depth, line, column = 0, 1, 0
-    for char in text:
-        column += 1
-        if char == "\n":
-            line, column = line + 1, 0
-        depth += (char in "[{") - (char in "]}")
-        if depth > MAX_DEPTH:
-            return Location(name, line, column)
+    """Where collections first nest deeper than MAX_DEPTH, from YAML's tokens (its scanner does
+    not recurse, and skips comments and strings); the file alone if the scan fails."""
+    opening = (
+        yaml.FlowSequenceStartToken,
+        yaml.FlowMappingStartToken,
+        yaml.BlockSequenceStartToken,
+        yaml.BlockMappingStartToken,
+    )
+    closing = (yaml.FlowSequenceEndToken, yaml.FlowMappingEndToken, yaml.BlockEndToken)
+    depth = 0
+    try:
+        for token in yaml.scan(text, Loader=yaml.SafeLoader):
+            if isinstance(token, opening):
+                depth += 1
+            elif isinstance(token, closing):
+                depth -= 1
+            if depth > MAX_DEPTH + 1:  # the top-level mapping is not a level of nesting
+                mark = token.start_mark
+                return Location(name, mark.line + 1, mark.column + 1)
+    except yaml.YAMLError:
+        pass
     return Location(name)
 
 

@@ -114,7 +114,9 @@ densenet121-k48-c100.yaml: ok (densenet121-k48-c100: {params} params, {gmacs} GM
 ```
 
 Mappings merge key by key (`input: {{size: 160}}` keeps the parent's `channels`) and lists
-replace (`blocks: [6, 12, 24]` is three blocks, not seven). Then look at what it costs:
+replace (`blocks: [6, 12, 24]` is three blocks, not seven). Then look at what it costs
+(`densenet-spec summary densenet121-k48-c100.yaml --format markdown`; without `--format`, a table
+for the terminal):
 
 {summary}
 Draw it (`densenet-spec build densenet121-k48-c100.yaml --to svg`):
@@ -312,6 +314,8 @@ def _field_rows(
     rows = [f"### {title}", "", schema_.get("description", ""), ""]
     rows += ["| field | type | default | range | description |", "|---|---|---|---|---|"]
     for name, prop in schema_["properties"].items():
+        if prop.get("type") == "null":  # another stem kind's key, null only: the page says so once
+            continue
         default = _default_text(model, name, prop, required)
         kind = _type_of(prop, defs)
         rows.append(f"| `{name}` | {kind} | {default} | {_range_of(prop)} | {prop.get('description', '')} |")
@@ -360,7 +364,10 @@ def spec_reference() -> str:
         "",
         "Generated from the schema (`densenet-spec schema` prints it as JSON Schema). Unknown keys are",
         "errors; integers must be integers; `name`, `growth_rate` and `blocks` are required unless the",
-        "spec `extends` another. Stem channels default to 2 x growth_rate.",
+        "spec `extends` another. Stem channels default to 2 x growth_rate. `stem`, `activation` and `norm`",
+        "also take a kind's name (`norm: instance` is `{kind: instance}`, in a parent too: a child's",
+        "`norm: {eps: 0.001}` keeps the kind). A stem takes `null` for another stem kind's key, which is",
+        "how a spec that extends one with a deep stem drops `mid_channels` when it changes the kind.",
         "",
     ]
     lines += _field_rows("Top level", spec_schema, defs, ["name", "growth_rate", "blocks"], Spec)

@@ -254,7 +254,21 @@ def test_suffix_that_no_target_writes_is_the_users_choice(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize(
-    "name", ["torch", "typing", "class", "import", "json", "copy", "numpy", "typing_extensions", "sympy", "yaml"]
+    "name",
+    [
+        "torch",
+        "typing",
+        "class",
+        "import",
+        "json",
+        "copy",
+        "numpy",
+        "typing_extensions",
+        "sympy",
+        "yaml",
+        "org",
+        "tqdm",
+    ],
 )
 def test_default_torch_file_python_cannot_use_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
@@ -267,9 +281,9 @@ def test_default_torch_file_python_cannot_use_is_refused(
 
 
 def test_default_torch_file_named_as_a_module_torch_looks_for_is_refused(tmp_path: Path) -> None:
-    """opt_einsum is optional (not installed by the setup), but importing torch looks for it: beside an opt_einsum.py,
-    `import torch` fails. A fresh process (torch not yet imported) is what sees those lookups; and a
-    rebuild of the same name, with the current folder on sys.path (python -m), is not refused."""
+    """opt_einsum is optional (not installed by the setup), but importing torch looks for it: beside
+    an opt_einsum.py, `import torch` fails. Run as a user runs it (python -m, the current folder on
+    sys.path): a rebuild of the same name there is not refused."""
     ok = _tiny(tmp_path, "tiny")
     bad = _tiny(tmp_path, "opt_einsum")
     command = [sys.executable, "-m", "densenet_spec", "build"]

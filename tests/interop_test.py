@@ -262,3 +262,19 @@ def test_heatmap_takes_adapt(tmp_path: Path) -> None:
     ir = compile_spec(_spec(num_classes=3))
     dot = emit(ir, "heatmap", {"weights": state, "adapt": True, "format": "dot"})
     assert "digraph" in str(dot)
+
+
+def test_adapt_without_a_seed_draws_the_classifier_from_torchs_generator(
+    densenet121_state: dict[str, torch.Tensor],
+) -> None:
+    spec = Spec.model_validate({"name": "c10", "growth_rate": 32, "blocks": [6, 12, 24, 16], "num_classes": 10})
+    weights = []
+    for seed in (1, 2, 1):
+        torch.manual_seed(seed)
+        model = build_model(spec, weights=densenet121_state, adapt=True)
+        weights.append(model.state_dict()["classifier.weight"])
+    assert not torch.equal(weights[0], weights[1]) and torch.equal(weights[0], weights[2])
+    seeded = build_model(spec, weights=densenet121_state, adapt=True, seed=0).state_dict()["classifier.weight"]
+    assert torch.equal(
+        seeded, build_model(spec, weights=densenet121_state, adapt=True, seed=0).state_dict()["classifier.weight"]
+    )

@@ -145,6 +145,11 @@ def _timed_refusal(path: Path, match: str, seconds: float = 2.0) -> SpecError:
     [
         ("blocks: " + "[" * 5000 + "]" * 5000, (3, 41), "invalid YAML: nested more than 32 levels"),
         ("blocks: " + "[" * 40 + "]" * 40, (3, 41), "nested more than 32 levels deep here"),
+        (  # brackets in a comment and in a string are not nesting
+            "# " + "[" * 50 + "\ndescription: '" + "[" * 50 + "'\nblocks: " + "[" * 5000 + "]" * 5000,
+            (5, 41),
+            "invalid YAML: nested more than 32 levels",
+        ),
     ],
 )
 def test_deep_nesting_is_placed_where_it_gets_too_deep(
@@ -216,3 +221,21 @@ def test_scalar_constructors_leave_no_cache_behind(write_spec) -> None:  # type:
     for i in range(3):
         load_spec(write_spec(f"name: x{i}\ngrowth_rate: 12\nblocks: [2]\n"))
     assert not yaml_nodes._CONSTRUCTOR.constructed_objects
+
+
+def test_a_parents_kind_name_merges_with_a_childs_mapping(tmp_path: Path) -> None:
+    """``norm: instance`` is ``norm: {kind: instance}``: a child's ``norm: {eps: ...}`` keeps the kind."""
+    parent = (
+        "name: p\ngrowth_rate: 4\nblocks: [1, 1]\ninput: {size: 32}\nstem: cifar\nnorm: instance\nactivation: elu\n"
+    )
+    (tmp_path / "parent.yaml").write_text(parent)
+    child = tmp_path / "child.yaml"
+    child.write_text(
+        "name: c\nextends: parent.yaml\nnorm: {eps: 0.001}\nstem: {channels: 24}\nactivation: {alpha: 0.5}\n"
+    )
+    spec = load_spec(child)
+    assert (spec.norm.kind, spec.norm.eps) == ("instance", 0.001)
+    assert (spec.stem.kind, spec.stem.channels) == ("cifar", 24)
+    assert (spec.activation.kind, spec.activation.alpha) == ("elu", 0.5)
+    location = spec.source.locate(("norm", "kind"))
+    assert location is not None and (location.file, location.line) == (str(tmp_path / "parent.yaml"), 6)

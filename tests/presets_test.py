@@ -83,6 +83,14 @@ def test_json_schema_takes_the_kind_shorthand_the_loader_takes(key: str, kind: s
         jsonschema.validate({**data, key: "sigmoid"}, json_schema())
 
 
+def test_json_schema_takes_null_for_another_stem_kinds_key_only() -> None:
+    base = {"name": "x", "growth_rate": 12, "blocks": [1]}
+    jsonschema.validate({**base, "stem": {"kind": "cifar", "mid_channels": None}}, json_schema())
+    for stem in ({"kind": "cifar", "mid_channels": [8, 8]}, {"kind": "imagenet", "chanels": None}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({**base, "stem": stem}, json_schema())
+
+
 @pytest.mark.parametrize("stem", ["cifar", "imagenet", "deep"])
 def test_json_schema_takes_the_stem_shorthand_the_loader_takes(stem: str) -> None:
     data = {"name": "x", "growth_rate": 12, "blocks": [1], "stem": stem}

@@ -418,7 +418,31 @@ def test_inherited_parameter_of_another_kind_points_at_the_parent(problems, tmp_
     (tmp_path / "base.yaml").write_text(BASE + "norm: {kind: group, groups: 4}\n")
     (problem,) = problems("name: y\nextends: base.yaml\nnorm: {kind: batch}\n")
     assert problem.startswith("base.yaml:4:29: norm.groups: groups applies to group norm only, not batch")
-    assert problem.endswith("(inherited by spec.yaml: override it there; null resets a key to its default)")
+    assert problem.endswith("(inherited by spec.yaml: override it there, or set it to null for its default)")
+
+
+@pytest.mark.parametrize(
+    ("parent", "child", "advice"),
+    [
+        (
+            "head: {pool: avg, drop: 0.1}\n",
+            "",
+            "(inherited by spec.yaml, which cannot remove a key: fix it in this file)",
+        ),
+        ("stem: cifar\nanti_alias: stem\n", "", "(inherited by spec.yaml: override it there)"),
+    ],
+)
+def test_inherited_problems_offer_null_only_where_it_works(  # type: ignore[no-untyped-def]
+    problems, tmp_path: Path, parent: str, child: str, advice: str
+) -> None:
+    (tmp_path / "base.yaml").write_text(BASE + parent)
+    (problem,) = problems("name: y\nextends: base.yaml\n" + child)
+    assert problem.startswith("base.yaml:") and problem.endswith(advice)
+
+
+def test_null_for_a_key_no_stem_kind_has_is_still_unknown(problems) -> None:  # type: ignore[no-untyped-def]
+    (problem,) = problems(BASE + "stem: {kind: imagenet, chanels: null}\n")
+    assert "stem.chanels: unknown key 'chanels'" in problem
 
 
 def test_stem_blur_without_a_stem_pool_is_refused(problems) -> None:  # type: ignore[no-untyped-def]

@@ -50,7 +50,10 @@ def test_same_seed_same_initial_weights(tmp_path: Path) -> None:
     ir = compile_spec(load_spec("densenet-bc-100-k12"))
     path = tmp_path / "m.py"
     path.write_text(generate_source(ir))
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
     generated = _import(path).build(seed=7)
+    assert torch.equal(torch.random.get_rng_state(), before), "build(seed=...) moved the caller's random state"
     for (key, a), b in zip(generated.state_dict().items(), build_model(ir, seed=7).state_dict().values(), strict=True):
         assert torch.equal(a, b), key
 

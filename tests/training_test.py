@@ -101,3 +101,44 @@ def test_ddp_two_processes_equal_single_process(memory_efficient: bool, tmp_path
     (sum(shards) / 2).backward()
     for key, param in model.named_parameters():
         torch.testing.assert_close(distributed[key], param.grad, atol=1e-5, rtol=1e-4, msg=key)
+
+
+def _small(norm: object) -> Spec:
+    return Spec.model_validate(
+        {"name": "s", "growth_rate": 4, "blocks": [2, 3], "input": {"size": 16}, "stem": "cifar", "num_classes": 5}
+        | {"norm": norm}
+    )
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("norm", ["batch", "group", "instance"])
+def test_memory_efficient_gradients_under_functional_call(norm: str, channels_last: bool) -> None:
+    """The recomputation uses the parameters the forward pass got (the caller's, under
+    functional_call), not the module's own, which functional_call puts back before backward."""
+    spec = _small({"kind": "group", "groups": 2} if norm == "group" else norm)
+    x, y = torch.randn(4, 3, 16, 16), torch.randint(0, 5, (4,))
+    grads = {}
+    for lean in (False, True):
+        model = build_model(spec, memory_efficient=lean, seed=0, channels_last=channels_last).train()
+        params = {k: (v.detach() * 1.5 + 0.1).requires_grad_() for k, v in model.named_parameters()}
+        loss = nn.functional.cross_entropy(torch.func.functional_call(model, params, (x,)), y)
+        grads[lean] = torch.autograd.grad(loss, list(params.values()))
+    for lean, plain in zip(grads[True], grads[False], strict=True):
+        torch.testing.assert_close(lean, plain, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_memory_efficient_model_under_torch_func_grad(channels_last: bool) -> None:
+    """torch.func.grad takes no saved-tensor hooks: the layers run their plain path there."""
+    model = build_model(_small({"kind": "group", "groups": 2}), memory_efficient=True, seed=0)
+    model = model.set_channels_last(channels_last).train()
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    x, y = torch.randn(4, 3, 16, 16), torch.randint(0, 5, (4,))
+
+    def loss(p: dict[str, torch.Tensor]) -> torch.Tensor:
+        return nn.functional.cross_entropy(torch.func.functional_call(model, p, (x,)), y)
+
+    got = torch.func.grad(loss)(params)
+    nn.functional.cross_entropy(model(x), y).backward()
+    for name, parameter in model.named_parameters():
+        torch.testing.assert_close(got[name], parameter.grad, rtol=1e-5, atol=1e-6)

@@ -167,7 +167,9 @@ class DenseLayer(nn.Sequential):
     def forward(self, inputs: list[Tensor]) -> Tensor:
         x = torch.cat(inputs, 1) if len(inputs) > 1 else inputs[0]
         lean = self.memory_efficient and self.training and torch.is_grad_enabled()
-        if not (lean and self._recomputable() and any(t.requires_grad for t in inputs)):
+        lean = lean and self._recomputable() and any(t.requires_grad for t in inputs)
+        # torch.func's transforms (grad, vmap) take no saved-tensor hooks: the plain path there.
+        if not lean or vmapped(inputs[0]):
             for module in self:
                 x = module(x)
             return x
@@ -289,6 +291,9 @@ class _Recompute:
     def __init__(self, inputs: list[Tensor], norm: Any, act: Any) -> None:
         self.inputs = list(inputs)  # the block appends to its list after this layer
         self.norm = norm
+        # The parameters the forward pass used: under torch.func.functional_call they are the
+        # caller's, swapped back out of the module by the time the backward pass recomputes.
+        self.params = dict(norm.named_parameters())
         self.act = act
         self.x: Tensor | None = None
         self.y: Tensor | None = None
@@ -330,10 +335,10 @@ class _Recompute:
         norm = self.norm
         x = torch.cat(self.inputs, 1) if len(self.inputs) > 1 else self.inputs[0]
         if isinstance(norm, _BATCH_NORMS):
-            w, b = norm.weight, norm.bias
+            w, b = self.params.get("weight"), self.params.get("bias")
             y = functional.batch_norm(x, None, None, w, b, True, 0.0, norm.eps)
         else:
-            y = norm(x)
+            y = torch.func.functional_call(norm, self.params, (x,))
         a = self.act(y)
         made = zip(self.KINDS, (x, y, a), strict=True)
         return {kind: t for kind, t in made if self._pending[kind]}

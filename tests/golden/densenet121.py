@@ -150,7 +150,9 @@ class DenseLayer(nn.Sequential):
     def forward(self, inputs: list[Tensor]) -> Tensor:
         x = torch.cat(inputs, 1) if len(inputs) > 1 else inputs[0]
         lean = self.memory_efficient and self.training and torch.is_grad_enabled()
-        if not (lean and self._recomputable() and any(t.requires_grad for t in inputs)):
+        lean = lean and self._recomputable() and any(t.requires_grad for t in inputs)
+        # torch.func's transforms (grad, vmap) take no saved-tensor hooks: the plain path there.
+        if not lean or vmapped(inputs[0]):
             for module in self:
                 x = module(x)
             return x
@@ -272,6 +274,9 @@ class _Recompute:
     def __init__(self, inputs: list[Tensor], norm: Any, act: Any) -> None:
         self.inputs = list(inputs)  # the block appends to its list after this layer
         self.norm = norm
+        # The parameters the forward pass used: under torch.func.functional_call they are the
+        # caller's, swapped back out of the module by the time the backward pass recomputes.
+        self.params = dict(norm.named_parameters())
         self.act = act
         self.x: Tensor | None = None
         self.y: Tensor | None = None
@@ -313,10 +318,10 @@ class _Recompute:
         norm = self.norm
         x = torch.cat(self.inputs, 1) if len(self.inputs) > 1 else self.inputs[0]
         if isinstance(norm, _BATCH_NORMS):
-            w, b = norm.weight, norm.bias
+            w, b = self.params.get("weight"), self.params.get("bias")
             y = functional.batch_norm(x, None, None, w, b, True, 0.0, norm.eps)
         else:
-            y = norm(x)
+            y = torch.func.functional_call(norm, self.params, (x,))
         a = self.act(y)
         made = zip(self.KINDS, (x, y, a), strict=True)
         return {kind: t for kind, t in made if self._pending[kind]}
@@ -679,9 +684,16 @@ def dense_layer(c: int) -> DenseLayer:
 
 
 def build(seed: int | None = None) -> DenseNet:
-    """densenet121, as its spec describes it; `seed` makes the initial weights reproducible."""
-    if seed is not None:
+    """densenet121, as its spec describes it; `seed` makes the initial weights reproducible
+    (the caller's random state is left as it was)."""
+    if seed is None:
+        return _build()
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        return _build()
+
+
+def _build() -> DenseNet:
     features = nn.Sequential(
         OrderedDict(
             conv0=nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False),
