@@ -369,6 +369,8 @@ def build(
     if "opset" in given:
         _check_opset(given["opset"])
     _check_not_a_spec(output, spec)
+    if "weights" in given:
+        _check_not_the_input(output, given["weights"], "the checkpoint it reads")
     chosen_format = _format_of(output, target)
     if chosen_format:
         given["format"] = chosen_format
@@ -434,6 +436,15 @@ def _check_output(output: str | None, example: str = "") -> None:
         _usage_error(problem)
 
 
+def _check_not_the_input(output: str | None, source: str | os.PathLike[str], what: str) -> None:
+    """``-o`` must not name a file the command reads: writing would destroy it (``-o ckpt.pt``)."""
+    if not output or output == "-":
+        return
+    with suppress(OSError):
+        if os.path.exists(output) and os.path.samefile(output, source):
+            _usage_error(f"-o {output}: that is {what}, which this command would overwrite; choose another name")
+
+
 def _check_not_a_spec(output: str | None, spec: str) -> None:
     """``build`` never writes over a spec: not the one it reads, nor any ``.yaml``/``.yml`` file
     (``--to torch -o net.yaml`` replaced a spec with Python source)."""
@@ -489,8 +500,8 @@ def _refuse_shadowing(filename: str, source: str) -> None:
     # numpy.py beside the file fail the same way (a circular import, or a crash).
     if module in sys.stdlib_module_names or module == "numpy":
         _usage_error(
-            f"the default output {filename} would shadow the {module} module that Python or torch imports "
-            f"(python {filename} would fail); {advice}"
+            f"the default output {filename} would shadow the {module} module of Python's standard library, which "
+            f"torch and Python itself may import (python {filename} could fail); {advice}"
         )
     if keyword.iskeyword(module):
         _usage_error(f"the default output {filename} cannot be imported ({module} is a Python keyword); {advice}")
@@ -605,6 +616,7 @@ def infer(
     if name is not None:
         _check_name(name)
     _check_output(output, example=f"{_spec_name(checkpoint)}.yaml")
+    _check_not_the_input(output, checkpoint, "the checkpoint it reads")
     _check_spec_suffix(output)
     with _reporting():
         state = read_state(checkpoint)
@@ -620,7 +632,8 @@ def _check_spec_suffix(output: str) -> None:
     suffix = Path(output).suffix.lstrip(".").lower() if output != "-" else ""
     written = {f for t in TARGETS.values() for f in (t.extension, *t.formats)} | {"pt", "pth", "safetensors"}
     if suffix in written:
-        renamed = Path(output).with_suffix(".yaml").name
+        stem = Path(output).with_suffix("")
+        renamed = stem.name if stem.suffix.lower() in (".yaml", ".yml") else stem.with_suffix(".yaml").name
         _usage_error(f"-o {output}: infer writes a spec (YAML), not a .{suffix} file; name it {renamed}")
 
 

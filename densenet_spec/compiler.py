@@ -438,7 +438,7 @@ def _too_small(spec: Spec, lowered: Lowered, shrunk: Layer) -> tuple[FieldPath, 
         return (
             ("input", "size"),
             f"{size} is too small: the feature maps shrink to nothing at {shrunk.name}; "
-            f"the smallest input that works is {format_size(smallest)}",
+            f"the smallest input that works is {_as_written(smallest)}",
         )
     transitions = len(spec.blocks) - 1
     fits = f"; {size} allows at most {shrunk.block} blocks" if shrunk.kind == "transition" else ""
@@ -448,6 +448,11 @@ def _too_small(spec: Spec, lowered: Lowered, shrunk: Layer) -> tuple[FieldPath, 
         f"the feature maps: no practical input size works (the smallest is over {PRACTICAL_SIZE:,} pixels a side); "
         f"use fewer blocks{fits}",
     )
+
+
+def _as_written(size: Size) -> str:
+    """A size to write in ``input.size``: ``[16]`` for a 1-D network (a bare 16 is a square image)."""
+    return f"[{size[0]}]" if len(size) == 1 else format_size(size)
 
 
 def _shrinks(layer: Layer) -> bool:
@@ -481,7 +486,7 @@ def _check_instance_norms(lowered: Lowered) -> FieldProblems:
                         ("input", "size"),
                         f"{op.path}: instance norm needs more than one position per channel, and the map is "
                         f"{format_size(op.in_size)} there; use another norm or a larger input (the smallest that "
-                        f"works is {format_size(_smallest_input(lowered))})",
+                        f"works is {_as_written(_smallest_input(lowered))})",
                     )
                 ]
     return []

@@ -332,7 +332,10 @@ def _inherited(located: Location | None, source: SourceMap, kind: str, null_clea
 
 
 def _null_clears(data: Any, path: FieldPath) -> bool:
-    """Whether ``null`` at ``path`` in ``data`` (a merged spec) leaves no error at that field."""
+    """Whether ``null`` at ``path`` in ``data`` (a merged spec) leaves no error at that field.
+    Never inside a list: a child replaces a list whole, so it cannot null one entry's key."""
+    if any(isinstance(part, int) for part in path):
+        return False
     trial = copy.deepcopy(data)
     node = trial
     try:

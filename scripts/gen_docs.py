@@ -366,7 +366,8 @@ def spec_reference() -> str:
         "errors; integers must be integers; `name`, `growth_rate` and `blocks` are required unless the",
         "spec `extends` another. Stem channels default to 2 x growth_rate. `stem`, `activation` and `norm`",
         "also take a kind's name (`norm: instance` is `{kind: instance}`, in a parent too: a child's",
-        "`norm: {eps: 0.001}` keeps the kind). A stem takes `null` for another stem kind's key, which is",
+        "`norm: {eps: 0.001}` keeps the kind; a child's kind name, like any scalar, replaces the parent's",
+        "mapping, other keys back at their defaults). A stem takes `null` for another stem kind's key, which is",
         "how a spec that extends one with a deep stem drops `mid_channels` when it changes the kind.",
         "",
     ]

@@ -191,7 +191,9 @@ def test_infer_name_from_a_long_file_name_is_cut_to_fit(tmp_path: Path) -> None:
     assert f"\nname: {'a' * 128}\n" in result.stdout
 
 
-@pytest.mark.parametrize(("output", "ok"), [("x.onnx", False), ("x.py", False), ("x.pt", False), ("x.yml", True)])
+@pytest.mark.parametrize(
+    ("output", "ok"), [("x.onnx", False), ("x.py", False), ("x.pt", False), ("x.yml", True), ("x.yaml.py", False)]
+)
 def test_infer_writes_yaml_only_where_the_suffix_allows_it(tmp_path: Path, output: str, ok: bool) -> None:
     out = tmp_path / output
     result = RUNNER.invoke(app, ["infer", str(_checkpoint(tmp_path)), "-o", str(out)])
@@ -199,8 +201,19 @@ def test_infer_writes_yaml_only_where_the_suffix_allows_it(tmp_path: Path, outpu
         assert result.exit_code == 0, result.stderr
         assert out.read_text().count("\nname: ") == 1
     else:
-        _one_line(result, 2, "infer writes a spec (YAML)", f"name it {out.with_suffix('.yaml').name}")
+        _one_line(result, 2, "infer writes a spec (YAML)", "name it x.yaml")
         assert not out.exists()
+
+
+@pytest.mark.parametrize("name", ["ckpt.pth.tar", "ckpt.ckpt", "ckpt.bin"])
+def test_output_naming_the_checkpoint_read_is_refused(tmp_path: Path, name: str) -> None:
+    ckpt = _checkpoint(tmp_path, name)
+    before = ckpt.read_bytes()
+    result = RUNNER.invoke(app, ["infer", str(ckpt), "-o", str(ckpt)])
+    _one_line(result, 2, "the checkpoint it reads", "choose another name")
+    build = ["build", str(_tiny(tmp_path)), "--to", "onnx", "--weights", str(ckpt), "-o", str(ckpt)]
+    _one_line(RUNNER.invoke(app, build), 2, "the checkpoint it reads")
+    assert ckpt.read_bytes() == before
 
 
 # 5. -o: a folder's path, an empty one, a suffix of another format

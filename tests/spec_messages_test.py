@@ -440,6 +440,20 @@ def test_inherited_problems_offer_null_only_where_it_works(  # type: ignore[no-u
     assert problem.startswith("base.yaml:") and problem.endswith(advice)
 
 
+@pytest.mark.parametrize(
+    ("block", "advice"),
+    [
+        ("{layers: 1, bottlenek: 2}", "(inherited by spec.yaml, which cannot remove a key: fix it in this file)"),
+        ("{layers: 1, dropout: 2}", "(inherited by spec.yaml: override it there)"),
+    ],
+)
+def test_inherited_problems_in_a_list_offer_no_null(problems, tmp_path: Path, block: str, advice: str) -> None:  # type: ignore[no-untyped-def]
+    """A child replaces a list whole: it cannot null one entry's key, whatever null would do."""
+    (tmp_path / "base.yaml").write_text(f"name: x\ngrowth_rate: 4\nblocks: [1, {block}]\n")
+    (problem,) = problems("name: y\nextends: base.yaml\n")
+    assert problem.startswith("base.yaml:3:") and problem.endswith(advice)
+
+
 def test_null_for_a_key_no_stem_kind_has_is_still_unknown(problems) -> None:  # type: ignore[no-untyped-def]
     (problem,) = problems(BASE + "stem: {kind: imagenet, chanels: null}\n")
     assert "stem.chanels: unknown key 'chanels'" in problem

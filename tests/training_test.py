@@ -142,3 +142,16 @@ def test_memory_efficient_model_under_torch_func_grad(channels_last: bool) -> No
     nn.functional.cross_entropy(model(x), y).backward()
     for name, parameter in model.named_parameters():
         torch.testing.assert_close(got[name], parameter.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_memory_efficient_model_under_forward_mode_ad() -> None:
+    """Forward-mode AD: the shared buffer's prefix view has no jvp, so the block concatenates."""
+    import torch.autograd.forward_ad as fwad
+
+    x, v = torch.randn(2, 3, 16, 16), torch.randn(2, 3, 16, 16)
+    tangents = []
+    for lean in (False, True):
+        model = build_model(_small("batch"), memory_efficient=lean, seed=0).train()
+        with fwad.dual_level():
+            tangents.append(fwad.unpack_dual(model(fwad.make_dual(x, v))).tangent)
+    torch.testing.assert_close(tangents[1], tangents[0])

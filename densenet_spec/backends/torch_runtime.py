@@ -396,7 +396,8 @@ class DenseBlock(nn.ModuleDict):
         record writes through ``.data``), the concatenation is traced."""
         grads = torch.is_grad_enabled()
         tracing = jit_tracing() or torch.compiler.is_exporting()
-        if tracing or vmapped(x) or (grads and torch.compiler.is_compiling()):
+        compiled = grads and torch.compiler.is_compiling()
+        if tracing or compiled or vmapped(x) or _dual(x):
             return False
         if self.shared_buffer is not None:
             return self.shared_buffer
@@ -560,6 +561,14 @@ def vmapped(x: Tensor) -> bool:
         return False
     wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
     return wrapped is not None and bool(wrapped(x))
+
+
+def _dual(x: Tensor) -> bool:
+    """Whether ``x`` carries a forward-mode tangent (``torch.autograd.forward_ad``): the buffer's
+    prefix view has no jvp, the concatenation has."""
+    if torch.compiler.is_compiling():
+        return False
+    return torch.autograd.forward_ad.unpack_dual(x).tangent is not None  # type: ignore[no-untyped-call]
 
 
 def jit_tracing() -> bool:
