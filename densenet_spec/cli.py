@@ -438,11 +438,15 @@ def _check_output(output: str | None, example: str = "") -> None:
 
 def _check_not_the_input(output: str | None, source: str | os.PathLike[str], what: str) -> None:
     """``-o`` must not name a file the command reads: writing would destroy it (``-o ckpt.pt``)."""
-    if not output or output == "-":
-        return
+    if output and output != "-" and _same_file(output, source):
+        _usage_error(f"-o {output}: that is {what}, which this command would overwrite; choose another name")
+
+
+def _same_file(output: str, source: str | os.PathLike[str]) -> bool:
+    """Whether both name one existing file (a link or another spelling included)."""
     with suppress(OSError):
-        if os.path.exists(output) and os.path.samefile(output, source):
-            _usage_error(f"-o {output}: that is {what}, which this command would overwrite; choose another name")
+        return os.path.exists(output) and os.path.exists(source) and os.path.samefile(output, source)
+    return False
 
 
 def _check_not_a_spec(output: str | None, spec: str) -> None:
@@ -450,8 +454,7 @@ def _check_not_a_spec(output: str | None, spec: str) -> None:
     (``--to torch -o net.yaml`` replaced a spec with Python source)."""
     if not output or output == "-":
         return
-    same = os.path.exists(output) and os.path.exists(spec) and os.path.samefile(output, spec)
-    if same or Path(output).suffix.lower() in (".yaml", ".yml"):
+    if _same_file(output, spec) or Path(output).suffix.lower() in (".yaml", ".yml"):
         _usage_error(f"-o {output}: that names a spec file, which build does not write; choose another name")
 
 

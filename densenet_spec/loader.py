@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .errors import Location, Problem, SpecError
-from .schema import FieldPath, SourceMap, Spec, format_path
+from .schema import KIND_NAMES, FieldPath, SourceMap, Spec, format_path
 from .spec_messages import did_you_mean, validation_problems
 from .yaml_nodes import TAG, construct, location, node_problem, read_tree, text_in_yaml11
 
@@ -84,10 +84,6 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-KIND_SHORTHANDS = ("stem", "activation", "norm")
-"""Top-level keys whose value may be a kind's name: ``norm: instance`` is ``norm: {kind: instance}``."""
-
-
 def _merge(parent: MappingNode, child: MappingNode, top: bool = True) -> MappingNode:
     """``child`` over ``parent``: mappings merge key by key, everything else replaces.
 
@@ -99,7 +95,7 @@ def _merge(parent: MappingNode, child: MappingNode, top: bool = True) -> Mapping
         old = entries.get(key.value)
         if old is not None and isinstance(value, MappingNode):
             before = old[1]
-            if top and key.value in KIND_SHORTHANDS and isinstance(before, ScalarNode) and before.tag == TAG + "str":
+            if top and key.value in KIND_NAMES and isinstance(before, ScalarNode) and before.tag == TAG + "str":
                 kind = ScalarNode(TAG + "str", "kind", before.start_mark, before.end_mark)
                 before = MappingNode(TAG + "map", [(kind, before)], before.start_mark, before.end_mark, True)
             if isinstance(before, MappingNode):

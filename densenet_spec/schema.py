@@ -224,7 +224,8 @@ def _stem_tag(value: Any) -> str | None:
 
 
 STEM_KINDS = ("imagenet", "cifar", "deep")
-STEM_KEYS = frozenset(ImagenetStem.model_fields) | frozenset(CifarStem.model_fields) | frozenset(DeepStem.model_fields)
+STEM_MODELS = (ImagenetStem, CifarStem, DeepStem)
+STEM_KEYS = frozenset(key for model in STEM_MODELS for key in model.model_fields)
 
 Stem = Annotated[
     Annotated[ImagenetStem, Tag("imagenet")] | Annotated[CifarStem, Tag("cifar")] | Annotated[DeepStem, Tag("deep")],
@@ -516,6 +517,10 @@ class Spec(_Model):
         return self._source
 
 
+KIND_NAMES: dict[str, tuple[str, ...]] = {"stem": STEM_KINDS, "activation": ACTIVATION_KINDS, "norm": NORM_KINDS}
+"""The top-level keys that also take a kind's name (``norm: instance`` is ``norm: {kind: instance}``,
+the before-validators of :class:`Spec`), with the names each takes."""
+
 REQUIRED_UNLESS_EXTENDS = ("name", "growth_rate", "blocks")
 
 
@@ -530,11 +535,11 @@ def json_schema() -> dict[str, Any]:
     schema["anyOf"] = [{"required": ["extends"]}, {"required": list(REQUIRED_UNLESS_EXTENDS)}]
     # `stem: cifar` is shorthand for `stem: {kind: cifar}`, and so for activation and norm (the
     # before-validators): say so to editors too.
-    for key, kinds in (("stem", STEM_KINDS), ("activation", ACTIVATION_KINDS), ("norm", NORM_KINDS)):
+    for key, kinds in KIND_NAMES.items():
         _take_kind_name(schema["properties"][key], kinds)
     # A stem takes null for another kind's key (what a child writes to drop an inherited one).
-    for name in ("ImagenetStem", "CifarStem", "DeepStem"):
-        properties = schema["$defs"][name]["properties"]
+    for model in STEM_MODELS:
+        properties = schema["$defs"][model.__name__]["properties"]
         for key in sorted(STEM_KEYS - set(properties)):
             properties[key] = {
                 "type": "null",
