@@ -6,6 +6,7 @@ name (``L3``, ``T1``), a stage's label and the caption under it, the titles, the
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
@@ -93,6 +94,25 @@ def stage_views(ir: IR, labels: Labels) -> list[StageView]:
     what = f"{classes} classes" if classes else f"{ir.output.out_channels} features"
     out.append(StageView("prediction", "io", "prediction" if labels != "none" else "", what))
     return out
+
+
+TITLE_MAX = 300
+"""The longest ``--title``: one line over the drawing; a longer one is wider than any diagram (and
+Graphviz stops reading a quoted string at 16,384 bytes)."""
+
+
+def title_problem(title: str | None) -> str | None:
+    """What is wrong with a user's diagram title, or None: control characters (an SVG holding them
+    is not well-formed XML, and a terminal's escape codes are no title) and titles over
+    :data:`TITLE_MAX` characters."""
+    if title is None:
+        return None
+    bad = sorted({f"U+{ord(c):04X}" for c in title if unicodedata.category(c) == "Cc"})
+    if bad:
+        return f"--title holds control characters ({', '.join(bad[:5])}); write it as plain text on one line"
+    if len(title) > TITLE_MAX:
+        return f"--title is {len(title):,} characters; at most {TITLE_MAX} fit over a diagram"
+    return None
 
 
 def blocks_title(ir: IR) -> str:
