@@ -8,12 +8,14 @@ optimisation passes — happens here, once, for the Python API and the command l
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
+from .backends.views import title_problem
 from .compiler import compile_spec
-from .errors import Location, Problem, SpecError
+from .errors import Location, Problem, RenderWarning, SpecError
 from .ir import IR
 from .loader import load_spec
 from .schema import Spec
@@ -271,6 +273,9 @@ def emit(
         raise ValueError(f"--to {target} needs {', '.join('--' + name for name in missing)}")
     if chosen.formats and given.setdefault("format", chosen.formats[0]) not in chosen.formats:
         raise ValueError(f"--to {target} writes {', '.join(chosen.formats)}, not {given['format']}")
+    problem = title_problem(given.get("title"))
+    if problem:
+        raise ValueError(problem)
     if chosen.name == "onnx":
         _refuse_for_onnx(ir)  # before state_for: the refusal is about sizes too big to make tensors of
     seed, adapt = given.pop("seed", 0), given.pop("adapt", False)
@@ -280,7 +285,15 @@ def emit(
     state = state_for(ir, weights, seed=seed, adapt=adapt, on_report=on_report) if chosen.needs_state else None
     if given.pop("optimize", False):
         ir, state = optimize(ir, state, clamps=chosen.clamps)
-    return chosen.load()(ir, state, given)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RenderWarning)
+        data = chosen.load()(ir, state, given)
+    for note in caught:
+        if on_report is not None and issubclass(note.category, RenderWarning):
+            on_report(f"note: {note.message}")
+        else:
+            warnings.warn_explicit(note.message, note.category, note.filename, note.lineno, source=note.source)
+    return data
 
 
 def _refuse_for_onnx(ir: IR) -> None:

@@ -70,6 +70,11 @@ def spec_error(message: str, *, field: str = "", file: str | None = None) -> Spe
     return SpecError([Problem(Location(file) if file else None, field, message)])
 
 
+class RenderWarning(UserWarning):
+    """A renderer did other than asked, and the output is still written (Graphviz scaling a png
+    over its size limit down); the CLI prints it as a note."""
+
+
 class ToolError(Exception):
     """Something outside the spec is missing or failed (a program, a file system); exit status 1."""
 

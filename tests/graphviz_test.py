@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from densenet_spec import compile_spec, load_spec
+from densenet_spec import as_ir, compile_spec, emit, load_spec
 from densenet_spec.backends.graphviz import render, to_dot
 from densenet_spec.cli import app
+from densenet_spec.errors import ToolError
 
 from .conftest import TESTS
 
@@ -119,3 +120,32 @@ def test_blocks_without_layer_detail_is_usage_error() -> None:
     result = CliRunner().invoke(app, ["build", "densenet121", "--to", "dot", "--blocks", "1"])
     assert result.exit_code == 2
     assert "--detail layers" in result.stderr
+
+
+@pytest.mark.skipif(not HAS_DOT, reason="needs Graphviz's dot (apt-get install graphviz)")
+def test_graphviz_failure_is_one_tool_error() -> None:
+    with pytest.raises(ToolError, match=r"^Graphviz could not render the svg: .*syntax error"):
+        render("digraph { a -> }", "svg")
+
+
+@pytest.mark.skipif(not HAS_DOT, reason="needs Graphviz's dot (apt-get install graphviz)")
+def test_png_scaled_down_is_reported_in_our_words() -> None:
+    notes: list[str] = []
+    data = emit(as_ir("densenet-40-k12"), "png", {"dpi": 2400}, on_report=notes.append)
+    assert data.startswith(b"\x89PNG")  # type: ignore[union-attr]
+    width = int.from_bytes(data[16:20], "big")  # type: ignore[arg-type]
+    assert width == 32767
+    assert len(notes) == 1
+    assert re.fullmatch(r"note: the png was scaled down to \d+% to fit Graphviz's bitmap limit .*svg or pdf", notes[0])
+
+
+@pytest.mark.parametrize("title", ["x" * 301, "ctl\x01\x1b[31mred", "two\nlines"])
+def test_unusable_titles_refused(title: str) -> None:
+    with pytest.raises(ValueError, match="the title"):
+        emit(as_ir("densenet-40-k12"), "dot", {"title": title})
+    with pytest.raises(ValueError, match="the title"):
+        to_dot(as_ir("densenet-40-k12"), title=title)
+
+
+def test_longest_title_drawn() -> None:
+    assert "x" * 300 in str(emit(as_ir("densenet-40-k12"), "dot", {"title": "x" * 300}))

@@ -18,13 +18,15 @@ paths), or none. The DOT text is deterministic; svg, png and pdf are rendered by
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import graphviz
-
-from ..errors import ToolError
+from ..errors import RenderWarning, ToolError
 from ..ir import IR, Layer, format_size
 from . import views
 from .colours import source_colours
@@ -559,26 +561,51 @@ def to_dot(
     dpi: float | None = None,
 ) -> str:
     """The diagram as DOT text with pinned positions (render with ``neato -n2``, see :func:`render`)."""
+    problem = views.title_problem(title)
+    if problem:
+        raise ValueError(problem)
     style = Style(labels, legend, title, dpi, rankdir)  # type: ignore[arg-type]
     drawing = layers_drawing(ir, blocks, style) if detail == "layers" else blocks_drawing(ir, style)
     return drawing.to_dot()
 
 
 def render(source: str, fmt: str) -> bytes:
-    """Render DOT text with Graphviz (``neato -n2`` when its positions are pinned); ToolError without it."""
+    """Render DOT text with Graphviz (``neato -n2`` when its positions are pinned).
+
+    Raises ToolError where Graphviz is missing or fails (its last message line, not a traceback).
+    What Graphviz changed of the request (a png over its size limit, scaled down) comes as a
+    :class:`~densenet_spec.errors.RenderWarning`; other lines it writes as warnings too.
+    """
     pinned = "layout=neato" in source or 'layout="neato"' in source
-    try:
-        if pinned:
-            data: bytes = graphviz.Source(source, engine="neato").pipe(format=fmt, neato_no_op=2)
-        else:
-            data = graphviz.Source(source).pipe(format=fmt)
-    except graphviz.ExecutableNotFound:
+    program = shutil.which("neato" if pinned else "dot")
+    if program is None:
         raise ToolError(
             f"rendering {fmt} needs Graphviz's `dot` program, which is not installed: "
             "apt-get install graphviz (Debian, Ubuntu), brew install graphviz (macOS), "
             "or write DOT with --to dot"
-        ) from None
-    return data
+        )
+    args = [program, *(["-n2"] if pinned else []), f"-T{fmt}"]
+    run = subprocess.run(args, input=source.encode(), capture_output=True, check=False)
+    said = [line.strip() for line in run.stderr.decode(errors="replace").splitlines() if line.strip()]
+    if run.returncode != 0 or not run.stdout:
+        last = said[-1] if said else f"exit status {run.returncode}"
+        raise ToolError(f"Graphviz could not render the {fmt}: {last}")
+    for line in said:
+        warnings.warn(_graphviz_note(line, fmt), RenderWarning, stacklevel=2)
+    return run.stdout
+
+
+def _graphviz_note(line: str, fmt: str) -> str:
+    """Graphviz's line in the project's words where it is the known one (a bitmap over its size
+    limit, which it scales down), else as Graphviz said it."""
+    scaled = re.search(r"too large for \S+ bitmaps\. Scaling by ([0-9.]+)", line)
+    if scaled is None:
+        return f"Graphviz: {line.removeprefix('Warning: ')}"
+    percent = float(scaled.group(1)) * 100
+    return (
+        f"the {fmt} was scaled down to {percent:.0f}% to fit Graphviz's bitmap limit of 32,767 pixels a side: "
+        "lower --dpi for this size without scaling, or write svg or pdf"
+    )
 
 
 OPTION_DEFAULTS: dict[str, Any] = {

@@ -109,9 +109,9 @@ def title_problem(title: str | None) -> str | None:
         return None
     bad = sorted({f"U+{ord(c):04X}" for c in title if unicodedata.category(c) == "Cc"})
     if bad:
-        return f"--title holds control characters ({', '.join(bad[:5])}); write it as plain text on one line"
+        return f"the title holds control characters ({', '.join(bad[:5])}); write it as plain text on one line"
     if len(title) > TITLE_MAX:
-        return f"--title is {len(title):,} characters; at most {TITLE_MAX} fit over a diagram"
+        return f"the title is {len(title):,} characters; at most {TITLE_MAX} fit over a diagram"
     return None
 
 
