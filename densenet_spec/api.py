@@ -190,13 +190,30 @@ def build_model(
 
 
 def optimize(
-    ir: IR, state: Mapping[str, Any] | None = None, *, clamps: bool = True
+    ir: IR, state: Weights | None = None, *, clamps: bool = True, adapt: bool = False
 ) -> tuple[IR, dict[str, Any] | None]:
     """The inference passes on ``ir`` (and on its weights, when given).
 
-    ``clamps=False`` keeps each BN-ReLU before a 1x1 conv as an affine and a ReLU (the ONNX target's
-    choice: onnxruntime's fused BN-ReLU is faster than a per-channel clamp).
+    Args:
+        state: the weights to fold: a checkpoint file or a state_dict of any layout that
+            :func:`state_for` takes (torchvision, timm, MONAI; a DDP ``module.`` prefix), checked
+            against ``ir`` key by key first.
+        clamps: False keeps each BN-ReLU before a 1x1 conv as an affine and a ReLU (the ONNX
+            target's choice: onnxruntime's fused BN-ReLU is faster than a per-channel clamp).
+        adapt: fit the checkpoint's first convolution and classifier to ``ir`` first, as
+            :func:`state_for` does.
+
+    Raises:
+        SpecError: the weights cannot be read, or their keys or shapes do not fit ``ir``.
     """
+    checked = None if state is None else state_for(ir, state, adapt=adapt)
+    return _optimized(ir, checked, clamps)
+
+
+def _optimized(
+    ir: IR, state: Mapping[str, Any] | None, clamps: bool = True
+) -> tuple[IR, dict[str, Any] | None]:
+    """:func:`optimize` on weights already in ``ir``'s layout."""
     from .passes import INFERENCE_PASSES, NO_CLAMP_PASSES
     from .passes import optimize as run_passes
 
@@ -236,7 +253,7 @@ def optimize_for_inference(model: DenseNet) -> DenseNet:
     weight = next(model.parameters())
     work = torch.promote_types(weight.dtype, torch.float32)
     state = {key: _to_float(value.detach().cpu(), work) for key, value in model.state_dict().items()}
-    fast_ir, fast_state = optimize(ir, state)
+    fast_ir, fast_state = _optimized(ir, state)
     fast = build_module(fast_ir, state_dict=fast_state, dtype=work).eval()
     fast.inference_only = True  # also where nothing was folded (group norm): dropout must stay off
     prepack(fast)
@@ -284,7 +301,7 @@ def emit(
     weights = given.pop("weights", None)
     state = state_for(ir, weights, seed=seed, adapt=adapt, on_report=on_report) if chosen.needs_state else None
     if given.pop("optimize", False):
-        ir, state = optimize(ir, state, clamps=chosen.clamps)
+        ir, state = _optimized(ir, state, chosen.clamps)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RenderWarning)
         data = chosen.load()(ir, state, given)

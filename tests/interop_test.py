@@ -278,3 +278,39 @@ def test_adapt_without_a_seed_draws_the_classifier_from_torchs_generator(
     assert torch.equal(
         seeded, build_model(spec, weights=densenet121_state, adapt=True, seed=0).state_dict()["classifier.weight"]
     )
+
+
+# ----------------------------------------------------------------------------- optimize(ir, state)
+
+
+def test_optimize_takes_checkpoints_of_any_layout() -> None:
+    """``optimize(ir, state)`` (the weights for ``build --to torch --optimize`` source) reads what
+    every other loader reads: a MONAI state_dict and a DDP-prefixed one fold to the same weights as
+    the canonical state_dict (it raised a bare KeyError)."""
+    from densenet_spec import as_ir, optimize
+
+    monai = pytest.importorskip("monai.networks.nets")
+    torch.manual_seed(0)
+    reference = monai.DenseNet(
+        spatial_dims=2, in_channels=1, out_channels=3, init_features=8, growth_rate=4, block_config=(2, 3)
+    )
+    spec = _spec(input={"channels": 1, "size": 32}, stem={"channels": 8}, num_classes=3)
+    ir = as_ir(spec)
+    canonical = build_model(spec, weights=reference.state_dict()).state_dict()
+    expected = optimize(ir, canonical)[1]
+    assert expected is not None
+    ddp = {f"module.{k}": v for k, v in canonical.items()}
+    for state in (reference.state_dict(), ddp):
+        got = optimize(ir, state)[1]
+        assert got is not None and got.keys() == expected.keys()
+        for key, value in expected.items():
+            torch.testing.assert_close(got[key], value, rtol=0, atol=0)
+
+
+def test_optimize_names_what_does_not_fit() -> None:
+    from densenet_spec import as_ir, optimize
+
+    state = build_model(_spec()).state_dict()
+    del state["features.conv0.weight"]
+    with pytest.raises(SpecError, match="features.conv0.weight"):
+        optimize(as_ir(_spec()), state)
