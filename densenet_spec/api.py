@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -69,12 +69,13 @@ def state_for(
 
 
 def load_report(
-    ir: IR, weights: Weights, *, seed: int | None = 0, adapt: bool = False
+    ir: IR, weights: Weights, *, seed: int | None = 0, adapt: bool = False, backbone: Collection[str] | None = None
 ) -> tuple[dict[str, Tensor], LoadReport]:
-    """The checked (and, with ``adapt``, adapted) state_dict for ``ir``, with the report of what was done."""
+    """The checked (and, with ``adapt``, adapted) state_dict for ``ir``, with the report of what was
+    done; ``backbone``: see :func:`~densenet_spec.interop.load_weights`."""
     from .interop import load_weights
 
-    return load_weights(weights, ir, adapt=adapt, seed=seed)
+    return load_weights(weights, ir, adapt=adapt, seed=seed, backbone=backbone)
 
 
 SEED_RANGE = (-(2**63), 2**64 - 1)
@@ -167,16 +168,23 @@ def build_model(
             timm's ``features_only`` models.
         out_indices: with ``features_only``, the taps to return (default: all; 0 is the stem).
     """
+    from .backends.taps import backbone_keys
     from .backends.torch_features import build_features
     from .backends.torch_module import build_module
 
     _check_seed(seed)
+    if adapt and weights is None:
+        raise ValueError("adapt=True fits a checkpoint to the spec: give it with weights=")
     ir = as_ir(spec)
     report = None
     state = None
     if weights is not None:
-        state, report = load_report(ir, weights, seed=seed, adapt=adapt)
-    model = build_module(ir, memory_efficient=memory_efficient, seed=seed, state_dict=state)
+        keys = backbone_keys(ir, out_indices) if features_only else None
+        state, report = load_report(ir, weights, seed=seed, adapt=adapt, backbone=keys)
+    partial = report is not None and report.backbone
+    model = build_module(ir, memory_efficient=memory_efficient, seed=seed, state_dict=None if partial else state)
+    if partial and state is not None:  # a backbone's own weights, checked: the modules it leaves out keep theirs
+        model.load_state_dict(state, strict=False)
     model.load_report = report  # type: ignore[assignment,unused-ignore]
     if channels_last:
         model.set_channels_last()
@@ -210,9 +218,7 @@ def optimize(
     return _optimized(ir, checked, clamps)
 
 
-def _optimized(
-    ir: IR, state: Mapping[str, Any] | None, clamps: bool = True
-) -> tuple[IR, dict[str, Any] | None]:
+def _optimized(ir: IR, state: Mapping[str, Any] | None, clamps: bool = True) -> tuple[IR, dict[str, Any] | None]:
     """:func:`optimize` on weights already in ``ir``'s layout."""
     from .passes import INFERENCE_PASSES, NO_CLAMP_PASSES
     from .passes import optimize as run_passes

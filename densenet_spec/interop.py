@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,14 +45,16 @@ class LoadReport:
     source: str
     layout: Layout
     adapted: list[str] = field(default_factory=list)
+    backbone: bool = False
 
     def lines(self) -> list[str]:
         """The report, one line each: what was read, then each adaptation."""
-        return [f"{self.source}: read a {self.layout.describe()}", *(f"{self.source}: {a}" for a in self.adapted)]
+        what = "a backbone's weights only, in the" if self.backbone else "a"
+        return [f"{self.source}: read {what} {self.layout.describe()}", *(f"{self.source}: {a}" for a in self.adapted)]
 
 
 def load_weights(
-    weights: Weights, ir: IR, *, adapt: bool = False, seed: int | None = 0
+    weights: Weights, ir: IR, *, adapt: bool = False, seed: int | None = 0, backbone: Collection[str] | None = None
 ) -> tuple[dict[str, Tensor], LoadReport]:
     """The state_dict for ``ir`` from a checkpoint file or a state_dict, with a report of what was done.
 
@@ -64,6 +66,9 @@ def load_weights(
         ir: the network the weights are for.
         adapt: fit the first convolution's input channels and the classifier's size to ``ir``.
         seed: seed of a classifier initialised afresh; None: torch's global generator.
+        backbone: the keys of a ``features_only`` backbone: a checkpoint holding none but these
+            (the backbone's own ``state_dict``) is checked against them alone, and
+            ``report.backbone`` says so.
 
     Raises:
         SpecError: the file cannot be read safely, or the weights do not fit ``ir`` (one problem
@@ -75,11 +80,14 @@ def load_weights(
     source = "<state_dict>" if isinstance(weights, Mapping) else str(weights)
     raw = unwrap_state(weights, Location(source)) if isinstance(weights, Mapping) else read_state(Path(weights))
     state, layout = canonical_state(raw)
-    report = LoadReport(source, layout)
+    report = LoadReport(source, layout, backbone=backbone is not None and set(state) <= set(backbone))
     fitted = state
     if adapt:
         fitted, report.adapted = adapt_state(state, ir, seed=seed)
-    problems = check_state_dict(fitted, ir, source)
+    keys = backbone if report.backbone else None
+    if keys is not None:
+        fitted = {key: value for key, value in fitted.items() if key in keys}  # no fresh classifier
+    problems = check_state_dict(fitted, ir, source, keys)
     if problems:  # the summary describes the file as it is, not as adapting left it
         raise SpecError([*problems, mismatch_summary(state, problems, ir, source, adapted=adapt)])
     return fitted, report

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -288,10 +288,15 @@ def _common_prefix(state: Mapping[str, Tensor]) -> str:
     return prefix if all(key.startswith(prefix) for key in state) else ""
 
 
-def check_state_dict(state: Mapping[str, Tensor], ir: IR, file: str = "<state_dict>") -> list[Problem]:
-    """Every key of ``state`` that does not fit the IR's modules, by name."""
+def check_state_dict(
+    state: Mapping[str, Tensor], ir: IR, file: str = "<state_dict>", keys: Collection[str] | None = None
+) -> list[Problem]:
+    """Every key of ``state`` that does not fit the IR's modules (only those of ``keys``, for a
+    backbone's own weights), by name."""
     where = Location(file)
     expected = ir.state_shapes()
+    if keys is not None:
+        expected = {key: shape for key, shape in expected.items() if key in keys}
     # num_batches_tracked may be absent (checkpoints older than torch 0.4.1); nothing reads it at inference.
     problems = [
         Problem(where, "", f"missing key {key} (shape {list(shape)})")

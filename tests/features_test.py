@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 from typing import Any
 
 import numpy as np
@@ -9,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from densenet_spec import Spec, build_model, compile_spec, emit, load_spec
+from densenet_spec import Spec, SpecError, build_model, compile_spec, emit, load_spec
 from densenet_spec.backends.taps import feature_taps
 from densenet_spec.cli import app
 
@@ -191,3 +193,41 @@ def test_cli_features_option(tmp_path: Any) -> None:
     assert bad.exit_code == 2 and "expected 'all' or tap indices among 0: features.conv0" in bad.output
     wrong = runner.invoke(app, ["build", "densenet-40-k12", "--to", "json", "--features", "1", "-o", "-"])
     assert wrong.exit_code == 2
+
+
+def test_feature_info_has_timms_accessors() -> None:
+    """idx counts among all the taps, as timm's FeatureInfo; None means the taps returned."""
+    info = build_model(_spec(), features_only=True, out_indices=(1, 3), seed=0).feature_info
+    assert info.out_indices == (1, 3)
+    assert info.channels() == [16, 16] and info.reduction() == [4, 16]
+    assert info.channels(0) == 8 and info.reduction(-1) == 16 and info.reduction([0, 2]) == [2, 8]
+    assert info.module_name(3) == "features.norm5"
+    assert info.get("reduction") == info.reduction()
+    assert info.get_dicts() == list(info)
+    assert info.get_dicts(keys=["reduction"], idx=2) == {"reduction": 8}
+    assert info.get_dicts(keys=("module",)) == [{"module": "features.denseblock1"}, {"module": "features.norm5"}]
+    assert copy.deepcopy(info).reduction(2) == 8 and pickle.loads(pickle.dumps(info)).out_indices == (1, 3)
+
+
+@pytest.mark.parametrize("out_indices", [None, (1, 2), (0,)])
+def test_a_backbones_own_state_dict_loads_back(out_indices: tuple[int, ...] | None) -> None:
+    """A backbone's state_dict (no classifier; no modules after its last tap) loads into the same
+    backbone, which then computes the same maps; anything missing from it is still named."""
+    first = build_model(_spec(), features_only=True, out_indices=out_indices, seed=1).eval()
+    again = build_model(_spec(), features_only=True, out_indices=out_indices, weights=first.state_dict())
+    assert again.load_report is not None and again.load_report.backbone
+    assert "backbone's weights only" in again.load_report.lines()[0]
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        for a, b in zip(first(x), again.eval()(x), strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    if out_indices is not None:  # too few weights for all the taps
+        with pytest.raises(SpecError, match="missing key features.denseblock3"):
+            build_model(_spec(), features_only=True, weights=first.state_dict())
+    with pytest.raises(SpecError, match="missing key classifier.weight"):  # the whole model needs it all
+        build_model(_spec(), weights=first.state_dict())
+
+
+def test_adapt_without_weights_is_refused() -> None:
+    with pytest.raises(ValueError, match="adapt=True fits a checkpoint to the spec: give it with weights="):
+        build_model(_spec(), adapt=True)

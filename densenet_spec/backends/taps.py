@@ -122,6 +122,19 @@ def select(taps: Sequence[Tap], out_indices: Sequence[int] | None) -> list[Tap]:
     return sorted(chosen, key=lambda tap: tap.index)
 
 
+def backbone_keys(ir: IR, out_indices: Sequence[int] | None = None) -> frozenset[str]:
+    """The state_dict keys of the backbone with these taps: those of ``features`` up to the last
+    tap's module (the rest of the network is left out of it, as timm does)."""
+    last = select(feature_taps(ir), out_indices)[-1].after
+    children: list[str] = []
+    for layer in ir.layers():
+        child = ".".join(layer.name.split(".")[:2])
+        if child.startswith("features.") and child not in children:
+            children.append(child)
+    kept = set(children[: children.index(last) + 1])
+    return frozenset(key for key in ir.state_shapes() if ".".join(key.split(".")[:2]) in kept)
+
+
 def describe(taps: Sequence[Tap]) -> str:
     """``0: features.norm0 (64 ch, /2), ...`` for messages."""
     return ", ".join(f"{t.index}: {t.module} ({t.channels} ch, /{t.reduction})" for t in taps)

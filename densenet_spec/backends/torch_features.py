@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -19,18 +20,44 @@ from .torch_module import construct
 from .torch_plan import module_call
 from .torch_runtime import DenseNet
 
+Index = int | Sequence[int] | None
+
 
 class FeatureInfo(list[dict[str, int | str]]):
-    """timm's ``feature_info``: a list of ``{num_chs, reduction, module}``, with its accessors."""
+    """timm's ``feature_info``: a list of ``{num_chs, reduction, module}``, one per tap returned,
+    with timm's accessors. As in timm, ``idx`` counts among all the network's taps (the numbers of
+    ``out_indices``), and None means the taps returned."""
 
-    def channels(self) -> list[int]:
-        return [int(entry["num_chs"]) for entry in self]
+    def __init__(self, taps: Sequence[Tap], chosen: Sequence[Tap]) -> None:
+        super().__init__(tap.info() for tap in chosen)
+        self.out_indices = tuple(tap.index for tap in chosen)
+        self._all = [tap.info() for tap in taps]
 
-    def reduction(self) -> list[int]:
-        return [int(entry["reduction"]) for entry in self]
+    def get(self, key: str, idx: Index = None) -> Any:
+        """The ``key`` of each tap returned (``idx`` None), of the tap ``idx``, or of each of ``idx``."""
+        if isinstance(idx, int):
+            return self._all[idx][key]
+        return [self._all[i][key] for i in (self.out_indices if idx is None else idx)]
 
-    def module_name(self) -> list[str]:
-        return [str(entry["module"]) for entry in self]
+    def get_dicts(self, keys: Sequence[str] | None = None, idx: Index = None) -> Any:
+        """The entries as :meth:`get` picks them, each with only ``keys`` if given."""
+
+        def entry(i: int) -> dict[str, int | str]:
+            full = self._all[i]
+            return dict(full) if keys is None else {key: full[key] for key in keys}
+
+        if isinstance(idx, int):
+            return entry(idx)
+        return [entry(i) for i in (self.out_indices if idx is None else idx)]
+
+    def channels(self, idx: Index = None) -> Any:
+        return self.get("num_chs", idx)
+
+    def reduction(self, idx: Index = None) -> Any:
+        return self.get("reduction", idx)
+
+    def module_name(self, idx: Index = None) -> Any:
+        return self.get("module", idx)
 
 
 class FeatureNet(nn.Module):
@@ -40,7 +67,9 @@ class FeatureNet(nn.Module):
     backward hook on ``features``, any tap module or ``features.norm5`` works as on the model.
     """
 
-    def __init__(self, features: nn.Sequential, taps: Sequence[Tap], final_act: nn.Module | None) -> None:
+    def __init__(
+        self, features: nn.Sequential, taps: Sequence[Tap], final_act: nn.Module | None, every: Sequence[Tap]
+    ) -> None:
         super().__init__()
         last = taps[-1].after.rsplit(".", 1)[-1]
         kept = []
@@ -52,7 +81,7 @@ class FeatureNet(nn.Module):
         self.final_act = final_act if final_act is not None else nn.Identity()
         self.taps = list(taps)
         self._after = {tap.after.rsplit(".", 1)[-1]: tap for tap in taps}
-        self.feature_info = FeatureInfo(tap.info() for tap in taps)
+        self.feature_info = FeatureInfo(every, taps)
 
     def forward(self, x: Tensor) -> list[Tensor]:
         out = []
@@ -66,8 +95,9 @@ class FeatureNet(nn.Module):
 
 def build_features(model: DenseNet, ir: IR, out_indices: Sequence[int] | None = None) -> FeatureNet:
     """The backbone of ``model`` (built from ``ir``), returning the maps at ``out_indices`` (default: all)."""
-    taps = select(feature_taps(ir), out_indices)
+    every = feature_taps(ir)
+    taps = select(every, out_indices)
     act = taps[-1].act
-    net = FeatureNet(model.features, taps, construct(module_call(act)) if act is not None else None)
+    net = FeatureNet(model.features, taps, construct(module_call(act)) if act is not None else None, every)
     net.ir = ir  # type: ignore[assignment,unused-ignore]
     return net.train(model.training)
