@@ -17,7 +17,7 @@ from .backends.views import title_problem
 from .compiler import compile_spec
 from .errors import Location, Problem, RenderWarning, SpecError
 from .ir import IR
-from .loader import load_spec
+from .loader import load_spec, spec_from_data
 from .schema import Spec
 
 if TYPE_CHECKING:
@@ -28,14 +28,32 @@ if TYPE_CHECKING:
     from .backends.torch_runtime import DenseNet
     from .interop import LoadReport
 
-SpecLike = Spec | IR | str | os.PathLike[str]
+SpecLike = Spec | IR | Mapping[str, Any] | str | os.PathLike[str]
 Weights = Mapping[str, Any] | str | os.PathLike[str]
 
 
 def as_ir(spec: SpecLike, *, strict: bool = False) -> IR:
-    """A Spec, a spec file, a preset name or an IR, compiled to an IR."""
+    """A Spec, a spec's fields as a mapping (a parsed YAML or JSON document), a spec file, a preset
+    name or an IR, compiled to an IR.
+
+    Raises:
+        SpecError: the spec is not valid (every problem, by field).
+        TypeError: ``spec`` is none of those.
+    """
     if isinstance(spec, IR):
         return spec
+    if isinstance(spec, Mapping):
+        if spec.get("extends") is not None:
+            raise ValueError(
+                "extends is resolved when a spec file is read: write the mapping to a .yaml file and "
+                "pass its path, or merge the parent's fields in yourself (load_spec(parent).model_dump())"
+            )
+        spec = spec_from_data(dict(spec))
+    if not isinstance(spec, Spec | str | os.PathLike):
+        raise TypeError(
+            "spec must be a Spec, a mapping of its fields, a spec file, a preset name or an IR, "
+            f"not {type(spec).__name__}"
+        )
     return compile_spec(spec if isinstance(spec, Spec) else load_spec(spec), strict=strict)
 
 
@@ -150,7 +168,7 @@ def build_model(
     """A ``torch.nn.Module`` of the network, built from the compiled IR alone.
 
     Args:
-        spec: a Spec, a spec file, a preset name, or an already compiled IR.
+        spec: a Spec, a mapping of its fields, a spec file, a preset name, or a compiled IR.
         memory_efficient: recompute the concatenation-BN-ReLU of each dense layer in backward
             instead of storing it (less memory, a little more time in training).
         channels_last: weights and inputs in channels_last (2-D networks only): on this
@@ -357,6 +375,7 @@ def export_onnx(
     spec: SpecLike,
     path: str | os.PathLike[str],
     *,
+    weights: Weights | None = None,
     state_dict: Weights | None = None,
     opset: int = 17,
     optimize: bool = False,
@@ -370,9 +389,10 @@ def export_onnx(
         ValueError: ``path`` ends in a slash (a folder), or the opset or seed is out of range.
 
     Args:
-        spec: a Spec, a spec file, a preset name, or a compiled IR.
-        state_dict: the weights, a state_dict or a checkpoint file (checked against the spec);
-            default: the torch backend's initialisation with ``seed``.
+        spec: a Spec, a mapping of its fields, a spec file, a preset name, or a compiled IR.
+        weights: a state_dict or a checkpoint file (checked against the spec), as
+            :func:`build_model` takes them; default: the torch backend's initialisation with ``seed``.
+        state_dict: the same as ``weights`` (its first name); give one of the two.
         opset: the ONNX opset, 13 to the newest the installed onnx knows
             (``backends.onnx.newest_opset()``).
         optimize: apply the optimisation passes (BN folding, pool before the transition conv).
@@ -386,8 +406,11 @@ def export_onnx(
     problem = folder_problem(os.fspath(path))
     if problem:
         raise ValueError(problem.removeprefix("-o "))
+    if weights is not None and state_dict is not None:
+        raise ValueError("weights and state_dict are one argument under two names: give one")
     check_opset(opset)  # before the weights are drawn
-    options: dict[str, Any] = {"weights": state_dict, "opset": opset, "optimize": optimize, "seed": seed}
+    given = weights if weights is not None else state_dict
+    options: dict[str, Any] = {"weights": given, "opset": opset, "optimize": optimize, "seed": seed}
     if adapt:
         options["adapt"] = True
     if features is not None:

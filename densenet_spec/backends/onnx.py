@@ -424,7 +424,7 @@ def to_onnx(
         shape: list[str | int] = ["batch", ir.output.out_channels]
         outputs = [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, shape)]
     else:
-        outputs = _feature_outputs(emitter, ir, select(feature_taps(ir), features))
+        outputs = _feature_outputs(emitter, ir, select(feature_taps(ir), features, "features"))
     graph = helper.make_graph(
         emitter.nodes,
         ir.info.name,

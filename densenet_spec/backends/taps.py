@@ -101,8 +101,9 @@ def _final_tap(ir: IR, index: int, block: int, after: Layer, layers: Sequence[La
     return Tap(index, name, name, sources, after.in_channels, after.in_size, reduction, act)
 
 
-def select(taps: Sequence[Tap], out_indices: Sequence[int] | None) -> list[Tap]:
-    """The taps at ``out_indices`` (negative ones count from the end; None: all), in network order.
+def select(taps: Sequence[Tap], out_indices: Sequence[int] | None, name: str = "out_indices") -> list[Tap]:
+    """The taps at ``out_indices`` (negative ones count from the end; None: all), in network order;
+    messages call them ``name`` (the argument the caller took them as).
 
     Raises:
         ValueError: no index, an index out of range, or one given twice.
@@ -111,14 +112,14 @@ def select(taps: Sequence[Tap], out_indices: Sequence[int] | None) -> list[Tap]:
         return list(taps)
     count = len(taps)
     if not out_indices:
-        raise ValueError(f"out_indices is empty; give at least one tap of 0..{count - 1}, or None for all {count}")
+        raise ValueError(f"{name} is empty; give at least one tap of 0..{count - 1}, or None for all {count}")
     chosen = []
     for index in out_indices:
         if not -count <= index < count:
-            raise ValueError(f"out_indices: {index} is out of range; this network has {count} taps (0..{count - 1})")
+            raise ValueError(f"{name}: {index} is out of range; this network has {count} taps (0..{count - 1})")
         chosen.append(taps[index % count])
     if len({tap.index for tap in chosen}) != len(chosen):
-        raise ValueError(f"out_indices: {list(out_indices)} names a tap twice")
+        raise ValueError(f"{name}: {list(out_indices)} names a tap twice")
     return sorted(chosen, key=lambda tap: tap.index)
 
 

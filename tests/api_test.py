@@ -1,0 +1,55 @@
+"""The Python front door: what each entry point takes, and the errors for what it does not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from densenet_spec import SpecError, as_ir, build_model, export_onnx
+
+
+def test_a_mapping_of_fields_is_a_spec() -> None:
+    fields = {"name": "m", "input": {"size": 32}, "growth_rate": 4, "blocks": [2, 2], "num_classes": 3}
+    assert as_ir(fields).params == as_ir(_written(fields)).params
+    assert build_model(fields, seed=0).classifier.out_features == 3  # type: ignore[union-attr]
+
+
+def _written(fields: dict[str, object]) -> Path:
+    import tempfile
+
+    import yaml
+
+    path = Path(tempfile.mkdtemp()) / "m.yaml"
+    path.write_text(yaml.safe_dump(fields))
+    return path
+
+
+def test_a_bad_mapping_names_the_field() -> None:
+    with pytest.raises(SpecError, match="growth_rate: -4 is out of range"):
+        as_ir({"name": "m", "growth_rate": -4, "blocks": [2]})
+
+
+def test_a_mapping_with_extends_says_where_extends_works() -> None:
+    with pytest.raises(ValueError, match="extends is resolved when a spec file is read"):
+        as_ir({"name": "m", "extends": "densenet121", "growth_rate": 8})
+
+
+def test_what_is_not_a_spec_is_named() -> None:
+    with pytest.raises(TypeError, match=r"spec must be a Spec, a mapping of its fields.*not int"):
+        as_ir(5)  # type: ignore[arg-type]
+
+
+def test_export_onnx_names_its_own_argument(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"^features: 9 is out of range; this network has 4 taps"):
+        export_onnx("densenet-40-k12", tmp_path / "m.onnx", features=(9,))
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_export_onnx_takes_weights_as_build_model_does(tmp_path: Path) -> None:
+    state = build_model("densenet-40-k12", seed=3).state_dict()
+    by_weights = export_onnx("densenet-40-k12", tmp_path / "a.onnx", weights=state).read_bytes()
+    by_state_dict = export_onnx("densenet-40-k12", tmp_path / "b.onnx", state_dict=state).read_bytes()
+    assert by_weights == by_state_dict != export_onnx("densenet-40-k12", tmp_path / "c.onnx").read_bytes()
+    with pytest.raises(ValueError, match="one argument under two names"):
+        export_onnx("densenet-40-k12", tmp_path / "d.onnx", weights=state, state_dict=state)
