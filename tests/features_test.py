@@ -222,9 +222,9 @@ def test_a_backbones_own_state_dict_loads_back(out_indices: tuple[int, ...] | No
         for a, b in zip(first(x), again.eval()(x), strict=True):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
     if out_indices is not None:  # too few weights for all the taps
-        with pytest.raises(SpecError, match="missing key features.denseblock3"):
+        with pytest.raises(SpecError, match=r"missing key features\.denseblock3"):
             build_model(_spec(), features_only=True, weights=first.state_dict())
-    with pytest.raises(SpecError, match="missing key classifier.weight"):  # the whole model needs it all
+    with pytest.raises(SpecError, match=r"missing key classifier\.weight"):  # the whole model needs it all
         build_model(_spec(), weights=first.state_dict())
 
 
