@@ -88,6 +88,11 @@ def _load_any(path: Path, where: Location) -> Any:
     except Exception as exc:  # a corrupt file or one holding objects: no traceback, just why
         if path.suffix != ".safetensors" and not _looks_like_torch_save(path):
             message = "not a torch checkpoint (torch.save writes a zip archive; .safetensors files are read too)"
+        elif _cut_short(path):
+            message = (
+                "the checkpoint is cut short or damaged: it starts as torch.save's zip archive but the "
+                "archive's end is missing (an interrupted download or save?); fetch or save it again"
+            )
         else:
             message = f"cannot read the checkpoint safely: {_reason(exc, path)}"
         raise SpecError([Problem(where, "", message)]) from None
@@ -182,6 +187,22 @@ def _looks_like_torch_save(path: Path) -> bool:
     except OSError:
         return True  # let torch's own reason stand
     return head.startswith(b"PK") or _LEGACY_MAGIC in head
+
+
+def _cut_short(path: Path) -> bool:
+    """Whether the file starts as a zip archive that zipfile cannot open: its central directory, at
+    the end, is missing (torch then says only ``Invalid argument`` or ``failed finding central
+    directory``)."""
+    import zipfile
+
+    try:
+        with path.open("rb") as file:
+            if not file.read(4).startswith(b"PK"):
+                return False
+        with zipfile.ZipFile(path):
+            return False
+    except (OSError, zipfile.BadZipFile):
+        return True
 
 
 def _is_pickled_module(path: Path) -> bool:

@@ -161,3 +161,20 @@ def test_wrong_architecture_ends_with_a_summary_line(tmp_path: Path) -> None:
     last = info.value.problems[-1].message
     assert last.startswith("the checkpoint does not fit the spec: ")
     assert "5 unexpected and 0 mis-shaped keys of 5 (a checkpoint of another architecture?)" in last
+
+
+@pytest.mark.parametrize("keep", [5_000, 0.5, -22])
+def test_a_checkpoint_cut_short_says_so(tmp_path: Path, keep: float) -> None:
+    """An interrupted download: the archive's end (its central directory) is missing. torch says
+    only "[Errno 22] Invalid argument" or "failed finding central directory"."""
+    whole = _saved(tmp_path, {"w": torch.randn(64, 64)}, "whole.pt").read_bytes()
+    cut = int(len(whole) * keep) if isinstance(keep, float) else keep
+    path = tmp_path / "cut.pt"
+    path.write_bytes(whole[:cut])
+    message = _refusal(path).problems[0].message
+    assert message.startswith("the checkpoint is cut short or damaged"), message
+
+
+def test_a_whole_checkpoint_is_not_called_cut_short(tmp_path: Path) -> None:
+    path = _saved(tmp_path, {"w": torch.randn(4)}, "whole.pt")
+    assert read_checkpoint(path).keys() == {"w"}
