@@ -237,6 +237,9 @@ def test_optimised_source_equals_optimize_for_inference(tmp_path: Path) -> None:
     path = tmp_path / "densenet121_fast.py"
     result = RUNNER.invoke(app, ["build", "densenet121", "--to", "torch", "--optimize", "-o", str(path)])
     assert result.exit_code == 0, result.output
+    docstring = path.read_text().split('"""', 2)[1]
+    assert "torchvision's DenseNet, so its checkpoints" not in docstring  # folded: not torchvision's
+    assert "densenet_spec.optimize(ir, weights)" in docstring and "densenet121_optimized" not in docstring
     spec = importlib.util.spec_from_file_location("densenet121_fast", path)
     assert spec is not None and spec.loader is not None
     generated = importlib.util.module_from_spec(spec)
