@@ -4,9 +4,10 @@ A DenseNet's weights tell most of its spec: the rank (weight ranks), the stem (c
 whether conv1/conv2 exist), the growth rate and bottleneck of every block (the dense layers'
 convolutions), each transition's compression (its 1x1 convolution), the classifier (or none) and
 the kind of norm (running statistics: batch; an affine without them: group or instance). What
-leaves no tensor (the activation, dropout, the input size, group count, eps, blur pooling) is left
-at its default and listed in :attr:`Inference.unknown`, which the YAML writes as a comment at the
-top. The inferred spec is checked by compiling it and comparing every key and shape with the
+leaves no tensor (the activation, dropout, the input size, group count, eps, blur pooling) is
+guessed (the defaults; the usual input size of the rank and stem; the largest usual group count)
+and listed in :attr:`Inference.unknown`, which the YAML writes as a comment at the top. The
+inferred spec is checked by compiling it and comparing every key and shape with the
 checkpoint's, so a spec is returned only when the checkpoint loads into it with ``strict=True``.
 """
 
@@ -30,6 +31,8 @@ from .weights import Layout, canonical_state
 
 DEFAULT_SIZE: dict[int, int | list[int]] = {1: [1024], 2: 224, 3: [96, 96, 96]}
 """The input size written for each rank (torchvision's 224 in 2-D, the MONAI presets' sizes in 1-D and 3-D)."""
+CIFAR_SIZE = 32
+"""The input size written for a 2-D network with the cifar stem (the paper's CIFAR and SVHN nets)."""
 
 _LAYER = re.compile(r"^features\.denseblock(\d+)\.denselayer(\d+)\.")
 
@@ -297,9 +300,10 @@ class _Reader:
 
     # --- what the weights do not tell
     def input_size(self, rank: int, stem: str, blocks: int) -> Any:
-        """The usual size for the rank, enlarged where the network would shrink a map to nothing."""
+        """The usual size for the rank (CIFAR's 32 for a 2-D cifar stem), enlarged where the network
+        would shrink a map to nothing."""
         stride = (1 if stem == "cifar" else 4) * 2 ** (blocks - 1)
-        default = DEFAULT_SIZE[rank]
+        default = CIFAR_SIZE if rank == 2 and stem == "cifar" else DEFAULT_SIZE[rank]
         side = default if isinstance(default, int) else default[0]
         if 2 * stride <= side:
             return default

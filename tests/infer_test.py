@@ -220,3 +220,13 @@ def test_infer_spec_is_at_the_package_top_as_the_readme_writes_it() -> None:
 
     spec = densenet_spec.infer_spec(build_model("densenet-40-k12").state_dict(), name="x")
     assert (spec.name, spec.growth_rate, spec.block_layers) == ("x", 12, [(12, 12), (12, 12), (12, 12)])
+
+
+@pytest.mark.parametrize("name", ["densenet-bc-100-k12", "densenet-40-k12", "densenet-bc-250-k24"])
+def test_cifar_stem_checkpoints_infer_at_cifars_size(name: str) -> None:
+    """The paper's CIFAR networks: inferred at 32x32, so their MACs are the preset's (at 224 they
+    were 49 times too many)."""
+    preset = compile_spec(load_spec(name))
+    inferred = compile_spec(infer_spec(_state(preset)))
+    assert inferred.info.input_size == (32, 32)
+    assert (inferred.params, inferred.macs) == (preset.params, preset.macs)
