@@ -25,7 +25,7 @@ from torch import Tensor
 
 from .errors import Location, Problem, SpecError
 from .ir import IR
-from .weights import Layout, canonical_state, check_state_dict, read_state, unwrap_state
+from .weights import Layout, article, canonical_state, check_state_dict, read_state, unwrap_state
 
 Weights = Mapping[str, Any] | str | os.PathLike[str]
 FIRST_CONV = "features.conv0.weight"
@@ -213,7 +213,7 @@ def describe_checkpoint(spec: Any) -> str:
     signature = _signature(compile_spec(spec))
     shaped = next(
         (f"a {name}-shaped network" for name, preset in _preset_signatures() if preset == signature),
-        f"a {spec.rank}-D DenseNet with a {spec.stem.kind} stem",
+        f"a {spec.rank}-D DenseNet with {article(spec.stem.kind)} stem",
     )
     extra = f"{spec.input.channels} input channels, " + (
         f"{spec.num_classes} classes" if spec.num_classes else "no classifier"

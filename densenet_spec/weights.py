@@ -109,7 +109,7 @@ def _entry_problems(state: Mapping[Any, Any]) -> list[str]:
         if not isinstance(key, str):
             messages.append(f"key {key!r} ({type(key).__name__}) is not a string: a state_dict maps names to tensors")
         elif not isinstance(value, Tensor):
-            messages.append(f"{key} holds {_a(type(value).__name__)}, not a tensor")
+            messages.append(f"{key} holds {article(type(value).__name__)}, not a tensor")
         else:
             messages.extend(f"{key} {reason}" for reason in _tensor_problems(key, value))
     if len(messages) > _MAX_LISTED:
@@ -120,7 +120,8 @@ def _entry_problems(state: Mapping[Any, Any]) -> list[str]:
 _MAX_LISTED = 50
 
 
-def _a(noun: str) -> str:
+def article(noun: str) -> str:
+    """``a deep``, ``an imagenet``: the noun with its indefinite article."""
     return f"an {noun}" if noun[:1].lower() in "aeiou" else f"a {noun}"
 
 
@@ -293,7 +294,7 @@ def canonical_state(state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], Lay
     dropped = tuple(key for key in out if _BLUR_FILTER.match(key))
     if dropped:
         out = {key: value for key, value in out.items() if key not in dropped}
-        changes.append(f"dropped {len(dropped)} blur-pool filters (constants)")
+        changes.append(f"dropped {len(dropped)} blur-pool filter{'' if len(dropped) == 1 else 's'} (constants)")
     timm = bool(dropped) or _TIMM_DEEP_STEM in out
     name = "MONAI" if monai else "timm" if timm else "torchvision"
     return out, Layout(name, tuple(changes), dropped)

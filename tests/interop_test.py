@@ -314,3 +314,16 @@ def test_optimize_names_what_does_not_fit() -> None:
     del state["features.conv0.weight"]
     with pytest.raises(SpecError, match=r"features\.conv0\.weight"):
         optimize(as_ir(_spec()), state)
+
+
+def test_checkpoint_descriptions_read_as_english() -> None:
+    from densenet_spec.interop import describe_checkpoint
+    from densenet_spec.weights import canonical_state
+
+    described = describe_checkpoint(_spec())
+    assert "DenseNet with an imagenet stem" in described
+    assert "DenseNet with a cifar stem" in describe_checkpoint(_spec(stem={"kind": "cifar"}))
+    one = {"features.pool0.1.filt": torch.ones(1, 1, 3, 3), "features.conv0.weight": torch.ones(1)}
+    assert "dropped 1 blur-pool filter (constants)" in canonical_state(one)[1].describe()
+    two = one | {"features.transition1.pool.filt": torch.ones(1, 1, 3, 3)}
+    assert "dropped 2 blur-pool filters (constants)" in canonical_state(two)[1].describe()
