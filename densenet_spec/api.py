@@ -173,7 +173,8 @@ def build_model(
             instead of storing it (less memory, a little more time in training).
         channels_last: weights and inputs in channels_last (2-D networks only): on this
             project's CPU benchmark a training step takes about 0.8x the time of the default
-            layout, and inference is faster too; the computed values are the same.
+            layout, and inference is faster too; the computed values are the same (up to float
+            rounding), but dropout draws other random masks under one seed.
         seed: seed of the initial weights; the same seed gives the same weights. ``None`` draws
             from torch's global generator.
         weights: a checkpoint file or a state_dict to load (strictly) instead; torchvision, timm
