@@ -131,19 +131,17 @@ def _check_fits(spec: Spec, shapes: Mapping[str, tuple[int, ...]], where: Locati
         for key in set(expected) | set(shapes)
         if expected.get(key) != shapes.get(key) and not (key.endswith("num_batches_tracked") and key not in shapes)
     )
-    if wrong:
-        more = f" (and {len(wrong) - 3} more)" if len(wrong) > 3 else ""
-        raise SpecError(
-            [
-                Problem(
-                    where,
-                    "",
-                    "cannot infer a spec: the tensors do not follow a DenseNet's arithmetic at "
-                    + ", ".join(wrong[:3])
-                    + more,
-                )
-            ]
+    if not wrong:
+        return
+    listed = ", ".join(wrong[:3]) + (f" (and {len(wrong) - 3} more)" if len(wrong) > 3 else "")
+    if all(key not in shapes for key in wrong):  # all there is fits; the network goes on past it
+        message = (
+            f"the checkpoint ends before {listed}, which a whole DenseNet of these tensors has "
+            "(a backbone cut after one of its taps?): a spec needs the whole network's weights"
         )
+    else:
+        message = f"the tensors do not follow a DenseNet's arithmetic at {listed}"
+    raise SpecError([Problem(where, "", f"cannot infer a spec: {message}")])
 
 
 class _Reader:

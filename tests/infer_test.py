@@ -230,3 +230,14 @@ def test_cifar_stem_checkpoints_infer_at_cifars_size(name: str) -> None:
     inferred = compile_spec(infer_spec(_state(preset)))
     assert inferred.info.input_size == (32, 32)
     assert (inferred.params, inferred.macs) == (preset.params, preset.macs)
+
+
+def test_a_backbone_cut_after_a_tap_is_named_as_such() -> None:
+    """Its tensors all fit; what is missing is the rest of the network (the message listed keys the
+    checkpoint does not hold as not following a DenseNet's arithmetic)."""
+    cut = build_model("densenet-40-k12", features_only=True, out_indices=(0, 1), seed=0).state_dict()
+    with pytest.raises(SpecError, match=r"the checkpoint ends before features\.norm5\.bias") as info:
+        infer_spec(cut)
+    assert "a spec needs the whole network's weights" in str(info.value)
+    whole = build_model("densenet-40-k12", features_only=True, seed=0).state_dict()  # up to norm5
+    assert infer_spec(whole).num_classes == 0
