@@ -237,3 +237,18 @@ def test_memory_efficient_with_sync_batchnorm_runs_the_plain_path() -> None:
     plain = build_model(SMALL, seed=0).train()
     x = _input(compile_spec(SMALL), batch=2)
     torch.testing.assert_close(lean(x), plain(x), atol=1e-5, rtol=0)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace:DeprecationWarning")
+@pytest.mark.parametrize("memory_efficient", [False, True])
+def test_graph_capture_of_the_plain_model(memory_efficient: bool) -> None:
+    """torch.export and torch.jit.trace capture the model as README says (torch.compile: see
+    compile_test.py); the captured graphs compute the model's outputs."""
+    model = build_model(SMALL, seed=0, memory_efficient=memory_efficient).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+        exported = torch.export.export(model, (x,)).module()
+        torch.testing.assert_close(exported(x), expected)
+        traced = torch.jit.trace(model, x)
+        torch.testing.assert_close(traced(x), expected)
