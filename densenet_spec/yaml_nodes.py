@@ -100,9 +100,9 @@ def _compose(text: str, name: str) -> Node | None:
     try:
         return loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
+        mark, message = _yaml_problem(exc, text)
         where = Location(name, mark.line + 1, mark.column + 1) if mark else Location(name)
-        raise SpecError([Problem(where, "", _yaml_hint(exc))]) from None
+        raise SpecError([Problem(where, "", f"invalid YAML: {message}")]) from None
     except yaml.YAMLError as exc:
         raise SpecError([Problem(Location(name), "", f"invalid YAML: {exc}")]) from None
     except RecursionError:
@@ -148,14 +148,135 @@ def _tab_advice(mark: yaml.Mark | None) -> str:
     return "YAML indents with spaces, not tabs"
 
 
+def _yaml_problem(exc: yaml.MarkedYAMLError, text: str) -> tuple[yaml.Mark | None, str]:
+    """PyYAML's error as the place to fix and what to do there.
+
+    PyYAML reports where it gave up (``problem_mark``), which for a '[', '{' or quote left open is
+    the end of the file or a later line; it also says what it was reading (``context``, at
+    ``context_mark``): that opening is then the place to show.
+    """
+    context, opened, problem = exc.context or "", exc.context_mark, exc.problem_mark
+    if opened is not None and problem is not None:
+        if context in ("while parsing a flow sequence", "while parsing a flow mapping"):
+            return _unclosed_flow(exc, opened, problem)
+        if context == "while scanning a quoted scalar":
+            quote = '"\'"' if _char_at(opened) == "'" else "'\"'"
+            end = f"the '---' on line {problem.line + 1}" if "separator" in str(exc.problem) else "the end of the file"
+            return opened, f"the {quote} opened here is never closed (YAML read on to {end}): add the closing {quote}"
+        if context == "while scanning a simple key":
+            return opened, (
+                "a line that is neither 'key: value' nor '- item': is the ':' after the key missing, "
+                "or the space after it?"
+            )
+    if exc.problem == "mapping values are not allowed here" and problem is not None:
+        glued = _glued_key(text, problem)
+        if glued is not None:
+            return glued
+    return problem or opened, _yaml_hint(exc)
+
+
+def _glued_key(text: str, problem: yaml.Mark) -> tuple[yaml.Mark, str] | None:
+    """``name:x`` with no space after the ':' is one plain value, which runs on into the next line's
+    key, where PyYAML reports "mapping values are not allowed here": the line to fix is the first."""
+    last = None
+    try:
+        for token in yaml.scan(text, Loader=yaml.SafeLoader):
+            last = token
+    except yaml.YAMLError:
+        pass
+    if not isinstance(last, yaml.ScalarToken) or last.style is not None or last.start_mark.line >= problem.line:
+        return None
+    if not _starts_its_line(last.start_mark):  # a value after its key (`description: a:b`): not a key
+        return None
+    first_line = last.value.split(" ", 1)[0]
+    key, colon, value = first_line.partition(":")
+    if not (key and colon and value):
+        return None
+    return last.start_mark, (
+        f"'{key}:{value}' reads as one value, not a key and its value: put a space after the ':' ({key}: {value})"
+    )
+
+
+_TOKENS = {
+    "'<scalar>'": "a value",
+    "'<stream end>'": "the end of the file",
+    "'<alias>'": "an alias",
+    "'<anchor>'": "an anchor",
+    "'<tag>'": "a tag",
+    "'<block mapping start>'": "a key",
+    "'<block sequence start>'": "a '-' item",
+}
+"""PyYAML's token names, as a message says them (``but got '<scalar>'``)."""
+
+
+def _unclosed_flow(exc: yaml.MarkedYAMLError, opened: yaml.Mark, problem: yaml.Mark) -> tuple[yaml.Mark, str]:
+    """A flow collection (``[...]``, ``{...}``) where PyYAML expected a ',' or its end and found something else.
+
+    If the file ended inside it, or it stops on its own line without a ',' that carries it on to
+    the next, the opening is the place to fix: the closing bracket is missing. Otherwise (a
+    collection written over several lines, a problem on its own line), the problem's place is.
+    """
+    bracket = "[" if exc.context == "while parsing a flow sequence" else "{"
+    closer = "]" if bracket == "[" else "}"
+    got = str(exc.problem).rpartition("but got ")[2]
+    found = _TOKENS.get(got, got)
+    if got == "'<stream end>'":
+        return opened, (
+            f"the '{bracket}' opened here is never closed (expected ',' or '{closer}' by the end of the file, "
+            f"line {problem.line + 1}): add the '{closer}'"
+        )
+    if problem.line != opened.line and not _carried_on(opened):
+        return opened, (
+            f"the '{bracket}' opened here is not closed on its line (YAML read on to line {problem.line + 1}, "
+            f"column {problem.column + 1}, and found {found} where it expected ',' or '{closer}'): add the '{closer}'"
+        )
+    where = f"column {opened.column + 1}" if problem.line == opened.line else f"line {opened.line + 1}"
+    other = "}" if closer == "]" else "]"
+    if got == f"'{other}'":
+        advice = f"the '{bracket}' opened at {where} is closed with '{other}': write '{closer}'"
+    else:
+        advice = (
+            f"in the '{bracket}' opened at {where}: a ',' or '{closer}' missing before it, "
+            "or a ': ' in a value that needs quotes?"
+        )
+    return problem, f"expected ',' or '{closer}' here, but found {found} ({advice})"
+
+
+def _char_at(mark: yaml.Mark) -> str:
+    buffer = getattr(mark, "buffer", None)
+    return buffer[mark.pointer] if isinstance(buffer, str) and mark.pointer < len(buffer) else ""
+
+
+def _carried_on(opened: yaml.Mark) -> bool:
+    """Whether the line of an opening '[' or '{' ends so that the collection goes on to the next line
+    (with the opening itself or a ','), as a collection written over several lines does."""
+    buffer = getattr(opened, "buffer", None)
+    if not isinstance(buffer, str):
+        return True  # no text to look at: the problem's own place
+    end = buffer.find("\n", opened.pointer)
+    rest = buffer[opened.pointer : end if end >= 0 else len(buffer)]
+    rest = re.sub(r"\s#.*", "", rest).rstrip()  # a comment (a '#' after a space) is not part of it
+    return rest.endswith((",", "[", "{"))
+
+
 def _yaml_hint(exc: yaml.MarkedYAMLError) -> str:
     """PyYAML's message, with what a person should do when it is about indentation, tabs or documents."""
     problem = str(exc.problem or exc.context)
     if problem.startswith("expected <block end>"):
-        problem = (
-            "bad indentation: this line does not line up with the lines above it; the keys of one "
-            "mapping, and the '-' items of one list, must start in the same column"
-        )
+        found = problem.rpartition("but found ")[2]
+        if found in ("']'", "'}'"):
+            opening = "[" if found == "']'" else "{"
+            problem = f"a {found} that closes no '{opening}': remove it"
+        elif not _starts_its_line(exc.problem_mark):
+            problem = (
+                f"{_TOKENS.get(found, found)} after a complete value on the same line: remove it, or put the "
+                "whole value in quotes"
+            )
+        else:
+            problem = (
+                "bad indentation: this line does not line up with the lines above it; the keys of one "
+                "mapping, and the '-' items of one list, must start in the same column"
+            )
     elif "'\\t'" in problem:
         problem = f"{problem}: {_tab_advice(exc.problem_mark)}"
     elif problem == "mapping values are not allowed here":
@@ -165,7 +286,16 @@ def _yaml_hint(exc: yaml.MarkedYAMLError) -> str:
             "a second YAML document starts here ('---'): a spec file holds one document; "
             "put each spec in its own file, or delete this line and what follows"
         )
-    return f"invalid YAML: {problem}"
+    return problem
+
+
+def _starts_its_line(mark: yaml.Mark | None) -> bool:
+    """Whether only spaces come before ``mark`` on its line (True when that cannot be told)."""
+    buffer = getattr(mark, "buffer", None)
+    if mark is None or not isinstance(buffer, str):
+        return True
+    start = buffer.rfind("\n", 0, mark.pointer) + 1
+    return not buffer[start : mark.pointer].strip(" \t")
 
 
 def read_tree(path: Path, name: str) -> MappingNode:

@@ -1,0 +1,145 @@
+"""Messages for bad spec files, polished after a new-user trial.
+
+1. YAML syntax errors point at the place to fix: a '[', '{' or quote left open is shown where it
+   opens, not at the end of the file; a stray ']' and a key glued to its value are named.
+2. A file that is not UTF-8 gets its line and column, and a UTF-16 file is recognised as such.
+3. ``yes``, ``off``, ``~`` in a field that takes a name say how YAML read them; a field that takes
+   a name or a mapping says so; a scalar where a mapping goes suggests the mapping that takes it.
+4. One typo is one line: a missing key that an unknown key's did-you-mean names is not repeated.
+5. An alias bomb is located at the alias that expands, not at the small anchored value.
+6. A preset's name means the preset, whatever the working directory holds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from densenet_spec import SpecError, compile_spec, load_spec
+from densenet_spec.cli import app
+
+BASE = "name: x\ngrowth_rate: 4\nblocks: [2]\n"
+
+
+@pytest.fixture
+def problems(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Every problem of a spec (text or bytes; loaded and compiled) as the CLI prints it, the file as spec.yaml."""
+    monkeypatch.chdir(tmp_path)
+
+    def run(content: str | bytes, name: str = "spec.yaml") -> list[str]:
+        data = content.encode() if isinstance(content, str) else content
+        (tmp_path / name).write_bytes(data)
+        try:
+            compile_spec(load_spec(name))
+        except SpecError as exc:
+            return [str(p) for p in exc.problems]
+        return []
+
+    return run
+
+
+# ----------------------------------------------------------------------------- 1. YAML syntax
+
+
+def test_an_unclosed_flow_sequence_is_shown_where_it_opens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "syn.yaml").write_text("name: x\ngrowth_rate: 12\nblocks: [2, 2\n")
+    result = CliRunner().invoke(app, ["validate", "syn.yaml"])
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        "syn.yaml:3:9: invalid YAML: the '[' opened here is never closed (expected ',' or ']' by the end of "
+        "the file, line 4): add the ']'"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "name: x\ngrowth_rate: 12\nnorm: {kind: batch, eps: 0.1\n",
+            "spec.yaml:3:7: invalid YAML: the '{' opened here is never closed (expected ',' or '}' by the end of "
+            "the file, line 4): add the '}'",
+        ),
+        (
+            "name: x\ngrowth_rate: 12\nnorm: {kind: batch\nblocks: [2]\n",
+            "spec.yaml:3:7: invalid YAML: the '{' opened here is not closed on its line (YAML read on to line 4, "
+            "column 7, and found ':' where it expected ',' or '}'): add the '}'",
+        ),
+        (
+            "name: x\ngrowth_rate: 12\nblocks: [[2, 2]\nnorm: batch\n",
+            "spec.yaml:3:9: invalid YAML: the '[' opened here is not closed on its line (YAML read on to line 4, "
+            "column 1, and found a value where it expected ',' or ']'): add the ']'",
+        ),
+        (
+            "name: x\nblocks: [2, 2  # two blocks\ngrowth_rate: 4\n",
+            "spec.yaml:2:9: invalid YAML: the '[' opened here is not closed on its line",
+        ),
+        (
+            'name: x\ndescription: "hello\ngrowth_rate: 12\nblocks: [2]\n',
+            "spec.yaml:2:14: invalid YAML: the '\"' opened here is never closed (YAML read on to the end of the "
+            "file): add the closing '\"'",
+        ),
+        (
+            "name: x\ndescription: 'hello\ngrowth_rate: 12\nblocks: [2]\n",
+            'spec.yaml:2:14: invalid YAML: the "\'" opened here is never closed',
+        ),
+        (
+            'name: x\ndescription: "hello\n---\ngrowth_rate: 12\n',
+            "spec.yaml:2:14: invalid YAML: the '\"' opened here is never closed (YAML read on to the '---' on line 3)",
+        ),
+    ],
+    ids=["brace-eof", "brace-next-key", "nested-bracket", "bracket-comment", "quote", "single-quote", "quote-doc"],
+)
+def test_what_is_left_open_is_shown_where_it_opens(problems, text: str, expected: str) -> None:  # type: ignore[no-untyped-def]
+    (problem,) = problems(text)
+    assert problem.startswith(expected), problem
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (  # a collection written over several lines: the problem's own line, naming the opening's
+            "name: x\nnorm: {kind: group,\n  groups: 8 eps: 0.1}\n",
+            "spec.yaml:3:16: invalid YAML: expected ',' or '}' here, but found ':' (in the '{' opened at line 2: "
+            "a ',' or '}' missing before it, or a ': ' in a value that needs quotes?)",
+        ),
+        (
+            "name: x\ngrowth_rate: 4\nblocks: [2, 2}\n",
+            "spec.yaml:3:14: invalid YAML: expected ',' or ']' here, but found '}' (the '[' opened at column 9 is "
+            "closed with '}': write ']')",
+        ),
+        (
+            "name: x\ngrowth_rate: 4\nblocks: [2, 2]]\n",
+            "spec.yaml:3:15: invalid YAML: a ']' that closes no '[': remove it",
+        ),
+        (
+            'name: "x" y\ngrowth_rate: 4\nblocks: [2]\n',
+            "spec.yaml:1:11: invalid YAML: a value after a complete value on the same line: remove it, or put the "
+            "whole value in quotes",
+        ),
+        (
+            "name: x\ngrowth_rate 4\nblocks: [2]\n",
+            "spec.yaml:2:1: invalid YAML: a line that is neither 'key: value' nor '- item': is the ':' after the "
+            "key missing, or the space after it?",
+        ),
+        (
+            "name:x\ngrowth_rate: 4\nblocks: [2]\n",
+            "spec.yaml:1:1: invalid YAML: 'name:x' reads as one value, not a key and its value: put a space after "
+            "the ':' (name: x)",
+        ),
+        (  # a value with a ':' in it, then an over-indented key: the key's line, as before
+            "name: x\ndescription: a:b\n  growth_rate: 4\n",
+            "spec.yaml:3:14: invalid YAML: mapping values are not allowed here",
+        ),
+        (
+            "name: x\ngrowth_rate: 12\nblocks: [2]\ninput:\n    channels: 1\n  size: 32\n",
+            "spec.yaml:6:3: invalid YAML: bad indentation: this line does not line up with the lines above it",
+        ),
+    ],
+    ids=["multi-line", "wrong-closer", "stray-closer", "after-value", "no-colon", "glued", "colon-value", "indent"],
+)
+def test_other_structural_errors_name_the_line_to_fix(problems, text: str, expected: str) -> None:  # type: ignore[no-untyped-def]
+    (problem,) = problems(text)
+    assert problem.startswith(expected), problem
