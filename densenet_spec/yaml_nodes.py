@@ -67,10 +67,22 @@ def _read_text(path: Path, name: str) -> str:
         raise SpecError([Problem(here, "", f"cannot read the file: {exc.strerror or exc}")]) from None
     if len(raw) > MAX_BYTES:
         raise SpecError([Problem(here, "", f"file is over {MAX_BYTES:,} bytes; a spec may be at most 1 MiB")])
+    wide = _wide_encoding(raw)
+    if wide:
+        message = f"not UTF-8 text: it looks like {wide}; save it as UTF-8"
+        raise SpecError([Problem(here, "", message)])
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SpecError([Problem(here, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})")]) from None
+        # The place from the text before the bad byte (which decodes: it is valid UTF-8).
+        before = raw[: exc.start].decode("utf-8")
+        line, column = before.count("\n") + 1, len(before) - before.rfind("\n")
+        guess = "; Latin-1 or Windows-1252 text?" if raw[exc.start] >= 0xA0 else ""
+        message = (
+            f"not UTF-8 text (byte {raw[exc.start]:#04x} at offset {exc.start}: {exc.reason}{guess}); "
+            "save the file as UTF-8"
+        )
+        raise SpecError([Problem(Location(name, line, column), "", message)]) from None
     bad = NON_PRINTABLE.search(text)
     if bad:
         pos = bad.start()
@@ -78,6 +90,19 @@ def _read_text(path: Path, name: str) -> str:
         message = f"{describe_char(bad.group())} in the file: a spec is plain text; remove it"
         raise SpecError([Problem(Location(name, line, column), "", message)])
     return text
+
+
+def _wide_encoding(raw: bytes) -> str:
+    """UTF-16 or UTF-32 by its byte-order mark, or UTF-16 by NUL bytes (every other byte of ASCII
+    text is NUL in UTF-16, which is valid UTF-8); '' for anything else."""
+    if raw.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
+        return "UTF-32 (it starts with a UTF-32 byte-order mark)"
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "UTF-16 (it starts with a UTF-16 byte-order mark)"
+    nuls = raw.count(0)
+    if len(raw) >= 4 and 3 * nuls >= len(raw) and 4 * nuls <= 3 * len(raw):  # 1/3 to 3/4 of the bytes
+        return "UTF-16 (a NUL byte before or after most characters)"
+    return ""
 
 
 NON_PRINTABLE = re.compile("[^\t\n\r\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")

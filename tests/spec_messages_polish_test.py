@@ -143,3 +143,44 @@ def test_what_is_left_open_is_shown_where_it_opens(problems, text: str, expected
 def test_other_structural_errors_name_the_line_to_fix(problems, text: str, expected: str) -> None:  # type: ignore[no-untyped-def]
     (problem,) = problems(text)
     assert problem.startswith(expected), problem
+
+
+# ----------------------------------------------------------------------------- 2. encodings
+
+
+def test_a_latin1_file_gets_line_and_column(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "latin1.yaml").write_bytes("growth_rate: 4\nname: été\nblocks: [2]\n".encode("latin-1"))
+    result = CliRunner().invoke(app, ["validate", "latin1.yaml"])
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        "latin1.yaml:2:7: not UTF-8 text (byte 0xe9 at offset 21: invalid continuation byte; Latin-1 or "
+        "Windows-1252 text?); save the file as UTF-8"
+    ]
+
+
+def test_the_column_counts_characters_not_bytes(problems) -> None:  # type: ignore[no-untyped-def]
+    (problem,) = problems("name: x\ndescription: café ".encode() + b"\xe9t\xe9\n" + b"growth_rate: 4\nblocks: [2]\n")
+    assert problem.startswith("spec.yaml:2:19: not UTF-8 text (byte 0xe9 at offset 27: ")
+
+
+@pytest.mark.parametrize(
+    ("encoding", "expected"),
+    [
+        ("utf-16", "UTF-16 (it starts with a UTF-16 byte-order mark)"),
+        ("utf-16-le", "UTF-16 (a NUL byte before or after most characters)"),
+        ("utf-16-be", "UTF-16 (a NUL byte before or after most characters)"),
+        ("utf-32", "UTF-32 (it starts with a UTF-32 byte-order mark)"),
+    ],
+)
+def test_a_utf16_file_is_named_as_such(problems, encoding: str, expected: str) -> None:  # type: ignore[no-untyped-def]
+    assert problems(BASE.encode(encoding)) == [f"spec.yaml: not UTF-8 text: it looks like {expected}; save it as UTF-8"]
+
+
+def test_a_stray_nul_byte_is_still_a_nul_byte(problems) -> None:  # type: ignore[no-untyped-def]
+    (problem,) = problems(b"name: x\ngrowth_rate: 4\nblocks: [2]\ndescri\x00ption: x\n")
+    assert problem == "spec.yaml:4:7: a NUL byte (U+0000) in the file: a spec is plain text; remove it"
+
+
+def test_a_utf8_bom_is_fine(problems) -> None:  # type: ignore[no-untyped-def]
+    assert problems(BASE.encode("utf-8-sig")) == []
