@@ -184,3 +184,82 @@ def test_a_stray_nul_byte_is_still_a_nul_byte(problems) -> None:  # type: ignore
 
 def test_a_utf8_bom_is_fine(problems) -> None:  # type: ignore[no-untyped-def]
     assert problems(BASE.encode("utf-8-sig")) == []
+
+
+# ----------------------------------------------------------------------------- 3. YAML's booleans and nulls
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (
+            "anti_alias: yes",
+            "spec.yaml:4:13: anti_alias: must be one of none, stem, all, not true (YAML reads yes as the boolean "
+            "true, not as a name)",
+        ),
+        (
+            "anti_alias: off",
+            "spec.yaml:4:13: anti_alias: must be one of none, stem, all, not false (YAML reads off as the boolean "
+            "false, not as a name): write anti_alias: none",
+        ),
+        ("anti_alias: No", "not false (YAML reads No as the boolean false, not as a name): write anti_alias: none"),
+        ("anti_alias: ~", "not null (YAML reads ~ as null, not as a name): write anti_alias: none"),
+        ("anti_alias: null", "not null (null is YAML's null, not a name): write anti_alias: none"),
+        ("anti_alias:", "not null (an empty value is null in YAML): write anti_alias: none"),
+        (
+            "head: {pool: on}",
+            "head.pool: must be one of avg, max, avgmax, catavgmax, not true (YAML reads on as the boolean true, "
+            "not as a name)",
+        ),
+        ("norm: {kind: off}", "norm.kind: must be one of batch, group, instance, none, not false"),
+        ("activation: {kind: gelu, approximate: no}", "(YAML reads no as the boolean false, not as a name)"),
+        (
+            "norm: off",
+            "spec.yaml:4:7: norm: takes a name (batch, group, instance, none) or a mapping such as "
+            "{kind: group, groups: 8}, not false (YAML reads off as the boolean false, not as a name): "
+            "write norm: none",
+        ),
+        ("norm: null", "norm: takes a name (batch, group, instance, none) or a mapping such as"),
+        (
+            "activation: false",
+            "activation: takes a name (relu, relu6, leaky_relu, elu, gelu, silu, mish, hardswish) or a mapping "
+            "such as {kind: leaky_relu, negative_slope: 0.1}, not false (YAML reads false as the boolean false, "
+            "not as a name)",
+        ),
+        (
+            "stem: yes",
+            "stem: must be one of 'imagenet', 'cifar', 'deep', or a mapping such as {kind: cifar, channels: 32}, "
+            "not true (YAML reads yes as the boolean true, not as a name)",
+        ),
+    ],
+)
+def test_booleans_and_nulls_where_a_name_goes_say_how_yaml_read_them(problems, line: str, expected: str) -> None:  # type: ignore[no-untyped-def]
+    (problem,) = problems(BASE + line + "\n")
+    assert problem.startswith(expected) if expected.startswith("spec.yaml") else expected in problem, problem
+
+
+@pytest.mark.parametrize(
+    ("line", "suggested"),
+    [
+        ("head: avg", ["head: {pool: avg}"]),
+        ("head: catavgmax", ["head: {pool: catavgmax}"]),
+        ("head: 0.2", ["head: {dropout: 0.2}"]),
+        ("input: 64", ["input: {channels: 64}", "input: {size: 64}"]),
+        ("input: [64, 48]", ["input: {size: [64, 48]}"]),
+        ("stem: 32", ["stem: {channels: 32}"]),
+        ("norm: 0.001", ["norm: {eps: 0.001}", "norm: {momentum: 0.001}"]),
+        ("norm: 1e-3", ["norm: {eps: 1e-3}", "norm: {momentum: 1e-3}"]),  # as written
+    ],
+)
+def test_a_scalar_where_a_mapping_goes_suggests_the_mapping(problems, line: str, suggested: list[str]) -> None:  # type: ignore[no-untyped-def]
+    (problem,) = problems(BASE + line + "\n")
+    assert problem.endswith(f"; did you mean {' or '.join(suggested)}?"), problem
+    for fix in suggested:  # each suggestion is a valid spec
+        assert problems(BASE + fix + "\n") == [], fix
+
+
+def test_the_mapping_suggestion_is_made_only_where_one_fits(problems) -> None:  # type: ignore[no-untyped-def]
+    assert problems(BASE + "head: maxx\n") == ["spec.yaml:4:7: head: must be a mapping of keys, not 'maxx'"]
+    (problem,) = problems(BASE + "activation: 0.1\n")  # negative_slope is leaky_relu's, not relu's
+    assert "did you mean" not in problem
+    assert problems(BASE + "input: yes\n") == ["spec.yaml:4:8: input: must be a mapping of keys, not true"]
