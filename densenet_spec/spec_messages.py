@@ -42,8 +42,13 @@ from .yaml_nodes import SpecLoader
 
 
 def did_you_mean(word: str, choices: list[str]) -> str:
+    close = _closest(word, choices)
+    return f"; did you mean '{close}'?" if close else ""
+
+
+def _closest(word: str, choices: list[str]) -> str | None:
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
+    return close[0] if close else None
 
 
 def _data_path(loc: tuple[int | str, ...], data: Any) -> FieldPath:
@@ -373,10 +378,15 @@ def _error_path(error: ErrorDetails, data: Any) -> FieldPath:
 
 
 def validation_problems(exc: ValidationError, data: Any, source: SourceMap) -> list[Problem]:
-    """One located, readable problem per pydantic error."""
+    """One located, readable problem per pydantic error; a missing key that an unknown key's
+    did-you-mean names is left to that key's line (``Growth_Rate: 12`` is one mistake, not two)."""
     problems = []
-    for error in exc.errors():
+    errors = exc.errors()
+    meant = _meant_keys(errors, data)
+    for error in errors:
         path = _error_path(error, data)
+        if error["type"] == "missing" and path in meant:
+            continue
         e = _Error(
             error["type"],
             path,
@@ -390,6 +400,18 @@ def validation_problems(exc: ValidationError, data: Any, source: SourceMap) -> l
         inherited = _inherited(located, source, e.kind, functools.partial(_null_clears, data, path))
         problems.append(Problem(located, format_path(path), _message(e) + inherited))
     return sorted(problems, key=_reading_order)
+
+
+def _meant_keys(errors: list[ErrorDetails], data: Any) -> set[FieldPath]:
+    """The keys that the unknown keys' did-you-mean suggestions name, each at its mapping's path."""
+    meant = set()
+    for error in errors:
+        if error["type"] == "extra_forbidden":
+            path = _error_path(error, data)
+            close = _closest(str(path[-1]), list(_model_of(path[:-1]).model_fields))
+            if close is not None:
+                meant.add((*path[:-1], close))
+    return meant
 
 
 def _inherited(located: Location | None, source: SourceMap, kind: str, null_clears: Callable[[], bool]) -> str:

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from densenet_spec import SpecError, compile_spec, load_spec
 from densenet_spec.cli import app
+from densenet_spec.schema import Spec
 
 BASE = "name: x\ngrowth_rate: 4\nblocks: [2]\n"
 
@@ -263,3 +264,31 @@ def test_the_mapping_suggestion_is_made_only_where_one_fits(problems) -> None:  
     (problem,) = problems(BASE + "activation: 0.1\n")  # negative_slope is leaky_relu's, not relu's
     assert "did you mean" not in problem
     assert problems(BASE + "input: yes\n") == ["spec.yaml:4:8: input: must be a mapping of keys, not true"]
+
+
+# ----------------------------------------------------------------------------- 4. one typo, one line
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "name: x\nGrowth_Rate: 12\nblocks: [2]\n",
+            "spec.yaml:2:1: Growth_Rate: unknown key 'Growth_Rate'; did you mean 'growth_rate'?",
+        ),
+        (
+            "name: x\ngrowth_rate: 4\nblocks: [{lay: 2}]\n",
+            "spec.yaml:3:11: blocks[0].lay: unknown key 'lay'; did you mean 'layers'?",
+        ),
+        ("nme: x\ngrowth_rate: 4\nblocks: [2]\n", "spec.yaml:1:1: nme: unknown key 'nme'; did you mean 'name'?"),
+    ],
+)
+def test_a_misspelt_required_key_is_one_problem(problems, text: str, expected: str) -> None:  # type: ignore[no-untyped-def]
+    assert problems(text) == [expected]
+
+
+def test_a_missing_key_no_unknown_key_names_is_still_reported(problems) -> None:  # type: ignore[no-untyped-def]
+    assert problems("name: x\nk: 12\nblocks: [2]\n") == [
+        "spec.yaml:1:1: growth_rate: missing required key 'growth_rate'",
+        "spec.yaml:2:1: k: unknown key 'k'; allowed keys: " + ", ".join(Spec.model_fields),
+    ]
