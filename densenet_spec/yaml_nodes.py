@@ -32,12 +32,37 @@ _SAFE_TAGS = frozenset(tag for tag in yaml.SafeLoader.yaml_constructors if tag a
 YAML12_FLOAT = re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$")
 
 
+Aliases = dict[tuple[int, int, bool], tuple[str, Location]]
+"""Where each alias was written, by the place it fills: (id of the collection, index, is a key)
+to (anchor name, place of the ``*name``)."""
+
+
 class SpecLoader(yaml.SafeLoader):
     """PyYAML's safe loader, reading YAML 1.2's exponent floats (``1e-5``) as floats.
 
     Only composing and resolving are used (nothing is constructed through it); the subclass keeps
     the change off ``yaml.SafeLoader`` itself, which other code in the same process may use.
+    It also records where each alias is written (:data:`Aliases`): the composed tree holds the
+    anchored node itself in its place, whose marks are those of the anchor.
     """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.aliases: Aliases = {}
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        alias = self.peek_event() if self.check_event(yaml.AliasEvent) else None  # type: ignore[no-untyped-call]
+        position = len(parent.value) if isinstance(parent, MappingNode | SequenceNode) else 0
+        node = super().compose_node(parent, index)
+        if isinstance(alias, yaml.AliasEvent) and alias.start_mark is not None and parent is not None:
+            # A mapping composes each key with index None, then its value with the key as index.
+            is_key = isinstance(parent, MappingNode) and index is None
+            mark = alias.start_mark
+            self.aliases[(id(parent), position, is_key)] = (
+                str(alias.anchor),
+                Location(mark.name, mark.line + 1, mark.column + 1),
+            )
+        return node
 
 
 SpecLoader.add_implicit_resolver("tag:yaml.org,2002:float", YAML12_FLOAT, list("-+0123456789."))
@@ -118,12 +143,13 @@ def describe_char(char: str) -> str:
     return f"the control character {code}"
 
 
-def _compose(text: str, name: str) -> Node | None:
-    """PyYAML's node tree of ``text`` (safe loader: nothing is constructed), or SpecError with the place."""
+def _compose(text: str, name: str) -> tuple[Node | None, Aliases]:
+    """PyYAML's node tree of ``text`` (safe loader: nothing is constructed) and where its aliases are
+    written, or SpecError with the place."""
     loader = SpecLoader(text)
     loader.name = name
     try:
-        return loader.get_single_node()
+        return loader.get_single_node(), loader.aliases
     except yaml.MarkedYAMLError as exc:
         mark, message = _yaml_problem(exc, text)
         where = Location(name, mark.line + 1, mark.column + 1) if mark else Location(name)
@@ -328,7 +354,7 @@ def read_tree(path: Path, name: str) -> MappingNode:
 
     ``name`` is how messages call the file (the loader shortens paths relative to the working directory).
     """
-    node = _compose(_read_text(path, name), name)
+    node, aliases = _compose(_read_text(path, name), name)
     if node is None:
         raise SpecError(
             [Problem(Location(name), "", "the file is empty; a spec needs at least name, growth_rate and blocks")]
@@ -338,7 +364,7 @@ def read_tree(path: Path, name: str) -> MappingNode:
         raise SpecError(
             [node_problem(node, f"the top level must be a mapping (name: ..., growth_rate: ...), not {kind}")]
         )
-    checker = _Checker(node)
+    checker = _Checker(node, aliases)
     tree = checker.mapping(node, (), 0)
     if checker.problems:
         raise SpecError(dict.fromkeys(checker.problems))  # an alias reports a problem once, not per use
@@ -369,11 +395,24 @@ class _Checker:
     be duplicates.
     """
 
-    def __init__(self, root: Node) -> None:
+    def __init__(self, root: Node, aliases: Aliases | None = None) -> None:
         self.root = root
         self.problems: list[Problem] = []
         self.spent = 0
         self.open: set[int] = set()
+        self.aliases = aliases or {}
+        self.via: list[tuple[str, Location]] = []  # the aliases being expanded, outermost first
+
+    def _enter(self, parent: Node, index: int, key: bool = False) -> bool:
+        """Note the alias that fills ``parent``'s place ``index``, if one does; call _leave after."""
+        alias = self.aliases.get((id(parent), index, key))
+        if alias is not None:
+            self.via.append(alias)
+        return alias is not None
+
+    def _leave(self, entered: bool) -> None:
+        if entered:
+            self.via.pop()
 
     def _spend(self, node: Node, depth: int) -> None:
         self.spent += 1
@@ -381,14 +420,23 @@ class _Checker:
             message = f"nested more than {MAX_DEPTH} levels deep here; a spec is a small mapping"
             raise SpecError([node_problem(node, message)])
         if self.spent > MAX_NODES:
-            message = (
-                f"the document holds more than {MAX_NODES:,} values by here (counting what YAML aliases "
-                "and merge keys repeat); a spec is a small mapping"
-            )
-            raise SpecError([node_problem(node, message)])
+            raise SpecError([self._too_many(node)])
         if id(node) in self.open:
             message = "this node holds an alias to itself (`*name` inside `&name`); a spec is a tree"
             raise SpecError([node_problem(node, message)])
+
+    def _too_many(self, node: Node) -> Problem:
+        """The budget is spent: located at the alias written in the document that is being expanded
+        (the outermost), as the anchored node's own place is where a small value was defined."""
+        where, alias = location(node), ""
+        if self.via:
+            anchor, where = self.via[0]
+            alias = f", in what the alias *{anchor} repeats"
+        message = (
+            f"the document holds more than {MAX_NODES:,} values by here{alias} (counting what YAML aliases "
+            "and merge keys repeat); a spec is a small mapping"
+        )
+        return Problem(where, "", message)
 
     def node(self, node: Node, path: FieldPath, depth: int) -> Node:
         """The checked copy of ``node`` (at ``path``, ``depth`` levels down)."""
@@ -399,7 +447,11 @@ class _Checker:
             return node
         if isinstance(node, SequenceNode):
             self.open.add(id(node))
-            items = [self.node(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
+            items = []
+            for i, item in enumerate(node.value):
+                entered = self._enter(node, i)
+                items.append(self.node(item, (*path, i), depth + 1))
+                self._leave(entered)
             self.open.discard(id(node))
             return SequenceNode(TAG + "seq", items, node.start_mark, node.end_mark, node.flow_style)
         assert isinstance(node, ScalarNode)
@@ -448,11 +500,19 @@ class _Checker:
         own: list[tuple[Node, Node]] = []
         merged: list[tuple[Node, Node]] = []
         seen: dict[str, Node] = {}
-        for key, value in node.value:
+        for i, (key, value) in enumerate(node.value):
             if key.tag == _MERGE and isinstance(key, ScalarNode):
+                entered = self._enter(node, i)
                 merged.extend(self._merged(value, path, depth))
-            elif self._key_ok(key, seen, path, depth):
+                self._leave(entered)
+                continue
+            entered = self._enter(node, i, key=True)
+            key_ok = self._key_ok(key, seen, path, depth)
+            self._leave(entered)
+            if key_ok:
+                entered = self._enter(node, i)
                 own.append((key, self.node(value, (*path, key.value), depth + 1)))
+                self._leave(entered)
         self.open.discard(id(node))
         entries = own
         for key, value in merged:
@@ -488,9 +548,11 @@ class _Checker:
             self._spend(value, depth + 1)
             sources = value.value
         entries: list[tuple[Node, Node]] = []
-        for source in sources:
+        for j, source in enumerate(sources):
             if isinstance(source, MappingNode):
+                entered = source is not value and self._enter(value, j)
                 entries.extend(self.mapping(source, path, depth).value)
+                self._leave(entered)
             else:
                 message = f"{_MERGE_HELP}, not {_kind_of(source)}"
                 self.problems.append(node_problem(source, message, format_path((*path, "<<"))))

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -292,3 +293,48 @@ def test_a_missing_key_no_unknown_key_names_is_still_reported(problems) -> None:
         "spec.yaml:1:1: growth_rate: missing required key 'growth_rate'",
         "spec.yaml:2:1: k: unknown key 'k'; allowed keys: " + ", ".join(Spec.model_fields),
     ]
+
+
+# ----------------------------------------------------------------------------- 5. alias bombs
+
+BOMB = (
+    "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+    "b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+    "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+    "d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+    "name: x\n"
+)
+
+
+def test_an_alias_bomb_is_located_at_the_alias_that_expands(problems) -> None:  # type: ignore[no-untyped-def]
+    (problem,) = problems(BOMB)
+    assert problem == (
+        "spec.yaml:4:36: the document holds more than 10,000 values by here, in what the alias *c repeats "
+        "(counting what YAML aliases and merge keys repeat); a spec is a small mapping"
+    )
+
+
+def test_a_merge_key_bomb_is_located_at_the_alias_that_expands(problems) -> None:  # type: ignore[no-untyped-def]
+    lines = ["a0: &a0 {" + ", ".join(f"k{i}: {i}" for i in range(10)) + "}"]
+    for level in range(1, 5):
+        lines.append(f"a{level}: &a{level} {{<<: [{', '.join([f'*a{level - 1}'] * 10)}], z{level}: 1}}")
+    (problem,) = problems("\n".join(lines) + "\nname: x\n")
+    assert re.match(
+        r"spec\.yaml:4:\d+: the document holds more than 10,000 values by here, in what the alias \*a2 ", problem
+    )
+
+
+def test_a_large_document_without_aliases_is_located_at_its_value(problems) -> None:  # type: ignore[no-untyped-def]
+    items = ", ".join(["1"] * 10_050)
+    (problem,) = problems(f"name: x\ngrowth_rate: 4\nblocks: [{items}]\n")
+    assert problem.startswith("spec.yaml:3:") and "values by here (counting" in problem
+
+
+def test_aliases_in_a_valid_spec_load_as_before(problems) -> None:  # type: ignore[no-untyped-def]
+    text = (
+        "name: x\ngrowth_rate: &k 4\nblocks: &b [2, {layers: 1, growth_rate: *k}]\n"
+        "input: &i {channels: 1, size: 32}\nstem: {<<: {kind: cifar}, channels: *k}\nhead: {<<: &h {dropout: 0.1}}\n"
+    )
+    assert problems(text) == []
+    spec = load_spec("spec.yaml")
+    assert spec.block_layers == [(2, 4), (1, 4)] and spec.stem.channels == 4 and spec.head.dropout == 0.1
