@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from densenet_spec import SpecError, compile_spec, load_spec
 from densenet_spec.cli import app
+from densenet_spec.loader import preset_dir
 from densenet_spec.schema import Spec
 
 BASE = "name: x\ngrowth_rate: 4\nblocks: [2]\n"
@@ -338,3 +339,29 @@ def test_aliases_in_a_valid_spec_load_as_before(problems) -> None:  # type: igno
     assert problems(text) == []
     spec = load_spec("spec.yaml")
     assert spec.block_layers == [(2, 4), (1, 4)] and spec.stem.channels == 4 and spec.head.dropout == 0.1
+
+
+# ----------------------------------------------------------------------------- 6. presets and files
+
+
+def test_a_preset_name_means_the_preset_whatever_the_folder_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "densenet121").write_text("name: mine\ngrowth_rate: 4\nblocks: [2]\n")
+    (tmp_path / "densenet169").mkdir()
+    (tmp_path / "myspec").write_text("name: other\ngrowth_rate: 4\nblocks: [2]\n")
+    assert load_spec("densenet121").name == "densenet121"
+    assert load_spec("./densenet121").name == "mine"
+    assert load_spec(tmp_path / "densenet121").name == "mine"  # a path with a folder is a path
+    assert load_spec("densenet169").name == "densenet169"
+    assert load_spec("myspec").name == "other"  # a file without a suffix, named like no preset
+    result = CliRunner().invoke(app, ["validate", "densenet121", "./densenet121"])
+    assert result.exit_code == 0
+    assert "(densenet121: " in result.stdout and "(mine: " in result.stdout
+
+
+def test_the_rule_is_documented() -> None:
+    reference = (Path(__file__).parent.parent / "docs" / "spec-reference.md").read_text()
+    assert "a preset's name (`densenet121`) always means the" in reference
+    assert (preset_dir() / "densenet121.yaml").is_file()
