@@ -48,17 +48,24 @@ def _natural(name: str) -> list[tuple[int, str]]:
 
 
 def resolve_source(source: str | os.PathLike[str]) -> Path:
-    """A spec argument as a file: an existing path, else a preset name."""
+    """A spec argument as a file: a preset's name (a string without a path separator) is that preset,
+    whatever the working directory holds; anything else is a path.
+
+    A file or folder named like a preset (``./densenet121``, no suffix) does not replace the preset
+    for ``densenet121``, which would then mean one network here and another elsewhere; ``./densenet121``
+    names the file.
+    """
     path = Path(source)
     text = str(source)
     if not text:  # Path("") is the working directory: "not a regular file" would name no file
         raise SpecError([Problem(None, "", "an empty path: give a spec file (.yaml) or a preset name")])
     try:
+        if _bare_name(text):
+            preset = preset_dir() / f"{text}.yaml"
+            if preset.is_file():
+                return preset
         if path.is_file():
             return path
-        preset = preset_dir() / f"{text}.yaml"
-        if "/" not in text and "\0" not in text and preset.is_file():
-            return preset
         exists = path.exists()
     except OSError as exc:  # a name too long for the file system, ...
         raise SpecError([Problem(Location(text[:200]), "", f"cannot open: {exc.strerror or exc}")]) from None
@@ -66,6 +73,11 @@ def resolve_source(source: str | os.PathLike[str]) -> Path:
         raise SpecError([Problem(Location(text), "", "not a regular file (a folder, a FIFO or a device?)")])
     message = f"no such file or preset{_preset_hint(text)} (`densenet-spec presets` lists the presets)"
     raise SpecError([Problem(Location(text), "", message)])
+
+
+def _bare_name(text: str) -> bool:
+    """Whether ``text`` could be a preset's name: no path separator, no NUL."""
+    return not any(sep in text for sep in ("/", os.sep, os.altsep or "/", "\0"))
 
 
 def _preset_hint(text: str) -> str:

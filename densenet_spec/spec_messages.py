@@ -18,11 +18,13 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from .errors import Location, Problem
 from .schema import (
+    KIND_NAMES,
     RANGES,
     STEM_KINDS,
     ActivationSpec,
@@ -36,11 +38,17 @@ from .schema import (
     Spec,
     format_path,
 )
+from .yaml_nodes import SpecLoader
 
 
 def did_you_mean(word: str, choices: list[str]) -> str:
+    close = _closest(word, choices)
+    return f"; did you mean '{close}'?" if close else ""
+
+
+def _closest(word: str, choices: list[str]) -> str | None:
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
+    return close[0] if close else None
 
 
 def _data_path(loc: tuple[int | str, ...], data: Any) -> FieldPath:
@@ -147,6 +155,9 @@ _SYNONYMS = {
 
 def _not_a_choice(e: _Error) -> str:
     choices = re.findall(r"'([^']*)'", str(e.ctx.get("expected", "")))
+    if isinstance(e.got, bool) or e.got is None:  # `anti_alias: yes`, `pool: off`, `kind: ~`
+        names = ", ".join(_yaml_text(c) for c in choices)
+        return f"must be one of {names}, not {e.shown}{_yaml_reading(e, choices)}"
     hint = ""
     if isinstance(e.got, str):
         ours = _SYNONYMS.get(re.sub(r"[123]d$", "", e.got.lower().replace("-", "_")))  # BatchNorm2d
@@ -173,6 +184,21 @@ def _integral_hint(value: Any) -> str:
     return ""
 
 
+def _yaml_text(value: Any) -> str:
+    """``value`` as it would be written in a spec: plain where YAML reads it back as that value, else quoted."""
+    if isinstance(value, bool) or value is None:
+        return _shown(value)
+    if isinstance(value, list):
+        return f"[{', '.join(_yaml_text(item) for item in value)}]"
+    if isinstance(value, str):
+        try:
+            plain = yaml.load(value, Loader=SpecLoader) == value and "\n" not in value
+        except yaml.YAMLError:
+            plain = False
+        return value if plain else "'" + value.replace("'", "''") + "'"
+    return repr(value)
+
+
 def _unquote_hint(e: _Error) -> str:
     """``'0.5'`` in quotes is a string in YAML: say so, as the value looks right."""
     if not e.quoted or not isinstance(e.got, str):
@@ -197,6 +223,24 @@ def _not_a_string(e: _Error) -> str:
     reads = next((what for kind, what in _YAML_READS if isinstance(e.got, kind)), None)
     hint = f' (YAML reads {reads}: write "{e.text or e.shown}")' if reads else ""
     return f"must be a string, not {e.shown}{hint}"
+
+
+def _yaml_reading(e: _Error, names: tuple[str, ...] | list[str]) -> str:
+    """For a name field given true, false or null: how YAML read it (``off`` is the boolean false),
+    and ``none`` where that is a name (what ``off`` or ``null`` most likely meant); '' otherwise."""
+    if not (isinstance(e.got, bool) or e.got is None):
+        return ""
+    written = e.text if e.text is not None else e.shown
+    if e.got is not None:
+        reading = f"YAML reads {written} as the boolean {e.shown}, not as a name"
+    elif written == "":
+        reading = "an empty value is null in YAML"
+    elif written.lower() == "null":
+        reading = "null is YAML's null, not a name"
+    else:
+        reading = f"YAML reads {written} as null, not as a name"
+    advice = f": write {e.leaf}: none" if e.got is not True and "none" in names else ""
+    return f" ({reading}){advice}"
 
 
 def _not_a_bool(e: _Error) -> str:
@@ -239,14 +283,52 @@ def _stem_kind(e: _Error) -> str:
     if isinstance(got, dict):
         return f"must be one of {kinds}, not {got.get('kind')!r}{did_you_mean(str(got.get('kind')), list(STEM_KINDS))}"
     if isinstance(got, str):
-        return f"must be one of {kinds} (or a mapping such as {{kind: cifar, channels: 32}}), not {got!r}" + (
+        return f"must be one of {kinds} (or a mapping such as {_MAPPING_EXAMPLES['stem']}), not {got!r}" + (
             did_you_mean(got, list(STEM_KINDS))
         )
-    return f"must be one of {kinds}, or a mapping such as {{kind: cifar, channels: 32}}, not {e.shown}"
+    return (
+        f"must be one of {kinds}, or a mapping such as {_MAPPING_EXAMPLES['stem']}, not {e.shown}"
+        f"{_yaml_reading(e, STEM_KINDS)}{_as_a_key(e, ImagenetStem)}"
+    )
+
+
+_MAPPING_EXAMPLES = {
+    "stem": "{kind: cifar, channels: 32}",
+    "activation": "{kind: leaky_relu, negative_slope: 0.1}",
+    "norm": "{kind: group, groups: 8}",
+}
+"""A mapping of each field that also takes a kind's name (:data:`~.schema.KIND_NAMES`), for messages."""
 
 
 def _not_a_mapping(e: _Error) -> str:
-    return f"must be a mapping of keys, not {e.shown}"
+    if len(e.path) == 1 and e.leaf in KIND_NAMES:
+        # `norm: off`: these fields take a name too, and YAML read the name as something else
+        names = KIND_NAMES[e.leaf]
+        return (
+            f"takes a name ({', '.join(_yaml_text(n) for n in names)}) or a mapping such as "
+            f"{_MAPPING_EXAMPLES[e.leaf]}, not {e.shown}{_yaml_reading(e, names)}{_as_a_key(e, _model_of(e.path))}"
+        )
+    # `head: avg` for `head: {pool: avg}`: a top-level field's mapping of one key
+    hint = _as_a_key(e, _MODELS[e.leaf]) if len(e.path) == 1 and e.leaf in _MODELS else ""
+    return f"must be a mapping of keys, not {e.shown}{hint}"
+
+
+def _as_a_key(e: _Error, model: type[BaseModel]) -> str:
+    """``head: avg`` for ``head: {pool: avg}``: the mappings of one key that take the value written,
+    as a question; '' if none does (or the value is true, false or null, which YAML may have misread)."""
+    if isinstance(e.got, bool | dict) or e.got is None:
+        return ""
+    fits = []
+    for key in model.model_fields:
+        try:
+            model.model_validate({key: e.got})
+        except ValidationError:
+            continue
+        fits.append(key)
+    if not fits:
+        return ""
+    value = e.text if e.text is not None and not isinstance(e.got, list) else _yaml_text(e.got)
+    return f"; did you mean {' or '.join(f'{e.leaf}: {{{key}: {value}}}' for key in fits)}?"
 
 
 def _not_a_list(e: _Error) -> str:
@@ -296,10 +378,15 @@ def _error_path(error: ErrorDetails, data: Any) -> FieldPath:
 
 
 def validation_problems(exc: ValidationError, data: Any, source: SourceMap) -> list[Problem]:
-    """One located, readable problem per pydantic error."""
+    """One located, readable problem per pydantic error; a missing key that an unknown key's
+    did-you-mean names is left to that key's line (``Growth_Rate: 12`` is one mistake, not two)."""
     problems = []
-    for error in exc.errors():
+    errors = exc.errors()
+    meant = _meant_keys(errors, data)
+    for error in errors:
         path = _error_path(error, data)
+        if error["type"] == "missing" and path in meant:
+            continue
         e = _Error(
             error["type"],
             path,
@@ -313,6 +400,18 @@ def validation_problems(exc: ValidationError, data: Any, source: SourceMap) -> l
         inherited = _inherited(located, source, e.kind, functools.partial(_null_clears, data, path))
         problems.append(Problem(located, format_path(path), _message(e) + inherited))
     return sorted(problems, key=_reading_order)
+
+
+def _meant_keys(errors: list[ErrorDetails], data: Any) -> set[FieldPath]:
+    """The keys that the unknown keys' did-you-mean suggestions name, each at its mapping's path."""
+    meant = set()
+    for error in errors:
+        if error["type"] == "extra_forbidden":
+            path = _error_path(error, data)
+            close = _closest(str(path[-1]), list(_model_of(path[:-1]).model_fields))
+            if close is not None:
+                meant.add((*path[:-1], close))
+    return meant
 
 
 def _inherited(located: Location | None, source: SourceMap, kind: str, null_clears: Callable[[], bool]) -> str:

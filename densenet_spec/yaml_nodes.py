@@ -32,12 +32,37 @@ _SAFE_TAGS = frozenset(tag for tag in yaml.SafeLoader.yaml_constructors if tag a
 YAML12_FLOAT = re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$")
 
 
+Aliases = dict[tuple[int, int, bool], tuple[str, Location]]
+"""Where each alias was written, by the place it fills: (id of the collection, index, is a key)
+to (anchor name, place of the ``*name``)."""
+
+
 class SpecLoader(yaml.SafeLoader):
     """PyYAML's safe loader, reading YAML 1.2's exponent floats (``1e-5``) as floats.
 
     Only composing and resolving are used (nothing is constructed through it); the subclass keeps
     the change off ``yaml.SafeLoader`` itself, which other code in the same process may use.
+    It also records where each alias is written (:data:`Aliases`): the composed tree holds the
+    anchored node itself in its place, whose marks are those of the anchor.
     """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.aliases: Aliases = {}
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        alias = self.peek_event() if self.check_event(yaml.AliasEvent) else None  # type: ignore[no-untyped-call]
+        position = len(parent.value) if isinstance(parent, MappingNode | SequenceNode) else 0
+        node = super().compose_node(parent, index)
+        if isinstance(alias, yaml.AliasEvent) and alias.start_mark is not None and parent is not None:
+            # A mapping composes each key with index None, then its value with the key as index.
+            is_key = isinstance(parent, MappingNode) and index is None
+            mark = alias.start_mark
+            self.aliases[(id(parent), position, is_key)] = (
+                str(alias.anchor),
+                Location(mark.name, mark.line + 1, mark.column + 1),
+            )
+        return node
 
 
 SpecLoader.add_implicit_resolver("tag:yaml.org,2002:float", YAML12_FLOAT, list("-+0123456789."))
@@ -67,10 +92,22 @@ def _read_text(path: Path, name: str) -> str:
         raise SpecError([Problem(here, "", f"cannot read the file: {exc.strerror or exc}")]) from None
     if len(raw) > MAX_BYTES:
         raise SpecError([Problem(here, "", f"file is over {MAX_BYTES:,} bytes; a spec may be at most 1 MiB")])
+    wide = _wide_encoding(raw)
+    if wide:
+        message = f"not UTF-8 text: it looks like {wide}; save it as UTF-8"
+        raise SpecError([Problem(here, "", message)])
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SpecError([Problem(here, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})")]) from None
+        # The place from the text before the bad byte (which decodes: it is valid UTF-8).
+        before = raw[: exc.start].decode("utf-8")
+        line, column = before.count("\n") + 1, len(before) - before.rfind("\n")
+        guess = "; Latin-1 or Windows-1252 text?" if raw[exc.start] >= 0xA0 else ""
+        message = (
+            f"not UTF-8 text (byte {raw[exc.start]:#04x} at offset {exc.start}: {exc.reason}{guess}); "
+            "save the file as UTF-8"
+        )
+        raise SpecError([Problem(Location(name, line, column), "", message)]) from None
     bad = NON_PRINTABLE.search(text)
     if bad:
         pos = bad.start()
@@ -78,6 +115,19 @@ def _read_text(path: Path, name: str) -> str:
         message = f"{describe_char(bad.group())} in the file: a spec is plain text; remove it"
         raise SpecError([Problem(Location(name, line, column), "", message)])
     return text
+
+
+def _wide_encoding(raw: bytes) -> str:
+    """UTF-16 or UTF-32 by its byte-order mark, or UTF-16 by NUL bytes (every other byte of ASCII
+    text is NUL in UTF-16, which is valid UTF-8); '' for anything else."""
+    if raw.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
+        return "UTF-32 (it starts with a UTF-32 byte-order mark)"
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "UTF-16 (it starts with a UTF-16 byte-order mark)"
+    nuls = raw.count(0)
+    if len(raw) >= 4 and 3 * nuls >= len(raw) and 4 * nuls <= 3 * len(raw):  # 1/3 to 3/4 of the bytes
+        return "UTF-16 (a NUL byte before or after most characters)"
+    return ""
 
 
 NON_PRINTABLE = re.compile("[^\t\n\r\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -93,16 +143,17 @@ def describe_char(char: str) -> str:
     return f"the control character {code}"
 
 
-def _compose(text: str, name: str) -> Node | None:
-    """PyYAML's node tree of ``text`` (safe loader: nothing is constructed), or SpecError with the place."""
+def _compose(text: str, name: str) -> tuple[Node | None, Aliases]:
+    """PyYAML's node tree of ``text`` (safe loader: nothing is constructed) and where its aliases are
+    written, or SpecError with the place."""
     loader = SpecLoader(text)
     loader.name = name
     try:
-        return loader.get_single_node()
+        return loader.get_single_node(), loader.aliases
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
+        mark, message = _yaml_problem(exc, text)
         where = Location(name, mark.line + 1, mark.column + 1) if mark else Location(name)
-        raise SpecError([Problem(where, "", _yaml_hint(exc))]) from None
+        raise SpecError([Problem(where, "", f"invalid YAML: {message}")]) from None
     except yaml.YAMLError as exc:
         raise SpecError([Problem(Location(name), "", f"invalid YAML: {exc}")]) from None
     except RecursionError:
@@ -148,14 +199,135 @@ def _tab_advice(mark: yaml.Mark | None) -> str:
     return "YAML indents with spaces, not tabs"
 
 
+def _yaml_problem(exc: yaml.MarkedYAMLError, text: str) -> tuple[yaml.Mark | None, str]:
+    """PyYAML's error as the place to fix and what to do there.
+
+    PyYAML reports where it gave up (``problem_mark``), which for a '[', '{' or quote left open is
+    the end of the file or a later line; it also says what it was reading (``context``, at
+    ``context_mark``): that opening is then the place to show.
+    """
+    context, opened, problem = exc.context or "", exc.context_mark, exc.problem_mark
+    if opened is not None and problem is not None:
+        if context in ("while parsing a flow sequence", "while parsing a flow mapping"):
+            return _unclosed_flow(exc, opened, problem)
+        if context == "while scanning a quoted scalar":
+            quote = '"\'"' if _char_at(opened) == "'" else "'\"'"
+            end = f"the '---' on line {problem.line + 1}" if "separator" in str(exc.problem) else "the end of the file"
+            return opened, f"the {quote} opened here is never closed (YAML read on to {end}): add the closing {quote}"
+        if context == "while scanning a simple key":
+            return opened, (
+                "a line that is neither 'key: value' nor '- item': is the ':' after the key missing, "
+                "or the space after it?"
+            )
+    if exc.problem == "mapping values are not allowed here" and problem is not None:
+        glued = _glued_key(text, problem)
+        if glued is not None:
+            return glued
+    return problem or opened, _yaml_hint(exc)
+
+
+def _glued_key(text: str, problem: yaml.Mark) -> tuple[yaml.Mark, str] | None:
+    """``name:x`` with no space after the ':' is one plain value, which runs on into the next line's
+    key, where PyYAML reports "mapping values are not allowed here": the line to fix is the first."""
+    last = None
+    try:
+        for token in yaml.scan(text, Loader=yaml.SafeLoader):
+            last = token
+    except yaml.YAMLError:
+        pass
+    if not isinstance(last, yaml.ScalarToken) or last.style is not None or last.start_mark.line >= problem.line:
+        return None
+    if not _starts_its_line(last.start_mark):  # a value after its key (`description: a:b`): not a key
+        return None
+    first_line = last.value.split(" ", 1)[0]
+    key, colon, value = first_line.partition(":")
+    if not (key and colon and value):
+        return None
+    return last.start_mark, (
+        f"'{key}:{value}' reads as one value, not a key and its value: put a space after the ':' ({key}: {value})"
+    )
+
+
+_TOKENS = {
+    "'<scalar>'": "a value",
+    "'<stream end>'": "the end of the file",
+    "'<alias>'": "an alias",
+    "'<anchor>'": "an anchor",
+    "'<tag>'": "a tag",
+    "'<block mapping start>'": "a key",
+    "'<block sequence start>'": "a '-' item",
+}
+"""PyYAML's token names, as a message says them (``but got '<scalar>'``)."""
+
+
+def _unclosed_flow(exc: yaml.MarkedYAMLError, opened: yaml.Mark, problem: yaml.Mark) -> tuple[yaml.Mark, str]:
+    """A flow collection (``[...]``, ``{...}``) where PyYAML expected a ',' or its end and found something else.
+
+    If the file ended inside it, or it stops on its own line without a ',' that carries it on to
+    the next, the opening is the place to fix: the closing bracket is missing. Otherwise (a
+    collection written over several lines, a problem on its own line), the problem's place is.
+    """
+    bracket = "[" if exc.context == "while parsing a flow sequence" else "{"
+    closer = "]" if bracket == "[" else "}"
+    got = str(exc.problem).rpartition("but got ")[2]
+    found = _TOKENS.get(got, got)
+    if got == "'<stream end>'":
+        return opened, (
+            f"the '{bracket}' opened here is never closed (expected ',' or '{closer}' by the end of the file, "
+            f"line {problem.line + 1}): add the '{closer}'"
+        )
+    if problem.line != opened.line and not _carried_on(opened):
+        return opened, (
+            f"the '{bracket}' opened here is not closed on its line (YAML read on to line {problem.line + 1}, "
+            f"column {problem.column + 1}, and found {found} where it expected ',' or '{closer}'): add the '{closer}'"
+        )
+    where = f"column {opened.column + 1}" if problem.line == opened.line else f"line {opened.line + 1}"
+    other = "}" if closer == "]" else "]"
+    if got == f"'{other}'":
+        advice = f"the '{bracket}' opened at {where} is closed with '{other}': write '{closer}'"
+    else:
+        advice = (
+            f"in the '{bracket}' opened at {where}: a ',' or '{closer}' missing before it, "
+            "or a ': ' in a value that needs quotes?"
+        )
+    return problem, f"expected ',' or '{closer}' here, but found {found} ({advice})"
+
+
+def _char_at(mark: yaml.Mark) -> str:
+    buffer = getattr(mark, "buffer", None)
+    return buffer[mark.pointer] if isinstance(buffer, str) and mark.pointer < len(buffer) else ""
+
+
+def _carried_on(opened: yaml.Mark) -> bool:
+    """Whether the line of an opening '[' or '{' ends so that the collection goes on to the next line
+    (with the opening itself or a ','), as a collection written over several lines does."""
+    buffer = getattr(opened, "buffer", None)
+    if not isinstance(buffer, str):
+        return True  # no text to look at: the problem's own place
+    end = buffer.find("\n", opened.pointer)
+    rest = buffer[opened.pointer : end if end >= 0 else len(buffer)]
+    rest = re.sub(r"\s#.*", "", rest).rstrip()  # a comment (a '#' after a space) is not part of it
+    return rest.endswith((",", "[", "{"))
+
+
 def _yaml_hint(exc: yaml.MarkedYAMLError) -> str:
     """PyYAML's message, with what a person should do when it is about indentation, tabs or documents."""
     problem = str(exc.problem or exc.context)
     if problem.startswith("expected <block end>"):
-        problem = (
-            "bad indentation: this line does not line up with the lines above it; the keys of one "
-            "mapping, and the '-' items of one list, must start in the same column"
-        )
+        found = problem.rpartition("but found ")[2]
+        if found in ("']'", "'}'"):
+            opening = "[" if found == "']'" else "{"
+            problem = f"a {found} that closes no '{opening}': remove it"
+        elif not _starts_its_line(exc.problem_mark):
+            problem = (
+                f"{_TOKENS.get(found, found)} after a complete value on the same line: remove it, or put the "
+                "whole value in quotes"
+            )
+        else:
+            problem = (
+                "bad indentation: this line does not line up with the lines above it; the keys of one "
+                "mapping, and the '-' items of one list, must start in the same column"
+            )
     elif "'\\t'" in problem:
         problem = f"{problem}: {_tab_advice(exc.problem_mark)}"
     elif problem == "mapping values are not allowed here":
@@ -165,7 +337,16 @@ def _yaml_hint(exc: yaml.MarkedYAMLError) -> str:
             "a second YAML document starts here ('---'): a spec file holds one document; "
             "put each spec in its own file, or delete this line and what follows"
         )
-    return f"invalid YAML: {problem}"
+    return problem
+
+
+def _starts_its_line(mark: yaml.Mark | None) -> bool:
+    """Whether only spaces come before ``mark`` on its line (True when that cannot be told)."""
+    buffer = getattr(mark, "buffer", None)
+    if mark is None or not isinstance(buffer, str):
+        return True
+    start = buffer.rfind("\n", 0, mark.pointer) + 1
+    return not buffer[start : mark.pointer].strip(" \t")
 
 
 def read_tree(path: Path, name: str) -> MappingNode:
@@ -173,7 +354,7 @@ def read_tree(path: Path, name: str) -> MappingNode:
 
     ``name`` is how messages call the file (the loader shortens paths relative to the working directory).
     """
-    node = _compose(_read_text(path, name), name)
+    node, aliases = _compose(_read_text(path, name), name)
     if node is None:
         raise SpecError(
             [Problem(Location(name), "", "the file is empty; a spec needs at least name, growth_rate and blocks")]
@@ -183,7 +364,7 @@ def read_tree(path: Path, name: str) -> MappingNode:
         raise SpecError(
             [node_problem(node, f"the top level must be a mapping (name: ..., growth_rate: ...), not {kind}")]
         )
-    checker = _Checker(node)
+    checker = _Checker(node, aliases)
     tree = checker.mapping(node, (), 0)
     if checker.problems:
         raise SpecError(dict.fromkeys(checker.problems))  # an alias reports a problem once, not per use
@@ -214,11 +395,24 @@ class _Checker:
     be duplicates.
     """
 
-    def __init__(self, root: Node) -> None:
+    def __init__(self, root: Node, aliases: Aliases | None = None) -> None:
         self.root = root
         self.problems: list[Problem] = []
         self.spent = 0
         self.open: set[int] = set()
+        self.aliases = aliases or {}
+        self.via: list[tuple[str, Location]] = []  # the aliases being expanded, outermost first
+
+    def _enter(self, parent: Node, index: int, key: bool = False) -> bool:
+        """Note the alias that fills ``parent``'s place ``index``, if one does; call _leave after."""
+        alias = self.aliases.get((id(parent), index, key))
+        if alias is not None:
+            self.via.append(alias)
+        return alias is not None
+
+    def _leave(self, entered: bool) -> None:
+        if entered:
+            self.via.pop()
 
     def _spend(self, node: Node, depth: int) -> None:
         self.spent += 1
@@ -226,14 +420,23 @@ class _Checker:
             message = f"nested more than {MAX_DEPTH} levels deep here; a spec is a small mapping"
             raise SpecError([node_problem(node, message)])
         if self.spent > MAX_NODES:
-            message = (
-                f"the document holds more than {MAX_NODES:,} values by here (counting what YAML aliases "
-                "and merge keys repeat); a spec is a small mapping"
-            )
-            raise SpecError([node_problem(node, message)])
+            raise SpecError([self._too_many(node)])
         if id(node) in self.open:
             message = "this node holds an alias to itself (`*name` inside `&name`); a spec is a tree"
             raise SpecError([node_problem(node, message)])
+
+    def _too_many(self, node: Node) -> Problem:
+        """The budget is spent: located at the alias written in the document that is being expanded
+        (the outermost), as the anchored node's own place is where a small value was defined."""
+        where, alias = location(node), ""
+        if self.via:
+            anchor, where = self.via[0]
+            alias = f", in what the alias *{anchor} repeats"
+        message = (
+            f"the document holds more than {MAX_NODES:,} values by here{alias} (counting what YAML aliases "
+            "and merge keys repeat); a spec is a small mapping"
+        )
+        return Problem(where, "", message)
 
     def node(self, node: Node, path: FieldPath, depth: int) -> Node:
         """The checked copy of ``node`` (at ``path``, ``depth`` levels down)."""
@@ -244,7 +447,11 @@ class _Checker:
             return node
         if isinstance(node, SequenceNode):
             self.open.add(id(node))
-            items = [self.node(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
+            items = []
+            for i, item in enumerate(node.value):
+                entered = self._enter(node, i)
+                items.append(self.node(item, (*path, i), depth + 1))
+                self._leave(entered)
             self.open.discard(id(node))
             return SequenceNode(TAG + "seq", items, node.start_mark, node.end_mark, node.flow_style)
         assert isinstance(node, ScalarNode)
@@ -293,11 +500,19 @@ class _Checker:
         own: list[tuple[Node, Node]] = []
         merged: list[tuple[Node, Node]] = []
         seen: dict[str, Node] = {}
-        for key, value in node.value:
+        for i, (key, value) in enumerate(node.value):
             if key.tag == _MERGE and isinstance(key, ScalarNode):
+                entered = self._enter(node, i)
                 merged.extend(self._merged(value, path, depth))
-            elif self._key_ok(key, seen, path, depth):
+                self._leave(entered)
+                continue
+            entered = self._enter(node, i, key=True)
+            key_ok = self._key_ok(key, seen, path, depth)
+            self._leave(entered)
+            if key_ok:
+                entered = self._enter(node, i)
                 own.append((key, self.node(value, (*path, key.value), depth + 1)))
+                self._leave(entered)
         self.open.discard(id(node))
         entries = own
         for key, value in merged:
@@ -333,9 +548,11 @@ class _Checker:
             self._spend(value, depth + 1)
             sources = value.value
         entries: list[tuple[Node, Node]] = []
-        for source in sources:
+        for j, source in enumerate(sources):
             if isinstance(source, MappingNode):
+                entered = source is not value and self._enter(value, j)
                 entries.extend(self.mapping(source, path, depth).value)
+                self._leave(entered)
             else:
                 message = f"{_MERGE_HELP}, not {_kind_of(source)}"
                 self.problems.append(node_problem(source, message, format_path((*path, "<<"))))

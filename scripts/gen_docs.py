@@ -370,6 +370,11 @@ def spec_reference() -> str:
         "mapping, other keys back at their defaults). A stem takes `null` for another stem kind's key, which is",
         "how a spec that extends one with a deep stem drops `mid_channels` when it changes the kind.",
         "",
+        "Where a command (or `load_spec`) takes a spec, a preset's name (`densenet121`) always means the",
+        "preset, even if a file or folder of that name is in the working directory; write `./densenet121`",
+        "for such a file. Anything else is a path, whatever its suffix (`extends` takes a path only if it",
+        "ends in .yaml or .yml).",
+        "",
     ]
     lines += _field_rows("Top level", spec_schema, defs, ["name", "growth_rate", "blocks"], Spec)
     for name, sub in defs.items():
