@@ -9,8 +9,10 @@ Heavy imports (torch, onnx, graphviz) happen inside the commands that need them,
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import keyword
+import math
 import os
 import re
 import shutil
@@ -26,11 +28,17 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 from rich.table import Table
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
+
+try:  # typer >= 0.22 carries its own click
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - older typer
+    from click import exceptions as click_errors  # type: ignore[no-redef,import-not-found,unused-ignore]
 
 from . import __version__, api
-from .backends import TARGETS
+from .backends import TARGETS, views
 from .backends import Target as BuildTarget
+from .backends.mermaid import markdown_block
 from .bench import BenchConfig
 from .compiler import compile_spec
 from .errors import Problem, SpecError, ToolError, UsageError
@@ -43,12 +51,32 @@ from .summary import (
     format_count,
     format_dims,
     format_gmacs,
+    headers,
+    optimized_note,
     presets_markdown,
     stage_rows,
-    stages,
     summary_json,
     summary_markdown,
 )
+
+HELP_OPTIONS = ("-h", "--help")
+"""``-h`` is ``--help``, for the app and every command."""
+
+
+def _help_option_names(command: Any) -> list[str]:
+    taken = {name for param in command.params for name in (*param.opts, *param.secondary_opts)}
+    return [name for name in HELP_OPTIONS if name not in taken]
+
+
+class _Command(TyperCommand):
+    """A command that takes ``-h`` for ``--help``."""
+
+    def get_help_option_names(self, ctx: Any) -> list[str]:
+        return _help_option_names(self)
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        with _one_line_usage_errors(self):  # where the command's options are parsed
+            return super().make_context(info_name, args, parent, **extra)
 
 
 class _Group(TyperGroup):
@@ -57,7 +85,14 @@ class _Group(TyperGroup):
     A failed write to stdout (a full disk, stdout closed with ``>&-``) ends the command with one
     line on stderr and exit status 1 instead of a traceback or silently lost output; a reader that
     went away (``| head``) ends it quietly, with status 1, as click does.
+
+    The parser's own usage errors (an unknown option, a value out of range, a missing ``--to``)
+    are said as the tool's are: one ``error: ...`` line on stderr naming the option and what it
+    takes, exit status 2 (see :func:`_parser_error`).
     """
+
+    def get_help_option_names(self, ctx: Any) -> list[str]:
+        return _help_option_names(self)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -68,6 +103,131 @@ class _Group(TyperGroup):
                 with suppress(OSError):  # stderr may be gone too: the exit status still says it
                     typer.echo(str(exc), err=True)
             raise SystemExit(1) from None
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        with _one_line_usage_errors(self):
+            _check_version_alone(args)
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: Any) -> Any:
+        with _one_line_usage_errors(self):  # an unknown command
+            return super().invoke(ctx)
+
+
+@contextmanager
+def _one_line_usage_errors(command: Any) -> Iterator[None]:
+    """click's usage errors (``Usage: ... / Try ... / Error: ...``) as one ``error:`` line, exit 2.
+    Running with no arguments still prints the help (click's NoArgsIsHelpError)."""
+    try:
+        yield
+    except click_errors.NoArgsIsHelpError:
+        raise
+    except click_errors.UsageError as exc:
+        _usage_error(_parser_error(exc, command))
+
+
+def _check_version_alone(args: list[str]) -> None:
+    """``--version`` takes no arguments: ``--version extra`` is a usage error, not a silent version."""
+    options = list(itertools.takewhile(lambda arg: arg.startswith("-"), args))
+    if "--version" in options and len(args) > 1:
+        others = " ".join(arg for arg in args if arg != "--version")
+        _usage_error(f"--version takes nothing else; got {others}")
+
+
+def _parser_error(exc: click_errors.UsageError, command: Any = None) -> str:
+    """The message of one of click's usage errors about ``command``'s arguments, in the tool's
+    words (without ``error: ``)."""
+    param = getattr(exc, "param", None)
+    if isinstance(exc, click_errors.MissingParameter) and param is not None:
+        if getattr(param, "param_type_name", "") == "argument":
+            return f"missing argument {_param_name(param)}" + _help_of(param)
+        return f"missing option {_param_name(param)}" + _one_of(param)
+    if isinstance(exc, click_errors.BadParameter) and param is not None:
+        return f"{_param_name(param)}: {_bad_value(exc, param)}"
+    if isinstance(exc, click_errors.NoSuchOption):
+        close = sorted(exc.possibilities or ())
+        return f"no such option {exc.option_name}" + (f" (did you mean {', '.join(close)}?)" if close else "")
+    message = " ".join(exc.format_message().split()).rstrip(".")  # click's lists span lines with tabs
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, click_errors.BadOptionUsage):
+        message = re.sub(r"^Option '([^']+)' requires an argument", r"\1 needs a value", message)
+        message = re.sub(r"^Option '([^']+)' does not take a value", r"\1 is a flag: it takes no value", message)
+        found = _param_by_option(command, exc.option_name)
+        if found is not None and message.endswith("needs a value"):
+            message += _one_of(found)
+    elif (
+        message.startswith("No such command")
+        and "Did you mean" not in message
+        and isinstance(command, TyperGroup)
+        and ctx is not None
+    ):
+        message += f"; the commands are {', '.join(command.list_commands(ctx))}"
+    message = re.sub(r"\. Did you mean (.*)\?$", r" (did you mean \1?)", message)
+    message = re.sub(r"^Got unexpected extra argument(?:s|\(s\))? \((.*)\)$", r"unexpected extra argument: \1", message)
+    return message[:1].lower() + message[1:]
+
+
+def _param_name(param: Any) -> str:
+    """``--batch`` for ``-b/--batch``; an argument's name in capitals (``SPEC``)."""
+    if getattr(param, "param_type_name", "") == "argument":
+        return str(param.name).upper()
+    return str(max(param.opts, key=len))
+
+
+def _param_by_option(command: Any, option: str) -> Any:
+    params = getattr(command, "params", [])
+    return next((p for p in params if option in (*p.opts, *p.secondary_opts)), None)
+
+
+def _help_of(param: Any) -> str:
+    text = getattr(param, "help", None)
+    return f" ({text[:1].lower()}{text[1:].rstrip('.')})" if text else ""
+
+
+def _choices(param: Any) -> list[str]:
+    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        return [str(member.value) for member in annotation]
+    return [str(choice) for choice in getattr(getattr(param, "type", None), "choices", None) or ()]
+
+
+def _one_of(param: Any) -> str:
+    choices = _choices(param)
+    return f" (one of {', '.join(choices)})" if choices else ""
+
+
+def _bound(param: Any, which: str) -> float | None:
+    value = getattr(param, which, None)
+    return value if value is not None else getattr(getattr(param, "type", None), which, None)
+
+
+def _bad_value(exc: click_errors.UsageError, param: Any) -> str:
+    """Why a value was refused: not one of the choices, not a (finite) number, outside the range."""
+    cause: Any = exc.__cause__
+    errors = cause.errors() if hasattr(cause, "errors") else []  # pydantic's, in typer >= 0.22
+    raw = errors[0].get("input") if errors else None
+    kind = errors[0].get("type", "") if errors else ""
+    choices = _choices(param)
+    if choices and raw is not None:
+        return f"{raw!r} is not one of {', '.join(choices)}"
+    if kind == "int_parsing":
+        return f"{raw!r} is not a whole number"
+    if kind == "float_parsing":
+        return f"{raw!r} is not a number"
+    low, high = _bound(param, "min"), _bound(param, "max")
+    try:
+        number = float(raw) if isinstance(raw, (str, int, float)) else None
+    except ValueError:
+        number = None
+    if number is not None and not math.isfinite(number):
+        return f"{raw} is not a finite number"
+    span = f"the range is {low:g}-{high:g}" if low is not None and high is not None else ""
+    if number is not None and low is not None and number < low:
+        return f"{raw} is below {low:g} ({span or f'the least it takes is {low:g}'})"
+    if number is not None and high is not None and number > high:
+        return f"{raw} is above {high:g} ({span or f'the most it takes is {high:g}'})"
+    message = str(getattr(exc, "message", exc))
+    return " ".join(message.split()).removeprefix("Value error, ").rstrip(".")
 
 
 app = typer.Typer(
@@ -184,7 +344,7 @@ def main(
     """Define, check, build, export and draw DenseNet-family networks from YAML specs."""
 
 
-@app.command()
+@app.command(cls=_Command)
 def validate(
     specs: Annotated[list[str], typer.Argument(help="Spec files or preset names.", show_default=False)],
     strict: StrictOpt = False,
@@ -203,12 +363,17 @@ def validate(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(cls=_Command)
 def summary(
     spec: SpecArg,
     format: Annotated[SummaryFormat, typer.Option("--format", "-f", help="Output format.")] = SummaryFormat.table,
     optimize: Annotated[
-        bool, typer.Option("--optimize", help="Apply the optimisation passes and show the saving per stage.")
+        bool,
+        typer.Option(
+            "--optimize",
+            help="Apply the optimisation passes: the optimised network, with the unoptimized MACs and the share "
+            "saved per stage, in every format.",
+        ),
     ] = False,
     strict: StrictOpt = False,
 ) -> None:
@@ -217,46 +382,57 @@ def summary(
         ir = _compile(spec, strict)
         optimized = _optimize(ir) if optimize else None
     if format is SummaryFormat.json:
-        data = summary_json(optimized or ir)
-        if optimized is not None:
-            data["unoptimized"] = {"params": ir.params, "macs": ir.macs}
-        typer.echo(json.dumps(data, indent=2))
+        typer.echo(json.dumps(summary_json(optimized or ir, ir if optimized else None), indent=2))
     elif format is SummaryFormat.markdown:
-        typer.echo(summary_markdown(optimized or ir))
+        typer.echo(summary_markdown(optimized or ir, ir if optimized else None))
     else:
-        _print_summary(ir, optimized)
+        _print_summary(optimized or ir, ir if optimized else None)
 
 
 def _optimize(ir: IR) -> IR:
     return api.optimize(ir)[0]
 
 
-def _print_summary(ir: IR, optimized: IR | None) -> None:
-    table = Table(title=f"{ir.info.name}: {ir.info.description}", title_justify="left")
-    for header in HEADERS:
-        table.add_column(header, justify="right" if header in ("params", "MACs") else "left")
-    rows = stage_rows(ir)
-    if optimized is not None:
-        table.add_column("MACs optimized", justify="right")
-        table.add_column("saved", justify="right")
-        base = [s.macs for s in stages(ir)] + [ir.macs]
-        new = [s.macs for s in stages(optimized)] + [optimized.macs]
-        # int / int is exact-rounded at any size (never float(int)), so this holds for huge counts
-        rows = [
-            (*row, format_count(n), f"{1 - n / b:.1%}" if b else "") for row, b, n in zip(rows, base, new, strict=True)
-        ]
-    for row in rows:
+def _print_summary(ir: IR, unoptimized: IR | None) -> None:
+    """The summary table of ``ir``; with ``unoptimized`` (``summary --optimize``), ``ir`` is its
+    optimised form and the plain network's MACs and the saving are added, as in every format."""
+    title = f"{ir.info.name}: {ir.info.description}" if ir.info.description else ir.info.name
+    table = Table(title=title, title_justify="left")
+    for header in headers(unoptimized is not None):
+        table.add_column(header, justify="left" if header in HEADERS[:4] else "right")
+    for row in stage_rows(ir, unoptimized):
         table.add_row(*row, end_section=row[0] == "head")
-    console = _console()
-    console.print(table)
-    console.print(
+    footer = (
         f"params {format_count(ir.params)}   MACs {format_count(ir.macs)} ({format_gmacs(ir.macs)} G)   "
         f"FLOPs {format_count(2 * ir.macs)} (2 x MACs)   "
         f"input {format_dims((ir.info.input_channels, *ir.info.input_size))}"
     )
+    _print(table, footer, *([optimized_note(ir, unoptimized)] if unoptimized is not None else []))
 
 
-@app.command()
+def _print(*renderables: Any) -> None:
+    """Print on stdout as the terminal's console would, every line without trailing whitespace
+    (rich pads a table's title and caption to the table's width, in a pipe too)."""
+    console = _console()
+    with console.capture() as capture:
+        for renderable in renderables:
+            console.print(renderable, soft_wrap=isinstance(renderable, str))  # a line of text stays one line
+    typer.echo("\n".join(_rstrip(line) for line in capture.get().splitlines()))
+
+
+_TRAILING_BLANKS = re.compile(r"\s+((?:\x1b\[[0-9;]*m)*)$")
+"""Blanks at the end of a line, before any terminal style codes that end it."""
+
+
+def _rstrip(line: str) -> str:
+    while True:
+        stripped = _TRAILING_BLANKS.sub(r"\1", line)
+        if stripped == line:
+            return line
+        line = stripped
+
+
+@app.command(cls=_Command)
 def build(
     spec: SpecArg,
     to: Annotated[
@@ -327,7 +503,8 @@ def build(
     """Emit PyTorch source, an ONNX model, a diagram or the IR as JSON.
 
     Each target takes its own options: an option given to a target it does not apply to is a usage
-    error that lists the options the target takes.
+    error that lists the options the target takes. --to mermaid with -o FILE.md (or .markdown)
+    writes the chart inside a ```mermaid fenced block, which Markdown needs to draw it.
     """
     target = TARGETS[to.value]
     given: dict[str, Any] = {
@@ -366,6 +543,13 @@ def build(
     if missing:
         typer.echo(f"error: --to {target.name} needs {', '.join('--' + m for m in missing)}", err=True)
         raise typer.Exit(2)
+    title_problem = views.title_problem(title)
+    if title_problem:
+        _usage_error(title_problem)
+    if "blocks" in given:
+        _check_list_items("--blocks", given["blocks"], "block numbers")
+    if "features" in given and given["features"].strip() != "all":
+        _check_list_items("--features", given["features"], "'all' or tap indices")
     if "opset" in given:
         _check_opset(given["opset"])
     _check_not_a_spec(output, spec)
@@ -387,9 +571,24 @@ def build(
         data = api.emit(ir, target.name, given, on_report=lambda line: typer.echo(line, err=True))
         if output is None and target.name == "torch":
             _refuse_shadowing(default, str(data))
+        elif output != "-" and target.name == "torch":
+            _warn_shadowing(str(output), str(data))
+        if target.name == "mermaid" and _is_markdown(output):
+            data = markdown_block(str(data))
         where = emit(output or default, data)
+    _say_written(where, data)
+
+
+def _say_written(where: str, data: bytes | str, what: str = "") -> None:
+    """``wrote X (N bytes)`` on stderr for a file (nothing for stdout); ``what`` says what it holds."""
     if where != "stdout":
-        typer.echo(f"wrote {where} ({len(data):,} bytes)", err=True)
+        size = len(data.encode()) if isinstance(data, str) else len(data)
+        typer.echo(f"wrote {where} ({what}{size:,} bytes)", err=True)
+
+
+def _is_markdown(output: str | None) -> bool:
+    """``-o x.md``: Markdown, where a Mermaid chart renders only inside a fenced ``mermaid`` block."""
+    return bool(output) and output != "-" and Path(str(output)).suffix.lower() in (".md", ".markdown")
 
 
 def _default_output(ir: IR, target: str, given: dict[str, Any]) -> str:
@@ -449,13 +648,13 @@ def _same_file(output: str, source: str | os.PathLike[str]) -> bool:
     return False
 
 
-def _check_not_a_spec(output: str | None, spec: str) -> None:
-    """``build`` never writes over a spec: not the one it reads, nor any ``.yaml``/``.yml`` file
-    (``--to torch -o net.yaml`` replaced a spec with Python source)."""
+def _check_not_a_spec(output: str | None, spec: str | None, command: str = "build") -> None:
+    """``build`` and ``schema`` never write over a spec: not the one read, nor any ``.yaml``/``.yml``
+    file (``--to torch -o net.yaml`` replaced a spec with Python source)."""
     if not output or output == "-":
         return
-    if _same_file(output, spec) or Path(output).suffix.lower() in (".yaml", ".yml"):
-        _usage_error(f"-o {output}: that names a spec file, which build does not write; choose another name")
+    if (spec is not None and _same_file(output, spec)) or Path(output).suffix.lower() in (".yaml", ".yml"):
+        _usage_error(f"-o {output}: that names a spec file, which {command} does not write; choose another name")
 
 
 def _format_of(output: str | None, target: BuildTarget) -> str | None:
@@ -485,7 +684,25 @@ def _format_of(output: str | None, target: BuildTarget) -> str | None:
 
 
 def _refuse_shadowing(filename: str, source: str) -> None:
-    """Refuse a default ``<module>.py`` that Python cannot use (with ``-o`` the name is the user's choice).
+    """Refuse a default ``<module>.py`` that Python cannot use (see :func:`_shadowing_problem`)."""
+    problem = _shadowing_problem(filename, source)
+    if problem:
+        module = Path(filename).stem
+        _usage_error(f"the default output {filename} {problem}; name the file with -o, e.g. -o {module}_net.py")
+
+
+def _warn_shadowing(output: str, source: str) -> None:
+    """With ``-o`` the name is the user's choice: written, with a warning when Python cannot use it."""
+    problem = _shadowing_problem(output, source)
+    if problem:
+        module = Path(output).stem
+        typer.echo(
+            f"warning: -o {output} {problem}; written as asked (a name such as {module}_net.py avoids it)", err=True
+        )
+
+
+def _shadowing_problem(filename: str, source: str) -> str:
+    """Why Python cannot use ``filename``, the generated ``source``, or ``""``.
 
     Named as a module it imports (a spec named ``torch`` gives ``torch.py``; ``typing`` and
     ``collections`` too), the file is what ``import torch`` finds first in its folder: ``python
@@ -493,26 +710,26 @@ def _refuse_shadowing(filename: str, source: str) -> None:
     A keyword (``class.py``) cannot be imported at all.
     """
     module = Path(filename).stem
-    advice = f"name the file with -o, e.g. -o {module}_net.py"
     if module in _imported_modules(source):
-        _usage_error(
-            f"the default output {filename} would shadow the {module} module it imports (python {filename} "
-            f"would fail, as would `import {module}` beside it); {advice}"
+        return (
+            f"would shadow the {module} module it imports (python {filename} "
+            f"would fail, as would `import {module}` beside it)"
         )
     # torch imports much of the standard library and numpy when it starts: json.py, copy.py or
     # numpy.py beside the file fail the same way (a circular import, or a crash).
     if module in sys.stdlib_module_names or module == "numpy":
-        _usage_error(
-            f"the default output {filename} would shadow the {module} module of Python's standard library, which "
-            f"torch and Python itself may import (python {filename} could fail); {advice}"
+        return (
+            f"would shadow the {module} module of Python's standard library, which "
+            f"torch and Python itself may import (python {filename} could fail)"
         )
     if keyword.iskeyword(module):
-        _usage_error(f"the default output {filename} cannot be imported ({module} is a Python keyword); {advice}")
-    if module in _torch_lookups() or _installed_module(module, Path(filename)):
-        _usage_error(
-            f"the default output {filename} would shadow {module}, a module that is installed or that torch "
-            f"looks for when it starts (python {filename} could fail with a circular import); {advice}"
+        return f"cannot be imported ({module} is a Python keyword)"
+    if _installed_module(module, Path(filename)) or module in _torch_lookups():
+        return (
+            f"would shadow {module}, a module that is installed or that torch "
+            f"looks for when it starts (python {filename} could fail with a circular import)"
         )
+    return ""
 
 
 _RECORD_TORCH_LOOKUPS = """
@@ -568,6 +785,14 @@ def _imported_modules(source: str) -> set[str]:
     return names
 
 
+def _check_list_items(option: str, text: str, what: str) -> None:
+    """A list option's items separated by commas, none empty (``1,,2``, ``1,``, ``""``): one
+    rule for ``--blocks`` and ``--features``, checked before the spec is read."""
+    parts = text.split(",")
+    if any(not part.strip() for part in parts):
+        _usage_error(f"{option}: an empty item in {text!r}; expected {what} separated by commas, e.g. 1,3")
+
+
 def _parse_blocks(text: str, ir: IR) -> list[int]:
     count = len(ir.blocks())
     try:
@@ -597,7 +822,7 @@ def _parse_features(text: str, ir: IR) -> tuple[int, ...]:
     return chosen
 
 
-@app.command()
+@app.command(cls=_Command)
 def infer(
     checkpoint: Annotated[
         Path, typer.Argument(help="A checkpoint (.pt, .pth, .safetensors) of a DenseNet.", show_default=False)
@@ -626,8 +851,7 @@ def infer(
         inference = infer_from(state, name=name or _spec_name(checkpoint), file=str(checkpoint))
         text = to_yaml(inference, checkpoint.name)
         where = emit(output, text)
-    if where != "stdout":
-        typer.echo(f"wrote {where}: {inference.spec.name}", err=True)
+    _say_written(where, text, f"spec {inference.spec.name!r} of {checkpoint.name}, ")
 
 
 def _check_spec_suffix(output: str) -> None:
@@ -657,17 +881,20 @@ def _check_name(name: str) -> None:
         _usage_error(f"--name {problem}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def schema(
     output: Annotated[str, typer.Option("--output", "-o", help="Output file; '-' for stdout.")] = "-",
 ) -> None:
     """The JSON Schema of the spec format (for editors: yaml-language-server, VS Code)."""
     _check_output(output, example="densenet-spec.schema.json")
+    _check_not_a_spec(output, None, "schema")
+    text = json.dumps(json_schema(), indent=2) + "\n"
     with _reporting():
-        emit(output, json.dumps(json_schema(), indent=2) + "\n")
+        where = emit(output, text)
+    _say_written(where, text)
 
 
-@app.command()
+@app.command(cls=_Command)
 def presets(
     format: Annotated[SummaryFormat, typer.Option("--format", "-f", help="Output format.")] = SummaryFormat.table,
 ) -> None:
@@ -689,7 +916,7 @@ def presets(
         table.add_row(
             name, format_dims(ir.info.input_size), format_count(ir.params), format_gmacs(ir.macs), ir.info.description
         )
-    _console().print(table)
+    _print(table)
 
 
 class Device(str, Enum):
@@ -707,7 +934,7 @@ class TableOrJson(str, Enum):
     json = "json"
 
 
-@app.command()
+@app.command(cls=_Command)
 def bench(
     spec: SpecArg,
     batch: Annotated[int, typer.Option("--batch", "-b", min=1, help="Images per step.")] = 8,
@@ -729,6 +956,7 @@ def bench(
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed runs first.")] = 2,
     repeat: Annotated[int, typer.Option("--repeat", min=1, help="Timed runs.")] = 10,
     format: Annotated[TableOrJson, typer.Option("--format", "-f", help="Output format.")] = TableOrJson.table,
+    strict: StrictOpt = False,
 ) -> None:
     """Time a spec: median and spread, images/s, peak memory, and the floor from its MACs."""
     from .bench import BenchResult, run_compare, run_here, run_isolated
@@ -749,7 +977,7 @@ def bench(
     )
     _refuse_bench_usage(_bench_usage_problem(config, compare))
     with _reporting():
-        ir = _compile(spec, strict=False)
+        ir = _compile(spec, strict)
     if channels_last and ir.rank != 2:
         _refuse_bench_usage(f"--channels-last applies to 2-D networks; {spec} is {ir.rank}-D")
     if device is Device.cuda:
@@ -777,8 +1005,8 @@ def bench(
 
 
 def _require_cuda() -> None:
-    """``--device cuda`` without a CUDA device: exit 1, as for the environment's other gaps (no
-    Graphviz for png); the usage is right, the machine lacks what it needs. One line that says why."""
+    """``--device cuda`` without a CUDA device: a usage error (exit 2; exit 1 is for invalid spec
+    and input files), one line that says why and what to use instead."""
     import torch
 
     if torch.cuda.is_available():
@@ -789,8 +1017,7 @@ def _require_cuda() -> None:
         why = (
             f"torch {torch.__version__} (CUDA {torch.version.cuda}) finds no GPU (see nvidia-smi, CUDA_VISIBLE_DEVICES)"
         )
-    typer.echo(f"bench: --device cuda: no CUDA device here: {why}; use --device cpu", err=True)
-    raise typer.Exit(1)
+    _usage_error(f"--device cuda: no CUDA device here: {why}; use --device cpu")
 
 
 def _bench_usage_problem(config: BenchConfig, compare: bool) -> str:
@@ -833,8 +1060,9 @@ def _refuse_bench_usage(problem: str) -> None:
 
 BENCH_CAPTION = (
     "floor (MACs): the time this network's multiply-accumulates take at this machine's measured rate on a "
-    "3x3 convolution of the network's rank (training: 3x), and that time as a share of the median, i.e. how "
-    "close the run comes to the ideal; "
+    "3x3 convolution of the network's rank (training: 3x, the best of several measurements), and that time as a "
+    "share of the median, i.e. how close the run comes to the ideal (> median: the network's convolutions ran "
+    "faster than the measured one); "
     "setup: seconds spent building the model; compile (with --compile): the first run, where torch.compile traces "
     "and generates code; neither is included in the times, which are the steady state."
 )
@@ -843,10 +1071,16 @@ BENCH_CAPTION = (
 
 @contextmanager
 def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr while the runs go, on a terminal only: elsewhere (a file, a pipe,
+    ``-f json`` read by a program) it would leave only an empty line behind."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield lambda done, total: None
+        return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+    with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task(f"bench {label}", total=None)
 
         def advance(done: int, total: int) -> None:
@@ -865,7 +1099,7 @@ def _print_bench(results: list[Any]) -> None:
         table.add_column(header, justify="left" if header == "configuration" else "right")
     for r in results:
         memory = f"{r.peak_memory / 2**20:,.0f} MiB" if r.peak_memory else "-"
-        floor = f"{r.floor_s * 1e3:.1f} ms ({r.floor_s / r.median:.0%})" if r.floor_s else "-"
+        floor = _floor_text(r.floor_s, r.median)
         row = [
             r.config.label(),
             f"{r.median * 1e3:.1f} ms",
@@ -878,11 +1112,21 @@ def _print_bench(results: list[Any]) -> None:
         if compiled:
             row.append("-" if r.compile_s is None else f"{r.compile_s:.1f} s")
         table.add_row(*row)
-    console = _console()
-    console.print(table)
+    lines: list[Any] = [table]
     if len(results) == 2:
         speedup = results[1].median / results[0].median
-        console.print(f"{results[0].config.label()} runs {speedup:.2f}x as fast as {results[1].config.label()}")
+        lines.append(f"{results[0].config.label()} runs {speedup:.2f}x as fast as {results[1].config.label()}")
+    _print(*lines)
+
+
+def _floor_text(floor_s: float | None, median: float) -> str:
+    """The floor and its share of the median; a floor above the median (the network's convolutions
+    ran faster than the one the rate was measured on) is shown without a share, which would be over 100%."""
+    if not floor_s:
+        return "-"
+    if floor_s > median:
+        return f"{floor_s * 1e3:.1f} ms (> median)"
+    return f"{floor_s * 1e3:.1f} ms ({floor_s / median:.0%})"
 
 
 def run() -> None:

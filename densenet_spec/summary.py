@@ -141,12 +141,35 @@ def describe(op: Op) -> str:
     return words(op) if words is not None else ""
 
 
-def summary_json(ir: IR) -> dict[str, Any]:
-    """The ``summary --format json`` object."""
-    return {
+def summary_json(ir: IR, unoptimized: IR | None = None) -> dict[str, Any]:
+    """The ``summary --format json`` object.
+
+    With ``unoptimized`` (``ir`` is its optimised form, ``summary --optimize``) the object describes
+    ``ir`` and adds what the table shows: each stage's ``unoptimized`` MACs and the share ``saved``,
+    and the whole network's ``unoptimized`` params and MACs and the share ``saved``.
+    """
+    data = {
         **ir.totals_json(),
         "stages": [_stage_json(s) for s in stages(ir)],
     }
+    if unoptimized is not None:
+        for stage, before in zip(data["stages"], stages(unoptimized), strict=True):
+            stage["unoptimized"] = {"macs": before.macs}
+            stage["saved"] = saved_share(before.macs, stage["macs"])
+        data["unoptimized"] = {"params": unoptimized.params, "macs": unoptimized.macs}
+        data["saved"] = saved_share(unoptimized.macs, ir.macs)
+    return data
+
+
+def saved_share(before: int, after: int) -> float | None:
+    """The share of ``before``'s MACs that the optimised network does not do; None for no MACs."""
+    # int / int is exact-rounded at any size (never float(int)), so this holds for huge counts
+    return 1 - after / before if before else None
+
+
+def _saved_text(before: int, after: int) -> str:
+    share = saved_share(before, after)
+    return "" if share is None else f"{share:.1%}"
 
 
 def _stage_json(stage: Stage) -> dict[str, Any]:
@@ -159,10 +182,20 @@ def _stage_json(stage: Stage) -> dict[str, Any]:
 
 
 HEADERS = ("stage", "output size", "layers", "channels", "params", "MACs")
+OPTIMIZED_HEADERS = (*HEADERS, "unoptimized MACs", "saved")
+"""The columns of ``summary --optimize``: the optimised network's, then the plain one's MACs and the share saved."""
 
 
-def stage_rows(ir: IR) -> list[tuple[str, ...]]:
-    """Table rows (the header is :data:`HEADERS`), then a totals row."""
+def headers(optimized: bool = False) -> tuple[str, ...]:
+    return OPTIMIZED_HEADERS if optimized else HEADERS
+
+
+def stage_rows(ir: IR, unoptimized: IR | None = None) -> list[tuple[str, ...]]:
+    """Table rows (the header is :func:`headers`), then a totals row.
+
+    With ``unoptimized`` (``ir`` is its optimised form), each row ends with the plain network's
+    MACs and the share of them saved.
+    """
     rows: list[tuple[str, ...]] = [
         (
             s.name,
@@ -175,7 +208,21 @@ def stage_rows(ir: IR) -> list[tuple[str, ...]]:
         for s in stages(ir)
     ]
     rows.append(("total", "", "", "", format_count(ir.params), format_count(ir.macs)))
-    return rows
+    if unoptimized is None:
+        return rows
+    before = [s.macs for s in stages(unoptimized)] + [unoptimized.macs]
+    after = [s.macs for s in stages(ir)] + [ir.macs]
+    return [(*row, format_count(b), _saved_text(b, a)) for row, b, a in zip(rows, before, after, strict=True)]
+
+
+def optimized_note(ir: IR, unoptimized: IR) -> str:
+    """The line under ``summary --optimize``: the passes, the plain network's totals, the saving."""
+    passes = ", ".join(ir.info.passes) or "no pass"
+    saved = _saved_text(unoptimized.macs, ir.macs)
+    return (
+        f"optimized by {passes}; unoptimized: params {format_count(unoptimized.params)}, "
+        f"MACs {format_count(unoptimized.macs)}" + (f"; {saved} of the MACs saved" if saved else "")
+    )
 
 
 def _layers_text(stage: Stage) -> str:
@@ -185,18 +232,22 @@ def _layers_text(stage: Stage) -> str:
     return f"{stage.layers}, k={format_plain(stage.growth_rate)}"
 
 
-def summary_markdown(ir: IR) -> str:
+def summary_markdown(ir: IR, unoptimized: IR | None = None) -> str:
+    """The ``summary --format markdown`` page; with ``unoptimized``, as :func:`stage_rows` says."""
     lines = [f"# {ir.info.name}", ""]
     if ir.info.description:
         lines += [ir.info.description, ""]
+    columns = headers(unoptimized is not None)
     lines += [
-        "| " + " | ".join(HEADERS) + " |",
-        "|" + "---|" * len(HEADERS),
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
     ]
-    lines += ["| " + " | ".join(row) + " |" for row in stage_rows(ir)]
+    lines += ["| " + " | ".join(row) + " |" for row in stage_rows(ir, unoptimized)]
     gmacs = format_gmacs(ir.macs)
-    lines += ["", f"params {format_count(ir.params)}; MACs {format_count(ir.macs)} ({gmacs} G); FLOPs = 2 x MACs", ""]
-    return "\n".join(lines)
+    lines += ["", f"params {format_count(ir.params)}; MACs {format_count(ir.macs)} ({gmacs} G); FLOPs = 2 x MACs"]
+    if unoptimized is not None:
+        lines += ["", optimized_note(ir, unoptimized)]
+    return "\n".join([*lines, ""])
 
 
 def presets_markdown(irs: list[IR]) -> str:

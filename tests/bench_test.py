@@ -112,7 +112,7 @@ def test_bench_errors_are_clean() -> None:
 
     if not torch.cuda.is_available():
         no_gpu = runner.invoke(app, ["bench", SMALL, "--device", "cuda"])
-        assert no_gpu.exit_code == 1 and "no CUDA device" in no_gpu.stderr
+        assert no_gpu.exit_code == 2 and "no CUDA device" in no_gpu.stderr
 
 
 def test_run_here_counts_warmup_apart() -> None:

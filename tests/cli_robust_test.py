@@ -316,7 +316,7 @@ def test_an_explicit_output_is_the_users_choice(tmp_path: Path, monkeypatch: pyt
     assert (tmp_path / "torch.py").is_file()
 
 
-# 7. bench --device cuda without CUDA
+# 7. bench --device cuda without CUDA: a usage error (exit 2), as the README's exit statuses say
 
 
 def test_bench_cuda_without_a_device_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -324,7 +324,7 @@ def test_bench_cuda_without_a_device_is_one_line(tmp_path: Path, monkeypatch: py
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     result = RUNNER.invoke(app, ["bench", str(_tiny(tmp_path)), "--device", "cuda"])
-    _one_line(result, 1, "--device cuda", "no CUDA device", "use --device cpu")
+    _one_line(result, 2, "--device cuda", "no CUDA device", "use --device cpu")  # wrong usage here, not a bad file
 
 
 @pytest.mark.parametrize(("target", "suffix"), [("svg", "svg"), ("pdf", "pdf"), ("heatmap", "svg"), ("heatmap", "pdf")])

@@ -129,3 +129,10 @@ def emit(ir: IR, state: Mapping[str, Any] | None, options: Mapping[str, Any]) ->
     if options.get("detail", "blocks") == "layers":
         return layers_flowchart(ir, options.get("blocks"), labels, rankdir, title)
     return blocks_flowchart(ir, labels, rankdir, title)
+
+
+def markdown_block(chart: str) -> str:
+    """``chart`` inside a fenced ``mermaid`` block: how Markdown (GitHub, GitLab, MkDocs) takes a
+    Mermaid chart; written when ``-o`` names a ``.md`` or ``.markdown`` file."""
+    body = chart if chart.endswith("\n") else chart + "\n"
+    return f"```mermaid\n{body}```\n"
