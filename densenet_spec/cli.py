@@ -43,7 +43,7 @@ from .bench import BenchConfig
 from .compiler import compile_spec
 from .errors import Problem, SpecError, ToolError, UsageError
 from .ir import IR
-from .loader import load_spec, preset_names
+from .loader import load_spec, preset_names, resolve_source
 from .outputs import StdoutError, emit, folder_problem, guarded_stdout
 from .schema import json_schema
 from .summary import (
@@ -543,7 +543,7 @@ def build(
     if missing:
         typer.echo(f"error: --to {target.name} needs {', '.join('--' + m for m in missing)}", err=True)
         raise typer.Exit(2)
-    title_problem = views.title_problem(title)
+    title_problem = views.title_problem(title, "--title")
     if title_problem:
         _usage_error(title_problem)
     if "blocks" in given:
@@ -648,12 +648,21 @@ def _same_file(output: str, source: str | os.PathLike[str]) -> bool:
     return False
 
 
+def _spec_file(spec: str) -> str | Path:
+    """The file that ``spec`` reads (a preset's name: the preset's file, not a file of that name
+    here), or ``spec`` itself where it names none."""
+    try:
+        return resolve_source(spec)
+    except SpecError:
+        return spec
+
+
 def _check_not_a_spec(output: str | None, spec: str | None, command: str = "build") -> None:
     """``build`` and ``schema`` never write over a spec: not the one read, nor any ``.yaml``/``.yml``
     file (``--to torch -o net.yaml`` replaced a spec with Python source)."""
     if not output or output == "-":
         return
-    if (spec is not None and _same_file(output, spec)) or Path(output).suffix.lower() in (".yaml", ".yml"):
+    if (spec is not None and _same_file(output, _spec_file(spec))) or Path(output).suffix.lower() in (".yaml", ".yml"):
         _usage_error(f"-o {output}: that names a spec file, which {command} does not write; choose another name")
 
 

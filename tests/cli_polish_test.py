@@ -313,3 +313,16 @@ def test_summary_without_optimize_is_unchanged() -> None:
     markdown = RUNNER.invoke(app, ["summary", "densenet-40-k12", "-f", "markdown"]).stdout
     assert "| stage | output size | layers | channels | params | MACs |\n" in markdown
     assert "unoptimized" not in markdown
+
+
+def test_a_file_named_like_the_preset_read_is_not_the_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``build densenet121`` reads the preset, so ``-o densenet121`` here writes over a file that is
+    not the spec read (it was refused as naming the spec); the spec's own file is still refused."""
+    monkeypatch.chdir(tmp_path)
+    Path("densenet-40-k12").write_text("old\n")
+    result = RUNNER.invoke(app, ["build", "densenet-40-k12", "--to", "dot", "-o", "densenet-40-k12"])
+    assert result.exit_code == 0, result.output
+    assert "digraph" in Path("densenet-40-k12").read_text()
+    spec = _tiny(tmp_path)
+    again = RUNNER.invoke(app, ["build", str(spec), "--to", "dot", "-o", str(spec)])
+    assert again.exit_code == 2 and "names a spec file" in again.stderr

@@ -101,17 +101,17 @@ TITLE_MAX = 300
 Graphviz stops reading a quoted string at 16,384 bytes)."""
 
 
-def title_problem(title: str | None) -> str | None:
+def title_problem(title: str | None, name: str = "the title") -> str | None:
     """What is wrong with a user's diagram title, or None: control characters (an SVG holding them
     is not well-formed XML, and a terminal's escape codes are no title) and titles over
-    :data:`TITLE_MAX` characters."""
+    :data:`TITLE_MAX` characters. Messages call it ``name`` (``--title`` on the command line)."""
     if title is None:
         return None
     bad = sorted({f"U+{ord(c):04X}" for c in title if unicodedata.category(c) == "Cc"})
     if bad:
-        return f"the title holds control characters ({', '.join(bad[:5])}); write it as plain text on one line"
+        return f"{name} holds control characters ({', '.join(bad[:5])}); write it as plain text on one line"
     if len(title) > TITLE_MAX:
-        return f"the title is {len(title):,} characters; at most {TITLE_MAX} fit over a diagram"
+        return f"{name} is {len(title):,} characters; at most {TITLE_MAX} fit over a diagram"
     return None
 
 
