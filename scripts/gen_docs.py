@@ -388,8 +388,9 @@ STRICT = """\
 
 Some specs are valid but most likely not what their author meant. densenet-spec builds them, and
 prints one line per doubt on stderr, `FILE:LINE:COL: field: warning: message`, with exit status 0.
-With `--strict` (`validate`, `summary` and `build` take it) every warning is an error instead: the
-same line without `warning:`, exit status 1, nothing written. Use `--strict` in CI and in scripts.
+With `--strict` (`validate`, `summary`, `build` and `bench` take it) every warning is an error
+instead: the same line without `warning:`, exit status 1, nothing written. Use `--strict` in CI
+and in scripts.
 
 | warning | field | why | what to do |
 |---|---|---|---|
