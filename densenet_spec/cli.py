@@ -529,8 +529,10 @@ def build(
     wrong = sorted(set(given) - target.options)
     if wrong:
         options = ", ".join(f"--{name}" for name in wrong)
+        hint = TORCH_WEIGHTS_HINT if target.name == "torch" and "weights" in wrong else ""
         typer.echo(
-            f"error: {options} does not apply to --to {target.name}; it takes {target.describe_options()}", err=True
+            f"error: {options} does not apply to --to {target.name}; it takes {target.describe_options()}{hint}",
+            err=True,
         )
         raise typer.Exit(2)
     if given.get("adapt") and "weights" not in given:
@@ -655,6 +657,12 @@ def _spec_file(spec: str) -> str | Path:
         return resolve_source(spec)
     except SpecError:
         return spec
+
+
+TORCH_WEIGHTS_HINT = (
+    " (the source holds no weights: load yours into its build() with load_state_dict, or for "
+    "--optimize the state_dict that densenet_spec.optimize(ir, weights) returns)"
+)
 
 
 def _check_not_a_spec(output: str | None, spec: str | None, command: str = "build") -> None:

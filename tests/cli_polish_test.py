@@ -326,3 +326,10 @@ def test_a_file_named_like_the_preset_read_is_not_the_spec(tmp_path: Path, monke
     spec = _tiny(tmp_path)
     again = RUNNER.invoke(app, ["build", str(spec), "--to", "dot", "-o", str(spec)])
     assert again.exit_code == 2 and "names a spec file" in again.stderr
+
+
+def test_weights_for_the_torch_source_say_where_they_go(tmp_path: Path) -> None:
+    result = RUNNER.invoke(app, ["build", "densenet-40-k12", "--to", "torch", "--optimize", "--weights", "w.pt"])
+    line = _error_line(result)
+    assert line.startswith("error: --weights does not apply to --to torch; it takes --optimize (the source holds")
+    assert "densenet_spec.optimize(ir, weights)" in line
