@@ -9,10 +9,8 @@ Heavy imports (torch, onnx, graphviz) happen inside the commands that need them,
 from __future__ import annotations
 
 import functools
-import itertools
 import json
 import keyword
-import math
 import os
 import re
 import shutil
@@ -23,23 +21,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
-from typer.core import TyperCommand, TyperGroup
-
-try:  # typer >= 0.22 carries its own click
-    from typer._click import exceptions as click_errors
-except ImportError:  # pragma: no cover - older typer
-    from click import exceptions as click_errors  # type: ignore[no-redef,import-not-found,unused-ignore]
+from typer.core import TyperGroup
 
 from . import __version__, api
 from .backends import TARGETS, views
 from .backends import Target as BuildTarget
 from .backends.mermaid import markdown_block
 from .bench import BenchConfig
+from .cli_parser import Command, check_version_alone, help_option_names, one_line_usage_errors, usage_error
 from .compiler import compile_spec
 from .errors import Problem, SpecError, ToolError, UsageError
 from .ir import IR
@@ -59,25 +53,6 @@ from .summary import (
     summary_markdown,
 )
 
-HELP_OPTIONS = ("-h", "--help")
-"""``-h`` is ``--help``, for the app and every command."""
-
-
-def _help_option_names(command: Any) -> list[str]:
-    taken = {name for param in command.params for name in (*param.opts, *param.secondary_opts)}
-    return [name for name in HELP_OPTIONS if name not in taken]
-
-
-class _Command(TyperCommand):
-    """A command that takes ``-h`` for ``--help``."""
-
-    def get_help_option_names(self, ctx: Any) -> list[str]:
-        return _help_option_names(self)
-
-    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
-        with _one_line_usage_errors(self):  # where the command's options are parsed
-            return super().make_context(info_name, args, parent, **extra)
-
 
 class _Group(TyperGroup):
     """The command group, with stdout guarded for every command, ``--help`` and ``--version`` alike.
@@ -88,11 +63,11 @@ class _Group(TyperGroup):
 
     The parser's own usage errors (an unknown option, a value out of range, a missing ``--to``)
     are said as the tool's are: one ``error: ...`` line on stderr naming the option and what it
-    takes, exit status 2 (see :func:`_parser_error`).
+    takes, exit status 2 (see :mod:`.cli_parser`).
     """
 
     def get_help_option_names(self, ctx: Any) -> list[str]:
-        return _help_option_names(self)
+        return help_option_names(self)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -105,129 +80,13 @@ class _Group(TyperGroup):
             raise SystemExit(1) from None
 
     def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
-        with _one_line_usage_errors(self):
-            _check_version_alone(args)
+        with one_line_usage_errors(self):
+            check_version_alone(args)
             return super().make_context(info_name, args, parent, **extra)
 
     def invoke(self, ctx: Any) -> Any:
-        with _one_line_usage_errors(self):  # an unknown command
+        with one_line_usage_errors(self):  # an unknown command
             return super().invoke(ctx)
-
-
-@contextmanager
-def _one_line_usage_errors(command: Any) -> Iterator[None]:
-    """click's usage errors (``Usage: ... / Try ... / Error: ...``) as one ``error:`` line, exit 2.
-    Running with no arguments still prints the help (click's NoArgsIsHelpError)."""
-    try:
-        yield
-    except click_errors.NoArgsIsHelpError:
-        raise
-    except click_errors.UsageError as exc:
-        _usage_error(_parser_error(exc, command))
-
-
-def _check_version_alone(args: list[str]) -> None:
-    """``--version`` takes no arguments: ``--version extra`` is a usage error, not a silent version."""
-    options = list(itertools.takewhile(lambda arg: arg.startswith("-"), args))
-    if "--version" in options and len(args) > 1:
-        others = " ".join(arg for arg in args if arg != "--version")
-        _usage_error(f"--version takes nothing else; got {others}")
-
-
-def _parser_error(exc: click_errors.UsageError, command: Any = None) -> str:
-    """The message of one of click's usage errors about ``command``'s arguments, in the tool's
-    words (without ``error: ``)."""
-    param = getattr(exc, "param", None)
-    if isinstance(exc, click_errors.MissingParameter) and param is not None:
-        if getattr(param, "param_type_name", "") == "argument":
-            return f"missing argument {_param_name(param)}" + _help_of(param)
-        return f"missing option {_param_name(param)}" + _one_of(param)
-    if isinstance(exc, click_errors.BadParameter) and param is not None:
-        return f"{_param_name(param)}: {_bad_value(exc, param)}"
-    if isinstance(exc, click_errors.NoSuchOption):
-        close = sorted(exc.possibilities or ())
-        return f"no such option {exc.option_name}" + (f" (did you mean {', '.join(close)}?)" if close else "")
-    message = " ".join(exc.format_message().split()).rstrip(".")  # click's lists span lines with tabs
-    ctx = getattr(exc, "ctx", None)
-    if isinstance(exc, click_errors.BadOptionUsage):
-        message = re.sub(r"^Option '([^']+)' requires an argument", r"\1 needs a value", message)
-        message = re.sub(r"^Option '([^']+)' does not take a value", r"\1 is a flag: it takes no value", message)
-        found = _param_by_option(command, exc.option_name)
-        if found is not None and message.endswith("needs a value"):
-            message += _one_of(found)
-    elif (
-        message.startswith("No such command")
-        and "Did you mean" not in message
-        and isinstance(command, TyperGroup)
-        and ctx is not None
-    ):
-        message += f"; the commands are {', '.join(command.list_commands(ctx))}"
-    message = re.sub(r"\. Did you mean (.*)\?$", r" (did you mean \1?)", message)
-    message = re.sub(r"^Got unexpected extra argument(?:s|\(s\))? \((.*)\)$", r"unexpected extra argument: \1", message)
-    return message[:1].lower() + message[1:]
-
-
-def _param_name(param: Any) -> str:
-    """``--batch`` for ``-b/--batch``; an argument's name in capitals (``SPEC``)."""
-    if getattr(param, "param_type_name", "") == "argument":
-        return str(param.name).upper()
-    return str(max(param.opts, key=len))
-
-
-def _param_by_option(command: Any, option: str) -> Any:
-    params = getattr(command, "params", [])
-    return next((p for p in params if option in (*p.opts, *p.secondary_opts)), None)
-
-
-def _help_of(param: Any) -> str:
-    text = getattr(param, "help", None)
-    return f" ({text[:1].lower()}{text[1:].rstrip('.')})" if text else ""
-
-
-def _choices(param: Any) -> list[str]:
-    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
-    if isinstance(annotation, type) and issubclass(annotation, Enum):
-        return [str(member.value) for member in annotation]
-    return [str(choice) for choice in getattr(getattr(param, "type", None), "choices", None) or ()]
-
-
-def _one_of(param: Any) -> str:
-    choices = _choices(param)
-    return f" (one of {', '.join(choices)})" if choices else ""
-
-
-def _bound(param: Any, which: str) -> float | None:
-    value = getattr(param, which, None)
-    return value if value is not None else getattr(getattr(param, "type", None), which, None)
-
-
-def _bad_value(exc: click_errors.UsageError, param: Any) -> str:
-    """Why a value was refused: not one of the choices, not a (finite) number, outside the range."""
-    cause: Any = exc.__cause__
-    errors = cause.errors() if hasattr(cause, "errors") else []  # pydantic's, in typer >= 0.22
-    raw = errors[0].get("input") if errors else None
-    kind = errors[0].get("type", "") if errors else ""
-    choices = _choices(param)
-    if choices and raw is not None:
-        return f"{raw!r} is not one of {', '.join(choices)}"
-    if kind == "int_parsing":
-        return f"{raw!r} is not a whole number"
-    if kind == "float_parsing":
-        return f"{raw!r} is not a number"
-    low, high = _bound(param, "min"), _bound(param, "max")
-    try:
-        number = float(raw) if isinstance(raw, (str, int, float)) else None
-    except ValueError:
-        number = None
-    if number is not None and not math.isfinite(number):
-        return f"{raw} is not a finite number"
-    span = f"the range is {low:g}-{high:g}" if low is not None and high is not None else ""
-    if number is not None and low is not None and number < low:
-        return f"{raw} is below {low:g} ({span or f'the least it takes is {low:g}'})"
-    if number is not None and high is not None and number > high:
-        return f"{raw} is above {high:g} ({span or f'the most it takes is {high:g}'})"
-    message = str(getattr(exc, "message", exc))
-    return " ".join(message.split()).removeprefix("Value error, ").rstrip(".")
 
 
 app = typer.Typer(
@@ -269,19 +128,13 @@ class LabelStyle(str, Enum):
     none = "none"
 
 
-def _usage_error(message: str) -> NoReturn:
-    """Wrong usage: one line on stderr, exit status 2 (the contract's, as click's own usage errors)."""
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
-
-
 def _seed_in_range(seed: int | None) -> int | None:
     """``--seed``'s check for every command that takes it, as a usage error."""
     from .api import seed_problem
 
     problem = seed_problem(seed) if seed is not None else ""
     if problem:
-        _usage_error(f"--seed {problem}")
+        usage_error(f"--seed {problem}")
     return seed
 
 
@@ -344,7 +197,7 @@ def main(
     """Define, check, build, export and draw DenseNet-family networks from YAML specs."""
 
 
-@app.command(cls=_Command)
+@app.command(cls=Command)
 def validate(
     specs: Annotated[list[str], typer.Argument(help="Spec files or preset names.", show_default=False)],
     strict: StrictOpt = False,
@@ -363,7 +216,7 @@ def validate(
         raise typer.Exit(1)
 
 
-@app.command(cls=_Command)
+@app.command(cls=Command)
 def summary(
     spec: SpecArg,
     format: Annotated[SummaryFormat, typer.Option("--format", "-f", help="Output format.")] = SummaryFormat.table,
@@ -432,7 +285,7 @@ def _rstrip(line: str) -> str:
         line = stripped
 
 
-@app.command(cls=_Command)
+@app.command(cls=Command)
 def build(
     spec: SpecArg,
     to: Annotated[
@@ -547,7 +400,7 @@ def build(
         raise typer.Exit(2)
     title_problem = views.title_problem(title, "--title")
     if title_problem:
-        _usage_error(title_problem)
+        usage_error(title_problem)
     if "blocks" in given:
         _check_list_items("--blocks", given["blocks"], "block numbers")
     if "features" in given and given["features"].strip() != "all":
@@ -561,7 +414,7 @@ def build(
     if chosen_format:
         given["format"] = chosen_format
     if "dpi" in given and given.get("format", target.extension) in ("svg", "pdf"):
-        _usage_error(f"--dpi sets the resolution of png output; {given.get('format', target.extension)} is vector")
+        usage_error(f"--dpi sets the resolution of png output; {given.get('format', target.extension)} is vector")
     with _reporting():
         ir = _compile(spec, strict)
         if "blocks" in given:
@@ -624,23 +477,23 @@ def _check_opset(opset: int) -> None:
     try:
         check_opset(opset)
     except ValueError as exc:
-        _usage_error(f"--opset: {exc}")
+        usage_error(f"--opset: {exc}")
 
 
 def _check_output(output: str | None, example: str = "") -> None:
     """``-o``'s own usage errors: an empty name (it meant the default name), or a folder's (a trailing
     slash, which ``Path`` drops: ``-o out/`` wrote a file named ``out``); ``example`` names a file for the advice."""
     if output == "":
-        _usage_error("-o '': an empty file name; give a file name, or '-' for stdout")
+        usage_error("-o '': an empty file name; give a file name, or '-' for stdout")
     problem = folder_problem(output or "-", example)
     if problem:
-        _usage_error(problem)
+        usage_error(problem)
 
 
 def _check_not_the_input(output: str | None, source: str | os.PathLike[str], what: str) -> None:
     """``-o`` must not name a file the command reads: writing would destroy it (``-o ckpt.pt``)."""
     if output and output != "-" and _same_file(output, source):
-        _usage_error(f"-o {output}: that is {what}, which this command would overwrite; choose another name")
+        usage_error(f"-o {output}: that is {what}, which this command would overwrite; choose another name")
 
 
 def _same_file(output: str, source: str | os.PathLike[str]) -> bool:
@@ -671,7 +524,7 @@ def _check_not_a_spec(output: str | None, spec: str | None, command: str = "buil
     if not output or output == "-":
         return
     if (spec is not None and _same_file(output, _spec_file(spec))) or Path(output).suffix.lower() in (".yaml", ".yml"):
-        _usage_error(f"-o {output}: that names a spec file, which {command} does not write; choose another name")
+        usage_error(f"-o {output}: that names a spec file, which {command} does not write; choose another name")
 
 
 def _format_of(output: str | None, target: BuildTarget) -> str | None:
@@ -684,7 +537,7 @@ def _format_of(output: str | None, target: BuildTarget) -> str | None:
     suffix = Path(output).suffix.lstrip(".").lower() if output and output != "-" else ""
     if target.formats:
         if suffix and suffix not in target.formats:
-            _usage_error(f"-o {output}: the suffix must be one of {', '.join('.' + f for f in target.formats)}")
+            usage_error(f"-o {output}: the suffix must be one of {', '.join('.' + f for f in target.formats)}")
         return suffix or target.formats[0]
     owners: dict[str, str] = {}
     for other in TARGETS.values():
@@ -693,7 +546,7 @@ def _format_of(output: str | None, target: BuildTarget) -> str | None:
     owner = owners.get(suffix)
     if output and owner and suffix != target.extension:
         renamed = Path(output).with_suffix(f".{target.extension}").name
-        _usage_error(
+        usage_error(
             f"-o {output}: --to {target.name} writes {target.help}, not a .{suffix} file; "
             f"use --to {owner} for that, or name the file {renamed}"
         )
@@ -705,7 +558,7 @@ def _refuse_shadowing(filename: str, source: str) -> None:
     problem = _shadowing_problem(filename, source)
     if problem:
         module = Path(filename).stem
-        _usage_error(f"the default output {filename} {problem}; name the file with -o, e.g. -o {module}_net.py")
+        usage_error(f"the default output {filename} {problem}; name the file with -o, e.g. -o {module}_net.py")
 
 
 def _warn_shadowing(output: str, source: str) -> None:
@@ -807,7 +660,7 @@ def _check_list_items(option: str, text: str, what: str) -> None:
     rule for ``--blocks`` and ``--features``, checked before the spec is read."""
     parts = text.split(",")
     if any(not part.strip() for part in parts):
-        _usage_error(f"{option}: an empty item in {text!r}; expected {what} separated by commas, e.g. 1,3")
+        usage_error(f"{option}: an empty item in {text!r}; expected {what} separated by commas, e.g. 1,3")
 
 
 def _parse_blocks(text: str, ir: IR) -> list[int]:
@@ -839,7 +692,7 @@ def _parse_features(text: str, ir: IR) -> tuple[int, ...]:
     return chosen
 
 
-@app.command(cls=_Command)
+@app.command(cls=Command)
 def infer(
     checkpoint: Annotated[
         Path, typer.Argument(help="A checkpoint (.pt, .pth, .safetensors) of a DenseNet.", show_default=False)
@@ -878,7 +731,7 @@ def _check_spec_suffix(output: str) -> None:
     if suffix in written:
         stem = Path(output).with_suffix("")
         renamed = stem.name if stem.suffix.lower() in (".yaml", ".yml") else stem.with_suffix(".yaml").name
-        _usage_error(f"-o {output}: infer writes a spec (YAML), not a .{suffix} file; name it {renamed}")
+        usage_error(f"-o {output}: infer writes a spec (YAML), not a .{suffix} file; name it {renamed}")
 
 
 def _spec_name(path: Path) -> str:
@@ -895,10 +748,10 @@ def _check_name(name: str) -> None:
 
     problem = name_problem(name)
     if problem:
-        _usage_error(f"--name {problem}")
+        usage_error(f"--name {problem}")
 
 
-@app.command(cls=_Command)
+@app.command(cls=Command)
 def schema(
     output: Annotated[str, typer.Option("--output", "-o", help="Output file; '-' for stdout.")] = "-",
 ) -> None:
@@ -911,7 +764,7 @@ def schema(
     _say_written(where, text)
 
 
-@app.command(cls=_Command)
+@app.command(cls=Command)
 def presets(
     format: Annotated[SummaryFormat, typer.Option("--format", "-f", help="Output format.")] = SummaryFormat.table,
 ) -> None:
@@ -951,7 +804,7 @@ class TableOrJson(str, Enum):
     json = "json"
 
 
-@app.command(cls=_Command)
+@app.command(cls=Command)
 def bench(
     spec: SpecArg,
     batch: Annotated[int, typer.Option("--batch", "-b", min=1, help="Images per step.")] = 8,
@@ -1034,7 +887,7 @@ def _require_cuda() -> None:
         why = (
             f"torch {torch.__version__} (CUDA {torch.version.cuda}) finds no GPU (see nvidia-smi, CUDA_VISIBLE_DEVICES)"
         )
-    _usage_error(f"--device cuda: no CUDA device here: {why}; use --device cpu")
+    usage_error(f"--device cuda: no CUDA device here: {why}; use --device cpu")
 
 
 def _bench_usage_problem(config: BenchConfig, compare: bool) -> str:
