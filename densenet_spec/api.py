@@ -64,6 +64,7 @@ def state_for(
     seed: int = 0,
     adapt: bool = False,
     on_report: Callable[[str], None] | None = None,
+    backbone: Collection[str] | None = None,
 ) -> dict[str, Tensor]:
     """The weights for ``ir``: a checkpoint file or a state_dict of any layout (torchvision, timm,
     MONAI), checked key by key; or, without one, the reference initialisation drawn with ``seed``.
@@ -72,6 +73,8 @@ def state_for(
         adapt: fit the first convolution's input channels and the classifier's size to ``ir``
             (timm's rule; a new classifier drawn with ``seed``) instead of refusing them.
         on_report: called with each line of the load report (layout, adapted tensors).
+        backbone: the keys of the backbone that will be used (see :func:`load_report`): a
+            backbone's own weights are taken, the rest of the network initialised with ``seed``.
 
     Raises:
         SpecError: the checkpoint cannot be read safely, or its keys or shapes do not fit ``ir``.
@@ -79,11 +82,11 @@ def state_for(
     _check_seed(seed)
     if weights is None:
         return initial_state_dict(ir, seed)
-    state, report = load_report(ir, weights, seed=seed, adapt=adapt)
+    state, report = load_report(ir, weights, seed=seed, adapt=adapt, backbone=backbone)
     if on_report is not None:
         for line in report.lines():
             on_report(line)
-    return state
+    return initial_state_dict(ir, seed) | state if report.backbone else state
 
 
 def load_report(
@@ -324,7 +327,13 @@ def emit(
     if adapt and given.get("weights") is None:
         raise ValueError(f"--adapt fits a checkpoint to the spec: --to {target} needs --weights with it")
     weights = given.pop("weights", None)
-    state = state_for(ir, weights, seed=seed, adapt=adapt, on_report=on_report) if chosen.needs_state else None
+    state = None
+    if chosen.needs_state:
+        from .backends.taps import backbone_keys
+
+        tapped = given.get("features")  # a backbone's own weights serve its export
+        backbone = None if tapped is None or weights is None else backbone_keys(ir, tapped, "features")
+        state = state_for(ir, weights, seed=seed, adapt=adapt, on_report=on_report, backbone=backbone)
     if given.pop("optimize", False):
         ir, state = _optimized(ir, state, chosen.clamps)
     with warnings.catch_warnings(record=True) as caught:

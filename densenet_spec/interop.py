@@ -66,9 +66,9 @@ def load_weights(
         ir: the network the weights are for.
         adapt: fit the first convolution's input channels and the classifier's size to ``ir``.
         seed: seed of a classifier initialised afresh; None: torch's global generator.
-        backbone: the keys of a ``features_only`` backbone: a checkpoint holding none but these
-            (the backbone's own ``state_dict``) is checked against them alone, and
-            ``report.backbone`` says so.
+        backbone: the keys of a ``features_only`` backbone: a checkpoint without some weights
+            that only the whole network needs (a backbone's own ``state_dict``, perhaps cut after
+            a later tap) is checked against these keys alone, and ``report.backbone`` says so.
 
     Raises:
         SpecError: the file cannot be read safely, or the weights do not fit ``ir`` (one problem
@@ -80,17 +80,25 @@ def load_weights(
     source = "<state_dict>" if isinstance(weights, Mapping) else str(weights)
     raw = unwrap_state(weights, Location(source)) if isinstance(weights, Mapping) else read_state(Path(weights))
     state, layout = canonical_state(raw)
-    report = LoadReport(source, layout, backbone=backbone is not None and set(state) <= set(backbone))
+    keys = frozenset(backbone) if backbone is not None and _only_a_backbone(state, ir, backbone) else None
+    report = LoadReport(source, layout, backbone=keys is not None)
     fitted = state
     if adapt:
         fitted, report.adapted = adapt_state(state, ir, seed=seed)
-    keys = backbone if report.backbone else None
-    if keys is not None:
-        fitted = {key: value for key, value in fitted.items() if key in keys}  # no fresh classifier
+    if keys is not None:  # the network's modules past the backbone (a deeper backbone's, a fresh classifier) go
+        expected = ir.state_shapes()
+        fitted = {key: value for key, value in fitted.items() if key in keys or key not in expected}
     problems = check_state_dict(fitted, ir, source, keys)
     if problems:  # the summary describes the file as it is, not as adapting left it
         raise SpecError([*problems, mismatch_summary(state, problems, ir, source, adapted=adapt)])
     return fitted, report
+
+
+def _only_a_backbone(state: Mapping[str, Tensor], ir: IR, backbone: Collection[str]) -> bool:
+    """Whether ``state`` lacks weights that the whole network needs and the backbone does not (the
+    classifier, later blocks): a backbone's own state_dict, perhaps one with more taps."""
+    beyond = set(ir.state_shapes()) - set(backbone)
+    return any(key not in state for key in beyond if not key.endswith("num_batches_tracked"))
 
 
 # ----------------------------------------------------------------------------- adaptation

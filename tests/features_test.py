@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from densenet_spec import Spec, SpecError, build_model, compile_spec, emit, load_spec
+from densenet_spec import Spec, SpecError, build_model, compile_spec, emit, export_onnx, load_spec
 from densenet_spec.backends.taps import feature_taps
 from densenet_spec.cli import app
 
@@ -231,3 +231,32 @@ def test_a_backbones_own_state_dict_loads_back(out_indices: tuple[int, ...] | No
 def test_adapt_without_weights_is_refused() -> None:
     with pytest.raises(ValueError, match="adapt=True fits a checkpoint to the spec: give it with weights="):
         build_model(_spec(), adapt=True)
+
+
+def test_a_backbone_cut_at_a_later_tap_serves_the_earlier_ones() -> None:
+    """Its extra blocks are a deeper backbone's, not a mismatch: out_indices=(1,) takes what it needs."""
+    deep = build_model(_spec(), features_only=True, out_indices=(1, 2), seed=1).eval()
+    shallow = build_model(_spec(), features_only=True, out_indices=(1,), weights=deep.state_dict()).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(shallow(x)[0], deep(x)[0], rtol=0, atol=0)
+    state = deep.state_dict() | {"features.conv9.weight": torch.zeros(1)}  # not the network's at all
+    with pytest.raises(SpecError, match=r"unexpected key features\.conv9\.weight"):
+        build_model(_spec(), features_only=True, out_indices=(1,), weights=state)
+
+
+@pytest.mark.parametrize("optimize", [False, True])
+def test_the_onnx_backbone_takes_a_backbones_own_weights(tmp_path: Any, optimize: bool) -> None:
+    """``--features`` exports with the weights that build_model(features_only=True) takes."""
+    ort = pytest.importorskip("onnxruntime")
+    backbone = build_model(_spec(), features_only=True, out_indices=(1, 2), seed=2).eval()
+    path = tmp_path / "b.onnx"
+    export_onnx(_spec(), path, weights=backbone.state_dict(), features=(1, 2), optimize=optimize)
+    x = torch.randn(2, 3, 32, 32)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"input": x.numpy()})
+    with torch.no_grad():
+        for ours, theirs in zip(backbone(x), got, strict=True):
+            np.testing.assert_allclose(theirs, ours.numpy(), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match=r"^features: 7 is out of range"):
+        export_onnx(_spec(), tmp_path / "c.onnx", weights=backbone.state_dict(), features=(7,))

@@ -123,10 +123,10 @@ def select(taps: Sequence[Tap], out_indices: Sequence[int] | None, name: str = "
     return sorted(chosen, key=lambda tap: tap.index)
 
 
-def backbone_keys(ir: IR, out_indices: Sequence[int] | None = None) -> frozenset[str]:
+def backbone_keys(ir: IR, out_indices: Sequence[int] | None = None, name: str = "out_indices") -> frozenset[str]:
     """The state_dict keys of the backbone with these taps: those of ``features`` up to the last
-    tap's module (the rest of the network is left out of it, as timm does)."""
-    last = select(feature_taps(ir), out_indices)[-1].after
+    tap's module (the rest of the network is left out of it, as timm does). ``name``: as :func:`select`."""
+    last = select(feature_taps(ir), out_indices, name)[-1].after
     children: list[str] = []
     for layer in ir.layers():
         child = ".".join(layer.name.split(".")[:2])
