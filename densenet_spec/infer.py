@@ -27,7 +27,7 @@ from ._version import __version__
 from .compiler import compile_spec
 from .errors import Location, Problem, SpecError
 from .schema import Spec
-from .weights import Layout, canonical_state
+from .weights import Layout, canonical_state, unwrap_state
 
 DEFAULT_SIZE: dict[int, int | list[int]] = {1: [1024], 2: 224, 3: [96, 96, 96]}
 """The input size written for each rank (torchvision's 224 in 2-D, the MONAI presets' sizes in 1-D and 3-D)."""
@@ -77,7 +77,7 @@ def infer(state: Mapping[str, Tensor], *, name: str = "inferred", file: str = "<
     problem = name_problem(name)
     if problem:
         raise ValueError(f"name {problem}")
-    canonical, layout = canonical_state(state)
+    canonical, layout = canonical_state(unwrap_state(state, Location(file)))
     shapes = {key: tuple(value.shape) for key, value in canonical.items()}
     where = Location(file)
     reader = _Reader(shapes, where)

@@ -241,3 +241,12 @@ def test_a_backbone_cut_after_a_tap_is_named_as_such() -> None:
     assert "a spec needs the whole network's weights" in str(info.value)
     whole = build_model("densenet-40-k12", features_only=True, seed=0).state_dict()  # up to norm5
     assert infer_spec(whole).num_classes == 0
+
+
+def test_infer_spec_unwraps_what_the_loaders_unwrap() -> None:
+    """A checkpoint dict as torch.load returns it (wrapped, prefixed) infers as the file does."""
+    state = build_model("densenet-40-k12", seed=0).state_dict()
+    wrapped = {"model_state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 3}
+    assert infer_spec(wrapped).blocks == infer_spec(state).blocks == [12, 12, 12]
+    with pytest.raises(SpecError, match="a holds an int, not a tensor"):
+        infer_spec({"a": 1})  # type: ignore[dict-item]
