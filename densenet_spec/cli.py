@@ -789,6 +789,10 @@ def presets(
     _print(table)
 
 
+BATCH_MAX = 1_000_000
+"""The largest ``--batch``: beyond it not even a 1-D spec's input tensor fits a machine."""
+
+
 class Device(str, Enum):
     cpu = "cpu"
     cuda = "cuda"
@@ -807,7 +811,7 @@ class TableOrJson(str, Enum):
 @app.command(cls=Command)
 def bench(
     spec: SpecArg,
-    batch: Annotated[int, typer.Option("--batch", "-b", min=1, help="Images per step.")] = 8,
+    batch: Annotated[int, typer.Option("--batch", "-b", min=1, max=BATCH_MAX, help="Images per step.")] = 8,
     device: Annotated[Device, typer.Option("--device", help="Where to run.")] = Device.cpu,
     mode: Annotated[BenchMode, typer.Option("--mode", help="eval: forward only; train: an SGD step.")] = (
         BenchMode.eval
@@ -861,8 +865,7 @@ def bench(
             else:
                 results = [run_here(config, advance)]
         except (RuntimeError, ValueError) as exc:
-            last = str(exc).strip().splitlines()[-1]  # a child's error arrives as its traceback's last line
-            typer.echo(f"bench: {re.sub(r'^[A-Za-z]+(Error|Exception): ', '', last)}", err=True)
+            typer.echo(f"bench: {_bench_failure(str(exc), config.batch)}", err=True)
             raise typer.Exit(1) from None
     if format is TableOrJson.json:
         data = [r.to_json() for r in results]
@@ -898,7 +901,9 @@ def _bench_usage_problem(config: BenchConfig, compare: bool) -> str:
         "amp": config.amp,
         "channels-last": config.channels_last,
     }
-    given = ", ".join(f"--{name}" for name, on in torch_only.items() if on)
+    named = [f"--{name}" for name, on in torch_only.items() if on]
+    given = ", ".join(named)
+    verb, them = ("sets", "it") if len(named) == 1 else ("set", "them")
     rules = (
         (
             config.optimize and config.mode == "train",
@@ -908,7 +913,10 @@ def _bench_usage_problem(config: BenchConfig, compare: bool) -> str:
             config.onnxruntime and (config.mode != "eval" or config.device != "cpu"),
             "--onnxruntime runs inference on the CPU only: use --mode eval --device cpu",
         ),
-        (config.onnxruntime and bool(given), f"{given} set up the PyTorch model, not --onnxruntime's; drop them"),
+        (
+            config.onnxruntime and bool(given),
+            f"{given} {verb} up the PyTorch model, not --onnxruntime's; drop {them}",
+        ),
         (
             config.memory_efficient and config.mode == "eval",
             "--memory-efficient changes training only (what the backward pass keeps); use --mode train",
@@ -920,6 +928,18 @@ def _bench_usage_problem(config: BenchConfig, compare: bool) -> str:
         ),
     )
     return next((message for broken, message in rules if broken), "")
+
+
+def _bench_failure(text: str, batch: int) -> str:
+    """One line for a failed benchmark: a child's error arrives as its traceback, whose last
+    ``...Error:`` line says it (torch's own messages go on over lines of C++ frames); memory that
+    cannot be had is said in the tool's words."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    errors = [line for line in lines if re.match(r"^[\w.]*(Error|Exception): ", line)]
+    said = re.sub(r"^[\w.]*(Error|Exception): ", "", errors[-1] if errors else (lines or ["failed"])[0])
+    if re.search(r"can't allocate memory|out of memory|Overflow when unpacking", said, re.IGNORECASE):
+        return f"not enough memory for a batch of {batch:,} on this machine: use a smaller --batch"
+    return said
 
 
 def _refuse_bench_usage(problem: str) -> None:

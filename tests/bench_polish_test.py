@@ -129,3 +129,35 @@ def test_no_measurable_time_gives_no_rate() -> None:
     assert bench.best_rate(lambda: None, lambda: None, work=1.0, repeats=3, seconds=0.0, clock=lambda: 1.0) == 0.0
     result = BenchResult(BenchConfig("x"), [0.01], macs=10**6, setup_s=0.0, conv_gflops=0.0)
     assert result.floor_s is None  # shown as "-"
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ('Traceback (most recent call last):\n  File "x"\nRuntimeError: shapes do not fit\n', "shapes do not fit"),
+        ('Overflow when unpacking long long\nException raised from x at y\nframe #16: z\n"', "not enough memory"),
+        (
+            "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory",
+            "not enough memory",
+        ),
+        ("\n\n", "failed"),
+    ],
+)
+def test_a_failed_benchmark_is_one_line_in_the_tools_words(text: str, said: str) -> None:
+    from densenet_spec.cli import _bench_failure
+
+    line = _bench_failure(text, 99)
+    assert said in line and "\n" not in line and line != '"'
+
+
+def test_bench_batch_has_a_ceiling() -> None:
+    result = CliRunner().invoke(app, ["bench", "densenet-40-k12", "--batch", "99999999999999999999999"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: --batch:") and result.stderr.count("\n") == 1
+
+
+def test_optimized_bench_counts_the_optimized_networks_macs() -> None:
+    from densenet_spec import as_ir, optimize
+
+    _, macs = bench.make_step(BenchConfig(spec="densenet-40-k12", batch=1, optimize=True))
+    assert macs == optimize(as_ir("densenet-40-k12"))[0].macs < as_ir("densenet-40-k12").macs

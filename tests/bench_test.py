@@ -73,7 +73,10 @@ def test_bench_compare_table_keeps_memory_and_explains_the_columns() -> None:
             ["--onnxruntime", "--compile", "--amp"],
             "error: --compile, --amp set up the PyTorch model, not --onnxruntime's",
         ),
-        (["--onnxruntime", "--channels-last"], "error: --channels-last set up the PyTorch model"),
+        (
+            ["--onnxruntime", "--channels-last"],
+            "error: --channels-last sets up the PyTorch model, not --onnxruntime's; drop it",
+        ),
         (["--memory-efficient"], "error: --memory-efficient changes training only"),
         (["--compare"], "error: --compare runs the plain configuration beside this one: add what to compare"),
         (["--channels-last"], "error: --channels-last applies to 2-D networks; densenet121-1d is 1-D"),
