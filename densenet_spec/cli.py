@@ -159,8 +159,8 @@ def _reporting() -> Iterator[None]:
         raise typer.Exit(1) from None
     except StdoutError:
         raise  # the command group says it (or keeps a broken pipe quiet)
-    except UsageError as exc:  # the message starts with the spec it is about, so no "error: " prefix
-        typer.echo(str(exc), err=True)
+    except UsageError as exc:  # wrong usage found once the spec is read: said as every usage error
+        typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     except ToolError as exc:
         typer.echo(str(exc), err=True)

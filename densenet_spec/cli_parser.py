@@ -65,10 +65,13 @@ def one_line_usage_errors(command: Any) -> Iterator[None]:
 
 def check_version_alone(args: list[str]) -> None:
     """``--version`` takes no arguments: ``--version extra`` is a usage error, not a silent version."""
-    options = list(itertools.takewhile(lambda arg: arg.startswith("-"), args))
-    if "--version" in options and len(args) > 1:
-        others = " ".join(arg for arg in args if arg != "--version")
-        usage_error(f"--version takes nothing else; got {others}")
+    before = list(itertools.takewhile(lambda arg: arg != "--", args))  # after "--" nothing is an option
+    options = list(itertools.takewhile(lambda arg: arg.startswith("-"), before))
+    if "--version" not in options or any(arg in HELP_OPTIONS for arg in options):  # help wins, as click has it
+        return
+    others = [arg for arg in args if arg != "--version"]
+    if others:
+        usage_error(f"--version takes nothing else; got {' '.join(repr(a) if not a.strip() else a for a in others)}")
 
 
 def _parser_error(exc: click_errors.UsageError, command: Any = None) -> str:

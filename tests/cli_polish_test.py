@@ -333,3 +333,20 @@ def test_weights_for_the_torch_source_say_where_they_go(tmp_path: Path) -> None:
     line = _error_line(result)
     assert line.startswith("error: --weights does not apply to --to torch; it takes --optimize (the source holds")
     assert "densenet_spec.optimize(ir, weights)" in line
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--version", "--version"], None),  # said twice is still the version
+        (["-h", "--version"], None),  # help wins, as click has it
+        (["--version", ""], "error: --version takes nothing else; got ''"),
+        (["--version", "a", "b"], "error: --version takes nothing else; got a b"),
+    ],
+)
+def test_version_with_others(args: list[str], expected: str | None) -> None:
+    result = RUNNER.invoke(app, args)
+    if expected is None:
+        assert result.exit_code == 0 and result.stdout
+    else:
+        assert _error_line(result) == expected

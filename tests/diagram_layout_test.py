@@ -383,8 +383,9 @@ def test_mermaid_refuses_a_huge_layer_view(tmp_path: Path) -> None:
     assert result.exit_code == 2  # the spec is valid; the options asked for too much: wrong usage
     assert f"at most {MAX_EDGES}" in result.stderr and "--blocks" in result.stderr
     assert "Traceback" not in result.stderr
-    # the message starts with what it is about: the preset's name, or the spec file
-    assert result.stderr.startswith("densenet121: the layer view has 597 connections")
+    # one usage-error line, then what it is about: the preset's name, or the spec file
+    assert result.stderr.startswith("error: densenet121: the layer view has 597 connections")
+    assert result.stderr.count("\n") == 1
     spec = tmp_path / "mine.yaml"
     spec.write_text("name: mine\nextends: densenet121\n")
     with pytest.raises(ViewTooLargeError, match=rf"^{re.escape(str(spec))}: the layer view"):
