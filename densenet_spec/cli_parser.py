@@ -161,10 +161,17 @@ def _bad_value(exc: click_errors.UsageError, param: Any) -> str:
         number = None
     if number is not None and not math.isfinite(number):
         return f"{raw} is not a finite number"
-    span = f"the range is {low:g}-{high:g}" if low is not None and high is not None else ""
+    span = f"the range is {_number(low)}-{_number(high)}" if low is not None and high is not None else ""
     if number is not None and low is not None and number < low:
-        return f"{raw} is below {low:g} ({span or f'the least it takes is {low:g}'})"
+        return f"{raw} is below {_number(low)} ({span or f'the least it takes is {_number(low)}'})"
     if number is not None and high is not None and number > high:
-        return f"{raw} is above {high:g} ({span or f'the most it takes is {high:g}'})"
+        return f"{raw} is above {_number(high)} ({span or f'the most it takes is {_number(high)}'})"
     message = str(getattr(exc, "message", exc))
     return " ".join(message.split()).removeprefix("Value error, ").rstrip(".")
+
+
+def _number(value: float) -> str:
+    """``2400``, ``1,000,000`` for a whole number (``:g`` writes ``1e+06``), ``0.5`` otherwise."""
+    if not float(value).is_integer():
+        return f"{value:g}"
+    return f"{int(value):,}" if abs(value) >= 10_000 else str(int(value))

@@ -81,7 +81,7 @@ def test_a_title_that_no_diagram_can_hold_is_a_usage_error(
             "error: --to needs a value (one of torch, onnx, svg, pdf, dot, png, json, mermaid, heatmap)",
         ),
         (["build", "SPEC", "--to", "tensorflow"], "error: --to: 'tensorflow' is not one of torch, onnx, svg, pdf"),
-        (["bench", "SPEC", "--batch", "0"], "error: --batch: 0 is below 1 (the least it takes is 1)"),
+        (["bench", "SPEC", "--batch", "0"], "error: --batch: 0 is below 1 (the range is 1-1,000,000)"),
         (["bench", "SPEC", "-b", "x"], "error: --batch: 'x' is not a whole number"),
         (["bench", "SPEC", "--device", "tpu"], "error: --device: 'tpu' is not one of cpu, cuda"),
         (["summary", "SPEC", "-f", "yaml"], "error: --format: 'yaml' is not one of table, json, markdown"),
