@@ -12,7 +12,7 @@ from __future__ import annotations
 from ._version import __version__
 from .api import as_ir, build_model, emit, export_onnx, infer_spec, optimize, optimize_for_inference
 from .compiler import compile_spec
-from .errors import Location, Problem, SpecError
+from .errors import Location, Problem, RenderWarning, SpecError, ToolError
 from .ir import IR, Layer, Op
 from .loader import load_spec, preset_names
 from .schema import Spec
@@ -23,8 +23,10 @@ __all__ = [
     "Location",
     "Op",
     "Problem",
+    "RenderWarning",
     "Spec",
     "SpecError",
+    "ToolError",
     "__version__",
     "as_ir",
     "build_model",

@@ -397,6 +397,8 @@ def export_onnx(
 
     Raises:
         ValueError: ``path`` ends in a slash (a folder), or the opset or seed is out of range.
+        SpecError: the spec is invalid, or the weights do not fit it.
+        ToolError: the file cannot be written (a missing folder, no permission, a full disk).
 
     Args:
         spec: a Spec, a mapping of its fields, a spec file, a preset name, or a compiled IR.

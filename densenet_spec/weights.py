@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Collection, Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,7 @@ def unwrap_state(obj: Any, where: Location) -> dict[str, Tensor]:
 def _load_any(path: Path, where: Location) -> Any:
     """The object in a checkpoint file, read without running code from it."""
     try:
-        if path.suffix == ".safetensors":
+        if path.suffix == ".safetensors" or _looks_like_safetensors(path):
             return _read_safetensors(path)
         with warnings.catch_warnings():  # pickle protocol notices; the refusal itself is reported
             warnings.simplefilter("ignore")
@@ -86,7 +87,11 @@ def _load_any(path: Path, where: Location) -> Any:
     except SpecError:
         raise
     except Exception as exc:  # a corrupt file or one holding objects: no traceback, just why
-        if path.suffix != ".safetensors" and not _looks_like_torch_save(path):
+        if _empty(path):
+            message = "the file is empty (an interrupted download or save?)"
+        elif path.suffix == ".safetensors":
+            message = f"not a readable safetensors file (cut short or damaged?): {_reason(exc, path)}"
+        elif not _looks_like_torch_save(path):
             message = "not a torch checkpoint (torch.save writes a zip archive; .safetensors files are read too)"
         elif _cut_short(path):
             message = (
@@ -188,6 +193,24 @@ def _looks_like_torch_save(path: Path) -> bool:
     except OSError:
         return True  # let torch's own reason stand
     return head.startswith(b"PK") or _LEGACY_MAGIC in head
+
+
+def _empty(path: Path) -> bool:
+    with suppress(OSError):
+        return path.stat().st_size == 0
+    return False
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    """Whether the file starts as a safetensors file, whatever its suffix: an 8-byte little-endian
+    header length, then the JSON header's ``{``."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(9)
+            size = path.stat().st_size
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < size
 
 
 def _cut_short(path: Path) -> bool:

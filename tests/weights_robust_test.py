@@ -125,10 +125,29 @@ def test_safetensors_values_are_checked_too(tmp_path: Path) -> None:
 def test_corrupt_safetensors_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "w.safetensors"
     path.write_bytes(b"\xff" * 64)
-    assert "cannot read the checkpoint safely" in str(_refusal(path))
+    assert "not a readable safetensors file (cut short or damaged?)" in str(_refusal(path))
 
 
-@pytest.mark.parametrize("content", [b"hello\n", b"", b"\x80\x04K\x01."])
+def test_a_safetensors_file_is_read_by_its_content(tmp_path: Path) -> None:
+    """Whatever its suffix; cut short, it says so rather than 'cannot read ... safely'."""
+    from safetensors.torch import save_file
+
+    path = tmp_path / "w.pt"
+    save_file({"w": torch.arange(6.0)}, str(path))
+    assert torch.equal(read_checkpoint(path)["w"], torch.arange(6.0))
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(path.read_bytes()[:-8])
+    message = _refusal(cut).problems[0].message
+    assert message.startswith("not a readable safetensors file (cut short or damaged?)"), message
+
+
+def test_an_empty_file_says_so(tmp_path: Path) -> None:
+    for name in ("w.pt", "w.safetensors"):
+        (tmp_path / name).write_bytes(b"")
+        assert _refusal(tmp_path / name).problems[0].message.startswith("the file is empty")
+
+
+@pytest.mark.parametrize("content", [b"hello\n", b"\x80\x04K\x01."])
 def test_files_that_are_not_torch_checkpoints_say_so(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "w.pth"
     path.write_bytes(content)
