@@ -260,3 +260,14 @@ def test_the_onnx_backbone_takes_a_backbones_own_weights(tmp_path: Any, optimize
             np.testing.assert_allclose(theirs, ours.numpy(), rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match=r"^features: 7 is out of range"):
         export_onnx(_spec(), tmp_path / "c.onnx", weights=backbone.state_dict(), features=(7,))
+
+
+@pytest.mark.parametrize("out_indices", [2, "12", (True,), (1.0,)])
+def test_out_indices_of_another_type_are_named(out_indices: Any) -> None:
+    with pytest.raises(TypeError, match="out_indices takes"):
+        build_model(_spec(), features_only=True, out_indices=out_indices)
+
+
+def test_out_indices_as_numpy_integers() -> None:
+    backbone = build_model(_spec(), features_only=True, out_indices=np.array([1, 3]), seed=0)
+    assert backbone.feature_info.out_indices == (1, 3)

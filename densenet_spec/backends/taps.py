@@ -10,7 +10,8 @@ graph compute the same maps from the same description.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import operator
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ..ir import IR, Act, Blur, Conv, Layer, Pool, Shape
@@ -106,11 +107,17 @@ def select(taps: Sequence[Tap], out_indices: Sequence[int] | None, name: str = "
     messages call them ``name`` (the argument the caller took them as).
 
     Raises:
+        TypeError: not a sequence of ints (``2``, ``(True,)``).
         ValueError: no index, an index out of range, or one given twice.
     """
     if out_indices is None:
         return list(taps)
     count = len(taps)
+    if isinstance(out_indices, str | bytes) or not isinstance(out_indices, Iterable):
+        raise TypeError(f"{name} takes a sequence of tap numbers such as (1, 2), not {out_indices!r}")
+    if not all(_whole(index) for index in out_indices):
+        raise TypeError(f"{name} takes whole tap numbers of 0..{count - 1}, not {list(out_indices)!r}")
+    out_indices = [operator.index(index) for index in out_indices]  # numpy's integers too
     if not out_indices:
         raise ValueError(f"{name} is empty; give at least one tap of 0..{count - 1}, or None for all {count}")
     chosen = []
@@ -121,6 +128,17 @@ def select(taps: Sequence[Tap], out_indices: Sequence[int] | None, name: str = "
     if len({tap.index for tap in chosen}) != len(chosen):
         raise ValueError(f"{name}: {list(out_indices)} names a tap twice")
     return sorted(chosen, key=lambda tap: tap.index)
+
+
+def _whole(index: object) -> bool:
+    """An integer of any kind (numpy's too) but a bool."""
+    if isinstance(index, bool):
+        return False
+    try:
+        operator.index(index)  # type: ignore[arg-type]
+    except TypeError:
+        return False
+    return True
 
 
 def backbone_keys(ir: IR, out_indices: Sequence[int] | None = None, name: str = "out_indices") -> frozenset[str]:
