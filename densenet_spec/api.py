@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -197,6 +197,8 @@ def build_model(
     _check_seed(seed)
     if adapt and weights is None:
         raise ValueError("adapt=True fits a checkpoint to the spec: give it with weights=")
+    if isinstance(out_indices, Iterator):  # read more than once below
+        out_indices = tuple(out_indices)
     ir = as_ir(spec)
     report = None
     state = None
@@ -220,11 +222,12 @@ def build_model(
 
 
 def optimize(
-    ir: IR, state: Weights | None = None, *, clamps: bool = True, adapt: bool = False
+    ir: SpecLike, state: Weights | None = None, *, clamps: bool = True, adapt: bool = False
 ) -> tuple[IR, dict[str, Any] | None]:
     """The inference passes on ``ir`` (and on its weights, when given).
 
     Args:
+        ir: a compiled IR, or anything :func:`as_ir` compiles (a Spec, a preset name, a file).
         state: the weights to fold: a checkpoint file or a state_dict of any layout that
             :func:`state_for` takes (torchvision, timm, MONAI; a DDP ``module.`` prefix), checked
             against ``ir`` key by key first.
@@ -236,8 +239,9 @@ def optimize(
     Raises:
         SpecError: the weights cannot be read, or their keys or shapes do not fit ``ir``.
     """
-    checked = None if state is None else state_for(ir, state, adapt=adapt)
-    return _optimized(ir, checked, clamps)
+    compiled = as_ir(ir)
+    checked = None if state is None else state_for(compiled, state, adapt=adapt)
+    return _optimized(compiled, checked, clamps)
 
 
 def _optimized(ir: IR, state: Mapping[str, Any] | None, clamps: bool = True) -> tuple[IR, dict[str, Any] | None]:

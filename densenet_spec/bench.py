@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -365,7 +366,12 @@ def _run_child(config: BenchConfig, env: dict[str, str], progress: Progress | No
         else:
             errors.append(line)
     output = child.stdout.read()
-    if child.wait() != 0:
+    status = child.wait()
+    if status == -signal.SIGKILL and not "".join(errors).strip():  # the kernel's out-of-memory killer says nothing
+        raise RuntimeError(
+            "MemoryError: the benchmark process was killed (SIGKILL), which the system does when it runs out of memory"
+        )
+    if status != 0:
         raise RuntimeError("benchmark child failed:\n" + "".join(errors[-20:]))
     return BenchResult.from_json(json.loads(output))
 

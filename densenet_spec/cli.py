@@ -407,7 +407,7 @@ def build(
         _check_list_items("--features", given["features"], "'all' or tap indices")
     if "opset" in given:
         _check_opset(given["opset"])
-    _check_not_a_spec(output, spec)
+    _check_not_an_input(output, spec)
     if "weights" in given:
         _check_not_the_input(output, given["weights"], "the checkpoint it reads")
     chosen_format = _format_of(output, target)
@@ -512,19 +512,26 @@ def _spec_file(spec: str) -> str | Path:
         return spec
 
 
+CHECKPOINT_SUFFIXES = frozenset({".pt", ".pth", ".ckpt", ".bin", ".safetensors"})
+"""What checkpoints are called: no target writes one, and ``-o w.pt`` for ``w.py`` replaced weights."""
+
+
 TORCH_WEIGHTS_HINT = (
     " (the source holds no weights: load yours into its build() with load_state_dict, or for "
     "--optimize the state_dict that densenet_spec.optimize(ir, weights) returns)"
 )
 
 
-def _check_not_a_spec(output: str | None, spec: str | None, command: str = "build") -> None:
-    """``build`` and ``schema`` never write over a spec: not the one read, nor any ``.yaml``/``.yml``
-    file (``--to torch -o net.yaml`` replaced a spec with Python source)."""
+def _check_not_an_input(output: str | None, spec: str | None, command: str = "build") -> None:
+    """``build`` and ``schema`` never write over a spec (not the one read, nor any ``.yaml``/``.yml``
+    file: ``--to torch -o net.yaml`` replaced a spec with Python source) or a checkpoint."""
     if not output or output == "-":
         return
-    if (spec is not None and _same_file(output, _spec_file(spec))) or Path(output).suffix.lower() in (".yaml", ".yml"):
+    suffix = Path(output).suffix.lower()
+    if (spec is not None and _same_file(output, _spec_file(spec))) or suffix in (".yaml", ".yml"):
         usage_error(f"-o {output}: that names a spec file, which {command} does not write; choose another name")
+    if suffix in CHECKPOINT_SUFFIXES:  # one letter from .py: a typo that would overwrite weights
+        usage_error(f"-o {output}: that names a checkpoint file, which {command} does not write; choose another name")
 
 
 def _format_of(output: str | None, target: BuildTarget) -> str | None:
@@ -683,13 +690,14 @@ def _parse_features(text: str, ir: IR) -> tuple[int, ...]:
     if text.strip() == "all":
         return tuple(range(len(taps)))
     try:
-        chosen = tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
+        given = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        chosen = ()
-    if not chosen or not all(0 <= i < len(taps) for i in chosen):
-        typer.echo(f"error: --features: expected 'all' or tap indices among {describe(taps)}; got {text!r}", err=True)
-        raise typer.Exit(2)
-    return chosen
+        given = []
+    if not given or not all(0 <= i < len(taps) for i in given):
+        usage_error(f"--features: expected 'all' or tap indices among {describe(taps)}; got {text!r}")
+    if len(set(given)) != len(given):  # as out_indices in Python
+        usage_error(f"--features: {text} names a tap twice")
+    return tuple(sorted(given))
 
 
 @app.command(cls=Command)
@@ -757,7 +765,7 @@ def schema(
 ) -> None:
     """The JSON Schema of the spec format (for editors: yaml-language-server, VS Code)."""
     _check_output(output, example="densenet-spec.schema.json")
-    _check_not_a_spec(output, None, "schema")
+    _check_not_an_input(output, None, "schema")
     text = json.dumps(json_schema(), indent=2) + "\n"
     with _reporting():
         where = emit(output, text)
@@ -937,7 +945,7 @@ def _bench_failure(text: str, batch: int) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     errors = [line for line in lines if re.match(r"^[\w.]*(Error|Exception): ", line)]
     said = re.sub(r"^[\w.]*(Error|Exception): ", "", errors[-1] if errors else (lines or ["failed"])[0])
-    if re.search(r"can't allocate memory|out of memory|Overflow when unpacking", said, re.IGNORECASE):
+    if re.search(r"can't allocate memory|out of memory|runs out of memory|Overflow when unpacking", said, re.I):
         return f"not enough memory for a batch of {batch:,} on this machine: use a smaller --batch"
     return said
 

@@ -10,7 +10,7 @@ the layer) at fault; :func:`check_ir` re-checks the invariants every pass must k
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from fractions import Fraction
 from pathlib import Path
 from typing import Literal
@@ -57,10 +57,11 @@ def compile_spec(spec: Spec, *, strict: bool = False) -> IR:
         TypeError: ``spec`` is not a Spec (a preset name or path: ``load_spec`` it first).
     """
     if not isinstance(spec, Spec):
-        raise TypeError(
-            f"compile_spec takes a Spec, not {type(spec).__name__}: compile_spec(load_spec({spec!r})) reads "
-            "a preset or a file first"
-        )
+        if isinstance(spec, Mapping):
+            how = "as_ir(fields) compiles a mapping of a spec's fields"
+        else:
+            how = f"compile_spec(load_spec({spec!r})) reads a preset or a file first, or as_ir({spec!r}) does both"
+        raise TypeError(f"compile_spec takes a Spec, not {type(spec).__name__}: {how}")
     _raise(spec, _check_counts(spec))
     lowered = _lower(spec, spec.input.shape)  # layer records only: nothing the size of the network
     _raise(spec, _check_params(spec, lowered) or _check_lowered(spec, lowered))

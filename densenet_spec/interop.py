@@ -85,12 +85,12 @@ def load_weights(
     fitted = state
     if adapt:
         fitted, report.adapted = adapt_state(state, ir, seed=seed)
-    if keys is not None:  # the network's modules past the backbone (a deeper backbone's, a fresh classifier) go
-        expected = ir.state_shapes()
-        fitted = {key: value for key, value in fitted.items() if key in keys or key not in expected}
     problems = check_state_dict(fitted, ir, source, keys)
     if problems:  # the summary describes the file as it is, not as adapting left it
         raise SpecError([*problems, mismatch_summary(state, problems, ir, source, adapted=adapt)])
+    if keys is not None:  # the modules past the backbone (a deeper backbone's, checked above; a fresh classifier) go
+        fitted = {key: value for key, value in fitted.items() if key in keys}
+        report.adapted = [line for line in report.adapted if "classifier." not in line]
     return fitted, report
 
 
@@ -183,6 +183,15 @@ def mismatch_summary(
     """
     where = Location(source)
     counts = _counts(problems, len(state))
+    tap = _backbone_tap(state, ir)
+    if tap is not None and all(p.message.startswith("missing key") for p in problems):
+        return Problem(
+            where,
+            "",
+            f"the checkpoint is this network's backbone, cut after tap {tap} (no classifier); {counts}; use it "
+            f"with features_only=True and out_indices up to {tap}, or --to onnx --features "
+            + ",".join(str(i) for i in range(tap + 1)),
+        )
     try:
         from .infer import infer_spec
 
@@ -196,6 +205,17 @@ def mismatch_summary(
     infer_hint = f"write the spec it fits with `densenet-spec infer {ckpt} -o spec.yaml`"
     advice = f"pass --adapt (adapt=True) to fit the first conv and the classifier, or {infer_hint}"
     return Problem(where, "", f"{what}; {counts}; {advice if fixable else 'to use it, ' + infer_hint}")
+
+
+def _backbone_tap(state: Mapping[str, Tensor], ir: IR) -> int | None:
+    """The last tap of the backbone of ``ir`` whose weights ``state`` holds exactly, or None."""
+    from .backends.taps import backbone_keys, feature_taps
+
+    def counted(keys: Collection[str]) -> set[str]:
+        return {key for key in keys if not key.endswith("num_batches_tracked")}
+
+    held = counted(state)
+    return next((t.index for t in feature_taps(ir) if counted(backbone_keys(ir, [t.index])) == held), None)
 
 
 def _counts(problems: list[Problem], keys: int) -> str:

@@ -78,8 +78,9 @@ def unwrap_state(obj: Any, where: Location) -> dict[str, Tensor]:
 
 def _load_any(path: Path, where: Location) -> Any:
     """The object in a checkpoint file, read without running code from it."""
+    safetensors = path.suffix == ".safetensors" or _looks_like_safetensors(path)
     try:
-        if path.suffix == ".safetensors" or _looks_like_safetensors(path):
+        if safetensors:
             return _read_safetensors(path)
         with warnings.catch_warnings():  # pickle protocol notices; the refusal itself is reported
             warnings.simplefilter("ignore")
@@ -89,14 +90,14 @@ def _load_any(path: Path, where: Location) -> Any:
     except Exception as exc:  # a corrupt file or one holding objects: no traceback, just why
         if _empty(path):
             message = "the file is empty (an interrupted download or save?)"
-        elif path.suffix == ".safetensors":
+        elif safetensors:
             message = f"not a readable safetensors file (cut short or damaged?): {_reason(exc, path)}"
         elif not _looks_like_torch_save(path):
             message = "not a torch checkpoint (torch.save writes a zip archive; .safetensors files are read too)"
-        elif _cut_short(path):
+        elif _cut_short(path) or re.search(r"unexpected EOF|corrupted", str(exc), re.IGNORECASE):
             message = (
-                "the checkpoint is cut short or damaged: it starts as torch.save's zip archive but the "
-                "archive's end is missing (an interrupted download or save?); fetch or save it again"
+                "the checkpoint is cut short or damaged: it starts as torch.save's output but its end is "
+                "missing (an interrupted download or save?); fetch or save it again"
             )
         else:
             message = f"cannot read the checkpoint safely: {_reason(exc, path)}"
@@ -210,7 +211,7 @@ def _looks_like_safetensors(path: Path) -> bool:
             size = path.stat().st_size
     except OSError:
         return False
-    return len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < size
+    return len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < min(size, 2**27)
 
 
 def _cut_short(path: Path) -> bool:
@@ -336,16 +337,16 @@ def _common_prefix(state: Mapping[str, Tensor]) -> str:
 def check_state_dict(
     state: Mapping[str, Tensor], ir: IR, file: str = "<state_dict>", keys: Collection[str] | None = None
 ) -> list[Problem]:
-    """Every key of ``state`` that does not fit the IR's modules (only those of ``keys``, for a
-    backbone's own weights), by name."""
+    """Every key of ``state`` that does not fit the IR's modules, by name: missing, unexpected or
+    mis-shaped. With ``keys`` (a backbone's own weights) only those must be there; what else is
+    there must still be the network's, of its shapes."""
     where = Location(file)
     expected = ir.state_shapes()
-    if keys is not None:
-        expected = {key: shape for key, shape in expected.items() if key in keys}
+    required = expected if keys is None else {key: shape for key, shape in expected.items() if key in keys}
     # num_batches_tracked may be absent (checkpoints older than torch 0.4.1); nothing reads it at inference.
     problems = [
         Problem(where, "", f"missing key {key} (shape {list(shape)})")
-        for key, shape in expected.items()
+        for key, shape in required.items()
         if key not in state and not key.endswith("num_batches_tracked")
     ]
     for key, value in state.items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from densenet_spec import SpecError, as_ir, build_model, export_onnx
 
@@ -53,3 +54,24 @@ def test_export_onnx_takes_weights_as_build_model_does(tmp_path: Path) -> None:
     assert by_weights == by_state_dict != export_onnx("densenet-40-k12", tmp_path / "c.onnx").read_bytes()
     with pytest.raises(ValueError, match="one argument under two names"):
         export_onnx("densenet-40-k12", tmp_path / "d.onnx", weights=state, state_dict=state)
+
+
+def test_optimize_takes_a_spec_as_the_other_entry_points(tmp_path: Path) -> None:
+    from densenet_spec import optimize
+
+    state = build_model("densenet-40-k12", seed=1).state_dict()
+    path = tmp_path / "w.pt"
+    torch.save(state, path)
+    by_name = optimize("densenet-40-k12", path)
+    by_ir = optimize(as_ir("densenet-40-k12"), state)
+    assert by_name[0].macs == by_ir[0].macs and by_name[1] is not None and by_ir[1] is not None
+    assert all(torch.equal(by_name[1][key], value) for key, value in by_ir[1].items())
+
+
+def test_compile_spec_of_a_mapping_says_what_compiles_one() -> None:
+    from densenet_spec import compile_spec
+
+    with pytest.raises(TypeError, match=r"as_ir\(fields\) compiles a mapping"):
+        compile_spec({"name": "x"})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"or as_ir\('densenet121'\) does both"):
+        compile_spec("densenet121")  # type: ignore[arg-type]

@@ -161,3 +161,21 @@ def test_optimized_bench_counts_the_optimized_networks_macs() -> None:
 
     _, macs = bench.make_step(BenchConfig(spec="densenet-40-k12", batch=1, optimize=True))
     assert macs == optimize(as_ir("densenet-40-k12"))[0].macs < as_ir("densenet-40-k12").macs
+
+
+def test_a_child_killed_for_memory_is_said_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel's out-of-memory killer ends the child with SIGKILL and no message: it was
+    'bench: benchmark child failed:' with nothing after the colon."""
+    import sys
+
+    from densenet_spec.cli import _bench_failure
+
+    killer = tmp_path / "python"
+    killer.write_text("#!/bin/sh\nkill -9 $$\n")
+    killer.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(killer))
+    with pytest.raises(RuntimeError) as info:
+        bench._run_child(BenchConfig(spec="densenet-40-k12"), {}, None)
+    assert _bench_failure(str(info.value), 100_000) == (
+        "not enough memory for a batch of 100,000 on this machine: use a smaller --batch"
+    )

@@ -350,3 +350,21 @@ def test_version_with_others(args: list[str], expected: str | None) -> None:
         assert result.exit_code == 0 and result.stdout
     else:
         assert _error_line(result) == expected
+
+
+@pytest.mark.parametrize("name", ["w.pt", "w.PTH", "w.ckpt", "w.safetensors", "w.bin"])
+def test_build_never_writes_over_a_checkpoint(tmp_path: Path, name: str) -> None:
+    """``-o w.pt`` for ``w.py`` replaced a 3 MB checkpoint with Python source."""
+    out = tmp_path / name
+    out.write_bytes(b"weights")
+    result = RUNNER.invoke(app, ["build", "densenet-40-k12", "--to", "torch", "-o", str(out)])
+    assert (
+        _error_line(result)
+        == f"error: -o {out}: that names a checkpoint file, which build does not write; choose another name"
+    )
+    assert out.read_bytes() == b"weights"
+
+
+def test_features_naming_a_tap_twice_is_refused_as_in_python() -> None:
+    result = RUNNER.invoke(app, ["build", "densenet-40-k12", "--to", "onnx", "--features", "1,1", "-o", "-"])
+    assert _error_line(result) == "error: --features: 1,1 names a tap twice"

@@ -268,6 +268,39 @@ def test_out_indices_of_another_type_are_named(out_indices: Any) -> None:
         build_model(_spec(), features_only=True, out_indices=out_indices)
 
 
-def test_out_indices_as_numpy_integers() -> None:
+def test_out_indices_as_numpy_integers_or_a_generator() -> None:
     backbone = build_model(_spec(), features_only=True, out_indices=np.array([1, 3]), seed=0)
     assert backbone.feature_info.out_indices == (1, 3)
+    state = build_model(_spec(), seed=0).state_dict()
+    backbone = build_model(_spec(), features_only=True, out_indices=(i for i in (1, 2)), weights=state)
+    assert backbone.feature_info.out_indices == (1, 2)
+    with pytest.raises(TypeError, match="out_indices takes a sequence"):
+        build_model(_spec(), features_only=True, out_indices=np.array(1))
+
+
+def test_a_deeper_backbones_extra_tensors_are_still_checked() -> None:
+    """The blocks past the taps asked for are dropped, but a tensor there of another shape than
+    the network's is still refused (it said nothing)."""
+    state = build_model(_spec(), features_only=True, out_indices=(1, 2), seed=1).state_dict()
+    state["features.denseblock2.denselayer1.conv1.weight"] = torch.zeros(3)
+    with pytest.raises(SpecError, match=r"features\.denseblock2\.denselayer1\.conv1\.weight has shape \[3\]"):
+        build_model(_spec(), features_only=True, out_indices=(1,), weights=state)
+
+
+def test_adapting_a_backbone_reports_no_classifier() -> None:
+    """A backbone has no classifier, so --adapt's report does not speak of one."""
+    state = build_model(_spec(), features_only=True, out_indices=(1,), seed=1).state_dict()
+    gray = _spec(input={"channels": 1, "size": 32})
+    backbone = build_model(gray, features_only=True, out_indices=(1,), weights=state, adapt=True)
+    assert backbone.load_report is not None
+    lines = backbone.load_report.lines()
+    assert any("conv0" in line for line in lines) and not any("classifier" in line for line in lines)
+
+
+def test_a_backbone_checkpoint_for_the_whole_network_says_what_it_is() -> None:
+    state = build_model(_spec(), features_only=True, out_indices=(0, 1), seed=1).state_dict()
+    with pytest.raises(SpecError) as info:
+        build_model(_spec(), weights=state)
+    last = info.value.problems[-1].message
+    assert last.startswith("the checkpoint is this network's backbone, cut after tap 1 (no classifier)")
+    assert last.endswith("use it with features_only=True and out_indices up to 1, or --to onnx --features 0,1")

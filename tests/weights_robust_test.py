@@ -197,3 +197,21 @@ def test_a_checkpoint_cut_short_says_so(tmp_path: Path, keep: float) -> None:
 def test_a_whole_checkpoint_is_not_called_cut_short(tmp_path: Path) -> None:
     path = _saved(tmp_path, {"w": torch.randn(4)}, "whole.pt")
     assert read_checkpoint(path).keys() == {"w"}
+
+
+def test_a_cut_short_safetensors_file_named_pt_says_what_it_is(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    whole = tmp_path / "whole.safetensors"
+    save_file({"w": torch.randn(256)}, str(whole))
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(whole.read_bytes()[:400])
+    assert _refusal(cut).problems[0].message.startswith("not a readable safetensors file (cut short or damaged?)")
+
+
+def test_a_cut_short_legacy_checkpoint_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "old.pt"
+    torch.save({"w": torch.randn(1000)}, path, _use_new_zipfile_serialization=False)
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(path.read_bytes()[:2000])
+    assert _refusal(cut).problems[0].message.startswith("the checkpoint is cut short or damaged")

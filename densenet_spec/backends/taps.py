@@ -113,11 +113,15 @@ def select(taps: Sequence[Tap], out_indices: Sequence[int] | None, name: str = "
     if out_indices is None:
         return list(taps)
     count = len(taps)
-    if isinstance(out_indices, str | bytes) or not isinstance(out_indices, Iterable):
-        raise TypeError(f"{name} takes a sequence of tap numbers such as (1, 2), not {out_indices!r}")
-    if not all(_whole(index) for index in out_indices):
-        raise TypeError(f"{name} takes whole tap numbers of 0..{count - 1}, not {list(out_indices)!r}")
-    out_indices = [operator.index(index) for index in out_indices]  # numpy's integers too
+    try:
+        if isinstance(out_indices, str | bytes) or not isinstance(out_indices, Iterable):
+            raise TypeError
+        given = list(out_indices)  # read once: a generator too
+    except TypeError:  # a number, a string, a 0-d array
+        raise TypeError(f"{name} takes a sequence of tap numbers such as (1, 2), not {out_indices!r}") from None
+    if not all(_whole(index) for index in given):
+        raise TypeError(f"{name} takes whole tap numbers of 0..{count - 1}, not {given!r}")
+    out_indices = [operator.index(index) for index in given]  # numpy's integers too
     if not out_indices:
         raise ValueError(f"{name} is empty; give at least one tap of 0..{count - 1}, or None for all {count}")
     chosen = []
