@@ -178,8 +178,14 @@ def _compile(spec: str, strict: bool) -> IR:
 
 
 def _console() -> Console:
-    # markup off: a description or a file name with "[/b]" is text to print, not a (broken) style tag
-    return Console(soft_wrap=False, markup=False, width=max(120, shutil.get_terminal_size().columns))
+    # markup off: a description or a file name with "[/b]" is text to print, not a (broken) style tag.
+    # Piped or redirected, nothing wraps a line but the table's own width (summary --optimize's
+    # extra columns wrapped every row at 120).
+    width = max(120, shutil.get_terminal_size().columns) if sys.stdout.isatty() else PIPED_WIDTH
+    return Console(soft_wrap=False, markup=False, width=width)
+
+
+PIPED_WIDTH = 200
 
 
 def _version(value: bool) -> None:

@@ -368,3 +368,11 @@ def test_build_never_writes_over_a_checkpoint(tmp_path: Path, name: str) -> None
 def test_features_naming_a_tap_twice_is_refused_as_in_python() -> None:
     result = RUNNER.invoke(app, ["build", "densenet-40-k12", "--to", "onnx", "--features", "1,1", "-o", "-"])
     assert _error_line(result) == "error: --features: 1,1 names a tap twice"
+
+
+def test_piped_tables_do_not_wrap_their_rows() -> None:
+    """summary --optimize's extra columns wrapped every row at 120 columns when piped (27 lines
+    against the plain table's 17)."""
+    plain = RUNNER.invoke(app, ["summary", "densenet121"]).stdout.splitlines()
+    optimized = RUNNER.invoke(app, ["summary", "densenet121", "--optimize"]).stdout.splitlines()
+    assert len(optimized) <= len(plain) + 1  # the note line on the passes
