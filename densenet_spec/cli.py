@@ -518,7 +518,7 @@ def _spec_file(spec: str) -> str | Path:
         return spec
 
 
-CHECKPOINT_SUFFIXES = frozenset({".pt", ".pth", ".ckpt", ".bin", ".safetensors"})
+CHECKPOINT_SUFFIXES = frozenset({".pt", ".pth", ".tar", ".ckpt", ".bin", ".safetensors"})
 """What checkpoints are called: no target writes one, and ``-o w.pt`` for ``w.py`` replaced weights."""
 
 
