@@ -36,6 +36,7 @@ HELP_OPTIONS = ("-h", "--help")
 
 
 def help_option_names(command: Any) -> list[str]:
+    """``-h`` and ``--help``, less any that one of ``command``'s own options already uses."""
     taken = {name for param in command.params for name in (*param.opts, *param.secondary_opts)}
     return [name for name in HELP_OPTIONS if name not in taken]
 
