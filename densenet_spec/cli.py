@@ -951,7 +951,7 @@ def _bench_failure(text: str, batch: int) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     errors = [line for line in lines if re.match(r"^[\w.]*(Error|Exception): ", line)]
     said = re.sub(r"^[\w.]*(Error|Exception): ", "", errors[-1] if errors else (lines or ["failed"])[0])
-    if re.search(r"can't allocate memory|out of memory|runs out of memory|Overflow when unpacking", said, re.I):
+    if re.search(r"can't allocate memory|out of memory|Overflow when unpacking", said, re.I):
         return f"not enough memory for a batch of {batch:,} on this machine: use a smaller --batch"
     return said
 

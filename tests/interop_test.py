@@ -318,7 +318,6 @@ def test_optimize_names_what_does_not_fit() -> None:
 
 def test_checkpoint_descriptions_read_as_english() -> None:
     from densenet_spec.interop import describe_checkpoint
-    from densenet_spec.weights import canonical_state
 
     described = describe_checkpoint(_spec())
     assert "DenseNet with an imagenet stem" in described
