@@ -319,10 +319,81 @@ def test_the_kept_memory_shrinks_after_a_large_batch() -> None:
     fast = optimize_for_inference(_trained_looking("densenet-bc-100-k12"))
     block = fast.features.denseblock1
     with torch.no_grad():
-        fast(torch.randn(16, 3, 32, 32))
+        fast(torch.randn(8, 3, 32, 32))  # one pass of 8 samples (see samples_per_pass)
         large = torch_runtime._KEPT[block]["scratch"].nbytes()
         fast(torch.randn(2, 3, 32, 32))
-    assert torch_runtime._KEPT[block]["scratch"].nbytes() * 8 == large  # not batch 16's, for 2
+    assert torch_runtime._KEPT[block]["scratch"].nbytes() * 4 == large  # not batch 8's, for 2
+
+
+def _scratch_samples(block: torch.nn.Module, x: torch.Tensor) -> int:
+    """How many samples of ``x``'s size the scratch that ``block`` keeps holds."""
+    from densenet_spec.backends import torch_runtime
+
+    per_sample = block.out_channels * x[0, 0].numel() * x.element_size()  # type: ignore[operator]
+    return torch_runtime._KEPT[block]["scratch"].nbytes() // per_sample  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    ("name", "shape"),
+    [("densenet-bc-100-k12", (5, 3, 32, 32)), ("1d", (5, 2, 40)), ("3d", (5, 1, 12, 12, 12))],
+)
+def test_a_batch_goes_through_each_block_a_few_samples_at_a_time(
+    name: str, shape: tuple[int, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two samples a pass (and one for the fifth) give the numbers of one pass of five (up to the
+    rounding of convolutions whose kernel oneDNN picks by batch size), in one buffer, with a
+    scratch for two samples."""
+    from densenet_spec import Spec
+    from densenet_spec.backends import torch_runtime
+
+    if name in ("1d", "3d"):
+        size = list(shape[2:])
+        given = {"name": name, "growth_rate": 4, "blocks": [3, 2], "input": {"channels": shape[1], "size": size}}
+        model = build_model(Spec.model_validate(given), seed=0).eval()
+    else:
+        model = _trained_looking(name)
+    fast = optimize_for_inference(model)
+    x = torch.randn(*shape)
+    with torch.no_grad():
+        whole = fast(x)
+        stem = fast.features[: list(fast.features).index(fast.features.denseblock1)]
+        entry = stem(x)
+        block = fast.features.denseblock1
+        per_sample = 2 * block.out_channels * entry[0, 0].numel() * entry.element_size()
+        monkeypatch.setattr(torch_runtime, "PASS_BYTES", 2 * per_sample + 1)
+        assert block.samples_per_pass(entry) == 2
+        out = block(entry)
+        assert _scratch_samples(block, entry) == 2 and out.data_ptr() == _kept(block)["buffer"]
+        torch.testing.assert_close(out, _whole_block(block, entry), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(fast(x), whole, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(whole, model(x), rtol=1e-4, atol=1e-4)
+
+
+def _whole_block(block: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The block on ``x`` in one pass (with a new buffer, as the kept one is in use)."""
+    from densenet_spec.backends import torch_runtime
+
+    saved = torch_runtime.PASS_BYTES
+    torch_runtime.PASS_BYTES = 1 << 62
+    try:
+        return block(x)  # type: ignore[no-any-return]
+    finally:
+        torch_runtime.PASS_BYTES = saved
+
+
+def test_samples_a_pass_keep_the_block_within_its_bytes() -> None:
+    """densenet121's first block at batch 8: 6.4 MB of buffer and scratch a 56x56 sample, two
+    samples a pass; the last block (7x7) takes the whole batch; a sample larger than the budget
+    still goes through."""
+    from densenet_spec.backends import torch_runtime
+
+    fast = optimize_for_inference(build_model("densenet121").eval())
+    first, last = fast.features.denseblock1, fast.features.denseblock4
+    assert first.samples_per_pass(torch.empty(8, 64, 56, 56)) == 2
+    assert last.samples_per_pass(torch.empty(8, 512, 7, 7)) >= 8
+    assert first.samples_per_pass(torch.empty(8, 64, 56, 56, dtype=torch.bfloat16)) == 5
+    assert first.samples_per_pass(torch.empty(1, 64, 1000, 1000)) == 1
+    assert torch_runtime.PASS_BYTES == 16 << 20
 
 
 @pytest.mark.parametrize(

@@ -184,3 +184,23 @@ def test_buffer_takes_the_dtype_the_concatenation_would(given: torch.dtype, made
     shared = block(x)
     assert concatenated.dtype == shared.dtype == torch.float64
     assert torch.equal(shared, concatenated)
+
+
+@pytest.mark.parametrize("made", [torch.float32, torch.float64], ids=["same-dtype", "wider-outputs"])
+def test_passes_over_a_few_samples_give_the_concatenation(made: torch.dtype, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without autograd a batch goes through the block two samples at a time: into the one
+    buffer, or (where an output widens the dtype) into each pass's own, concatenated."""
+    from densenet_spec.backends import torch_runtime
+    from densenet_spec.backends.torch_module import DenseLayer
+
+    block = DenseBlock([DenseLayer(_HalfOfInput(made)), DenseLayer(_HalfOfInput(made))], out_channels=7)
+    x = torch.randn(5, 3, 4, 4)
+    monkeypatch.setattr(torch_runtime, "PASS_BYTES", 2 * (2 * 7 * 16 * 4))
+    assert block.samples_per_pass(x) == 2
+    block.shared_buffer = False
+    concatenated = block(x)
+    block.shared_buffer = True
+    with torch.no_grad():
+        shared = block(x)
+    assert shared.dtype == concatenated.dtype == torch.promote_types(torch.float32, made)
+    assert torch.equal(shared, concatenated)
