@@ -263,8 +263,9 @@ def optimize_for_inference(model: DenseNet) -> DenseNet:
     affines) and pool before each transition's 1x1 convolution; the network is then built from the
     optimised IR (2-D networks in channels_last, where CPU convolutions are fastest, with their
     weights reordered once for oneDNN instead of on every call, and on CPU without autograd
-    reusing the memory of its last call where no tensor refers to it any more: the dense blocks'
-    buffers, the clamps' and the stem pool's outputs). It keeps ``model``'s device and
+    taking a large batch through each dense block a few samples at a time, as many as the cache
+    holds, and reusing the memory of its last call where no tensor refers to it any more: the
+    dense blocks' buffers, the clamps' and the stem pool's outputs). It keeps ``model``'s device and
     dtype; half-precision weights are folded in float32 first, so that the fold adds no rounding
     of its own beyond the final cast.
 
