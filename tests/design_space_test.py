@@ -328,6 +328,28 @@ def test_random_design_specs_round_trip_through_onnx(spec: Spec, optimize: bool)
         np.testing.assert_allclose(got, model(x).numpy(), atol=1e-4, rtol=1e-4)
 
 
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(design_specs(), st.integers(min_value=1, max_value=3))
+def test_random_design_specs_optimised_a_few_samples_a_pass(spec: Spec, samples: int) -> None:
+    """optimize_for_inference with each dense block taking ``samples`` samples a pass (the last
+    pass shorter) agrees with the eager model."""
+    from densenet_spec import optimize_for_inference
+    from densenet_spec.backends import torch_runtime
+
+    ir = compile_spec(spec)
+    model = build_model(ir, seed=0).eval()
+    fast = optimize_for_inference(model)
+    x = torch.randn(4, ir.info.input_channels, *ir.info.input_size)
+    blocks = [m for m in fast.modules() if isinstance(m, torch_runtime.DenseBlock)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch_runtime.DenseBlock, "samples_per_pass", lambda self, x: samples)
+        with torch.no_grad():
+            got = fast(x)
+    with torch.no_grad():
+        torch.testing.assert_close(got, model(x), rtol=1e-4, atol=1e-4)
+    assert all(block in torch_runtime._KEPT for block in blocks if block.buffered)  # the passes ran
+
+
 @pytest.mark.parametrize("memory_efficient", [False, True])
 def test_bf16_autocast_trains_across_the_design_space(memory_efficient: bool) -> None:
     spec = Spec.model_validate(
