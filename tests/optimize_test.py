@@ -381,6 +381,29 @@ def _whole_block(block: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         torch_runtime.PASS_BYTES = saved
 
 
+def test_a_hook_on_a_dense_layer_sees_the_whole_batch_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Passes of a few samples stop where a hook could see them: a hook on a layer, or on a
+    module in it, is called once with the whole batch, as in the plain network."""
+    from densenet_spec.backends import torch_runtime
+
+    fast = optimize_for_inference(_trained_looking("densenet-bc-100-k12"))
+    monkeypatch.setattr(torch_runtime, "PASS_BYTES", 1)  # a sample a pass where passes apply
+    seen: list[int] = []
+    layer = fast.features.denseblock2.denselayer3
+    for module in (layer, layer.conv1):
+        handle = module.register_forward_hook(lambda _m, _i, out: seen.append(out.shape[0]))
+        with torch.no_grad():
+            fast(torch.randn(5, 3, 32, 32))
+        handle.remove()
+    assert seen == [5, 5]
+    block = fast.features.denseblock1
+    handle = block.register_forward_hook(lambda _m, _i, out: seen.append(out.shape[0]))
+    with torch.no_grad():
+        fast(torch.randn(5, 3, 32, 32))
+    handle.remove()
+    assert seen == [5, 5, 5] and _scratch_samples(block, torch.empty(1, 24, 32, 32)) == 1
+
+
 def test_samples_a_pass_keep_the_block_within_its_bytes() -> None:
     """densenet121's first block at batch 8: 6.4 MB of buffer and scratch a 56x56 sample, two
     samples a pass; the last block (7x7) takes the whole batch; a sample larger than the budget

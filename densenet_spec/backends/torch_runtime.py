@@ -410,11 +410,14 @@ class DenseBlock(nn.ModuleDict):
         """Each layer's output written once into one buffer; a layer reads the prefix so far.
 
         Without autograd on CPU, the batch goes through the block a few samples at a time (see
-        :meth:`samples_per_pass`), each pass writing into its samples' rows of the one buffer.
+        :meth:`samples_per_pass`), each pass writing into its samples' rows of the one buffer,
+        unless a hook is set inside the block.
         """
         reuse = may_keep_memory(x)  # no autograd, on CPU
         buffer = self._empty(x, x.dtype, reuse)
-        step = self.samples_per_pass(x) if reuse else x.shape[0]
+        # A hook on a layer sees the whole batch once, as in the plain network.
+        split = reuse and not any(_hooked(layer) for layer in self.layers())
+        step = self.samples_per_pass(x) if split else x.shape[0]
         if step >= x.shape[0]:
             return self._fill(buffer, x, reuse)
         starts = range(0, x.shape[0], step)
