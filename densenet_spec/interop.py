@@ -25,11 +25,12 @@ from torch import Tensor
 
 from .errors import Location, Problem, SpecError
 from .ir import IR
-from .weights import Layout, article, canonical_state, check_state_dict, read_state, unwrap_state
+from .weights import Layout, article, at_most, canonical_state, check_state_dict, read_state, unwrap_state
 
 Weights = Mapping[str, Any] | str | os.PathLike[str]
 FIRST_CONV = "features.conv0.weight"
 CLASSIFIER = ("classifier.weight", "classifier.bias")
+MISMATCHES_LISTED = 20  # keys listed before the summary line; the summary counts them all
 
 
 @dataclass
@@ -87,7 +88,10 @@ def load_weights(
         fitted, report.adapted = adapt_state(state, ir, seed=seed)
     problems = check_state_dict(fitted, ir, source, keys)
     if problems:  # the summary describes the file as it is, not as adapting left it
-        raise SpecError([*problems, mismatch_summary(state, problems, ir, source, adapted=adapt)])
+        listed = at_most([p.message for p in problems], MISMATCHES_LISTED, "keys that do not fit")
+        where = Location(source)
+        summary = mismatch_summary(state, problems, ir, source, adapted=adapt)
+        raise SpecError([*(Problem(where, "", message) for message in listed), summary])
     if keys is not None:  # the modules past the backbone (a deeper backbone's, checked above; a fresh classifier) go
         fitted = {key: value for key, value in fitted.items() if key in keys}
         report.adapted = [line for line in report.adapted if "classifier." not in line]

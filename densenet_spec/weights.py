@@ -118,12 +118,15 @@ def _entry_problems(state: Mapping[Any, Any]) -> list[str]:
             messages.append(f"{key} holds {article(type(value).__name__)}, not a tensor")
         else:
             messages.extend(f"{key} {reason}" for reason in _tensor_problems(key, value))
-    if len(messages) > _MAX_LISTED:
-        messages = [*messages[:_MAX_LISTED], f"... and {len(messages) - _MAX_LISTED:,} more entries like these"]
-    return messages
+    return at_most(messages, 50, "entries like these")
 
 
-_MAX_LISTED = 50
+def at_most(messages: list[str], limit: int, more: str) -> list[str]:
+    """``messages`` cut to ``limit``, then a line counting the rest ("... and 70 more ``more``"):
+    a screenful to read, where a checkpoint of another network has hundreds."""
+    if len(messages) <= limit:
+        return messages
+    return [*messages[:limit], f"... and {len(messages) - limit:,} more {more}"]
 
 
 def article(noun: str) -> str:
@@ -357,26 +360,3 @@ def check_state_dict(
                 Problem(where, "", f"{key} has shape {list(value.shape)}, the spec needs {list(expected[key])}")
             )
     return problems
-
-
-def load_state_dict(path: Path, ir: IR) -> dict[str, Tensor]:
-    """Read and check a checkpoint for ``ir``; raises SpecError listing every mismatch."""
-    state = read_checkpoint(path)
-    problems = check_state_dict(state, ir, str(path))
-    if problems:
-        raise SpecError([*problems, _mismatch_summary(problems, len(state), Location(str(path)))])
-    return state
-
-
-def _mismatch_summary(problems: list[Problem], keys: int, where: Location) -> Problem:
-    """One line after the list: how many keys fit, and what a wholesale mismatch usually means."""
-    missing = sum(p.message.startswith("missing key") for p in problems)
-    unexpected = sum(p.message.startswith("unexpected key") for p in problems)
-    shaped = len(problems) - missing - unexpected
-    hint = " (a checkpoint of another architecture?)" if len(problems) > keys // 2 else ""
-    return Problem(
-        where,
-        "",
-        f"the checkpoint does not fit the spec: {missing} missing, {unexpected} unexpected and "
-        f"{shaped} mis-shaped keys of {keys}{hint}",
-    )

@@ -143,7 +143,7 @@ def test_checkpoint_with_code_is_refused(tmp_path: Path) -> None:
 
 
 def test_ddp_prefixed_and_old_torchvision_keys_are_accepted(weights, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from densenet_spec.weights import load_state_dict
+    from densenet_spec.interop import load_weights
 
     renamed = {}
     for key, value in weights.items():
@@ -152,7 +152,7 @@ def test_ddp_prefixed_and_old_torchvision_keys_are_accepted(weights, tmp_path: P
     path = tmp_path / "ddp.pt"
     torch.save(renamed, path)
     ir = compile_spec(load_spec("densenet-40-k12"))
-    assert set(load_state_dict(path, ir)) == set(weights)
+    assert set(load_weights(path, ir)[0]) == set(weights)
 
 
 def test_bad_opset_is_usage_error() -> None:

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from densenet_spec import SpecError, compile_spec, load_spec
-from densenet_spec.weights import load_state_dict, read_checkpoint
+from densenet_spec.interop import load_weights
+from densenet_spec.weights import read_checkpoint
 
 
 def _refusal(path: Path) -> SpecError:
@@ -176,10 +177,25 @@ def test_wrong_architecture_ends_with_a_summary_line(tmp_path: Path) -> None:
     small = compile_spec(load_spec("densenet-40-k12"))
     other = {f"other.layer{i}.weight": torch.zeros(1) for i in range(5)}
     with pytest.raises(SpecError) as info:
-        load_state_dict(_saved(tmp_path, other), small)
+        load_weights(_saved(tmp_path, other), small)
     last = info.value.problems[-1].message
     assert last.startswith("the checkpoint does not fit the spec: ")
     assert "5 unexpected and 0 mis-shaped keys of 5 (a checkpoint of another architecture?)" in last
+
+
+def test_a_checkpoint_of_another_network_lists_a_screenful(tmp_path: Path) -> None:
+    """densenet-bc-100-k12's weights for densenet121: 774 keys do not fit; twenty are listed,
+    then how many more, then what the checkpoint is (counting them all)."""
+    from densenet_spec import build_model
+
+    path = tmp_path / "bc.pt"
+    torch.save(build_model("densenet-bc-100-k12").state_dict(), path)
+    with pytest.raises(SpecError) as info:
+        load_weights(path, compile_spec(load_spec("densenet121")))
+    messages = [problem.message for problem in info.value.problems]
+    assert len(messages) == 22 and messages[0].startswith("missing key features.norm0.weight")
+    assert messages[20] == "... and 754 more keys that do not fit"
+    assert "249 missing, 168 unexpected and 357 mis-shaped keys of 596" in messages[21]
 
 
 @pytest.mark.parametrize("keep", [5_000, 0.5, -22])
