@@ -593,6 +593,8 @@ def _shadowing_problem(filename: str, source: str) -> str:
     A keyword (``class.py``) cannot be imported at all.
     """
     module = Path(filename).stem
+    if not module.isidentifier():  # a.torch.py, my-net.py: no import finds them, nothing is shadowed
+        return ""
     if module in _imported_modules(source):
         return (
             f"would shadow the {module} module it imports (python {filename} "
@@ -600,11 +602,13 @@ def _shadowing_problem(filename: str, source: str) -> str:
         )
     # torch imports much of the standard library and numpy when it starts: json.py, copy.py or
     # numpy.py beside the file fail the same way (a circular import, or a crash).
-    if module in sys.stdlib_module_names or module == "numpy":
+    if module in sys.stdlib_module_names:
         return (
             f"would shadow the {module} module of Python's standard library, which "
             f"torch and Python itself may import (python {filename} could fail)"
         )
+    if module == "numpy":
+        return f"would shadow numpy, which torch imports when it starts (python {filename} could fail)"
     if keyword.iskeyword(module):
         return f"cannot be imported ({module} is a Python keyword)"
     if _installed_module(module, Path(filename)) or module in _torch_lookups():

@@ -200,6 +200,7 @@ def test_infer_says_what_it_wrote(tmp_path: Path) -> None:
         ("torch.py", "would shadow the torch module it imports (python torch.py would fail"),
         ("typing.py", "would shadow the typing module it imports"),
         ("json.py", "would shadow the json module of Python's standard library"),
+        ("numpy.py", "would shadow numpy, which torch imports when it starts"),
         ("class.py", "cannot be imported (class is a Python keyword)"),
     ],
 )
@@ -217,10 +218,12 @@ def test_an_explicit_output_python_cannot_use_is_written_with_a_warning(
     assert (tmp_path / name).is_file()
 
 
-def test_an_explicit_output_python_can_use_has_no_warning(tmp_path: Path) -> None:
-    out = tmp_path / "my_tiny_net.py"
+@pytest.mark.parametrize("name", ["my_tiny_net.py", "a.torch.py", "x.yaml.torch.py", "my-net.py"])
+def test_an_explicit_output_that_shadows_nothing_has_no_warning(tmp_path: Path, name: str) -> None:
+    """Names that are not Python names (a dot or a hyphen in the stem) are found by no import."""
+    out = tmp_path / name
     result = RUNNER.invoke(app, ["build", str(_tiny(tmp_path)), "--to", "torch", "-o", str(out)])
-    assert result.exit_code == 0 and "warning" not in result.stderr
+    assert result.exit_code == 0 and "warning" not in result.stderr, result.stderr
 
 
 # 11. Mermaid into Markdown: a fenced block
