@@ -11,7 +11,8 @@ A failed or interrupted build must leave nothing half-written and never destroy 
 - A symlink is followed: the file it points to is replaced, the link stays.
 - A FIFO or character device (``/dev/null``, ``/dev/stdout``, a terminal) is written into, never
   replaced by a regular file; a FIFO with no reader is refused instead of blocking.
-- Anything else (a folder, a block device, a socket) is refused.
+- Anything else (a folder, a block device, a socket) is refused, and so is a file that the user
+  may not write (the rename would replace it all the same).
 
 Every failure is a :class:`~densenet_spec.errors.ToolError` whose message starts with the path the
 user gave, whatever the system call that failed. Writing to stdout fails as a :class:`StdoutError`,
@@ -57,6 +58,9 @@ def write_atomic(path: Path, data: bytes | str) -> None:
         return
     if info is not None and not stat.S_ISREG(info.st_mode):
         raise ToolError(f"{path}: not a regular file ({_kind(info.st_mode)}); refusing to replace it")
+    # The rename would replace a file its owner made read-only (it needs only the folder writable).
+    if info is not None and not os.access(path, os.W_OK):
+        raise ToolError(f"{path}: cannot write: the file is read-only; make it writable or choose another name")
     target = Path(os.path.realpath(path))  # a symlink's file is replaced, not the link
     mode = stat.S_IMODE(info.st_mode) if info is not None else 0o666 & ~_umask()
     _replace(path, target, payload, mode)

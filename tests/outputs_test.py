@@ -46,6 +46,19 @@ def test_replacing_a_file_keeps_its_mode(tmp_path: Path, mode: int) -> None:
     assert _leftovers(tmp_path) == []
 
 
+def test_a_read_only_file_is_not_replaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rename needs only the folder writable: a file made read-only is refused, left as it was."""
+    target = tmp_path / "model.py"
+    target.write_text("old")
+    target.chmod(0o444)
+    if hasattr(os, "geteuid") and os.geteuid() == 0:  # root may write anything: what a user would be told
+        real = os.access
+        monkeypatch.setattr(os, "access", lambda path, mode: mode != os.W_OK and real(path, mode))
+    with pytest.raises(ToolError, match=r"model.py: cannot write: the file is read-only; make it writable"):
+        write_atomic(target, b"new")
+    assert target.read_text() == "old" and _leftovers(tmp_path) == []
+
+
 @posix_only
 def test_symlink_is_followed_and_kept(tmp_path: Path) -> None:
     real = tmp_path / "real.json"
