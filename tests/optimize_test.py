@@ -381,6 +381,34 @@ def _whole_block(block: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         torch_runtime.PASS_BYTES = saved
 
 
+def test_a_short_last_pass_keeps_the_scratch_of_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Passes of 4, 4 and 1 samples: the scratch stays the one for 4, call after call (a scratch
+    for the last pass alone, under half the size, was made anew twice a call)."""
+    from densenet_spec.backends import torch_runtime
+
+    fast = optimize_for_inference(_trained_looking("densenet-bc-100-k12"))
+    block = fast.features.denseblock1
+    x = torch.randn(9, 3, 32, 32)
+    with torch.no_grad():
+        entry = fast.features.conv0(x)
+        per_sample = 2 * block.out_channels * entry[0, 0].numel() * entry.element_size()
+        monkeypatch.setattr(torch_runtime, "PASS_BYTES", 4 * per_sample)
+        first = fast(x)
+        kept = _kept(block)
+        torch.testing.assert_close(fast(x), first, rtol=0, atol=0)
+    assert _kept(block) == kept and _scratch_samples(block, entry) == 4
+
+
+@pytest.mark.parametrize("name", ["densenet-bc-100-k12", "densenet121"])
+def test_an_empty_batch_gives_an_empty_output(name: str) -> None:
+    fast = optimize_for_inference(build_model(name).eval())
+    size = 32 if name.startswith("densenet-bc") else 64
+    with torch.no_grad():
+        assert fast(torch.randn(0, 3, size, size)).shape == (0, fast.classifier.out_features)
+    with torch.inference_mode():
+        assert fast(torch.randn(0, 3, size, size)).shape == (0, fast.classifier.out_features)
+
+
 def test_a_hook_on_a_dense_layer_sees_the_whole_batch_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """Passes of a few samples stop where a hook could see them: a hook on a layer, or on a
     module in it, is called once with the whole batch, as in the plain network."""

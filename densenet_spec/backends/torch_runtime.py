@@ -422,7 +422,9 @@ class DenseBlock(nn.ModuleDict):
             return self._fill(buffer, x, reuse)
         starts = range(0, x.shape[0], step)
         passes = [(buffer[i : i + step], x[i : i + step]) for i in starts]
-        filled = [self._fill(rows, samples, reuse) for rows, samples in passes]
+        # A shorter last pass keeps the scratch of the others:
+        most = passes[0][0].numel()
+        filled = [self._fill(rows, samples, reuse, most) for rows, samples in passes]
         if all(out is rows for out, (rows, _) in zip(filled, passes, strict=True)):
             return buffer
         # An output widened the dtype: each pass made a buffer of its own.
@@ -438,10 +440,10 @@ class DenseBlock(nn.ModuleDict):
         Two samples a pass there (a pass of 8 MB in a 32 MB cache) took the network from 115 to
         104 ms at batch 8 on 2 cores, and from 629 to 433 ms at batch 32.
         """
-        per_sample = 2 * self.out_channels * x[0, 0].numel() * x.element_size()
+        per_sample = 2 * self.out_channels * x.shape[2:].numel() * x.element_size()
         return max(1, PASS_BYTES // max(1, per_sample))
 
-    def _fill(self, buffer: Tensor, x: Tensor, reuse: bool) -> Tensor:
+    def _fill(self, buffer: Tensor, x: Tensor, reuse: bool, most: int = 0) -> Tensor:
         """The layers on ``x`` with their outputs in ``buffer`` after it (returned; a new one if
         a layer's output had a wider dtype).
 
@@ -451,8 +453,8 @@ class DenseBlock(nn.ModuleDict):
         writes never touch.
 
         Without autograd, the layers' leading clamps all write into one scratch of ``buffer``'s
-        size, and the buffer and the scratch reuse the memory of the block's last call (see
-        :func:`_reused`).
+        size (or ``most`` elements, if more), and the buffer and the scratch reuse the
+        memory of the block's last call (see :func:`_reused`).
         """
         grads = torch.is_grad_enabled()
         layout = _memory_format(x)
@@ -464,7 +466,8 @@ class DenseBlock(nn.ModuleDict):
                 out = layer([_prefix(buffer, features)])
             elif reuse and layer.clamps_into(buffer):
                 if scratch is None:
-                    scratch = _reused(self, "scratch", buffer.numel(), buffer)
+                    numel = max(buffer.numel(), most)
+                    scratch = _reused(self, "scratch", numel, buffer)
                 prefix = buffer[:, :end]
                 into = _dense_view(scratch, prefix.shape, layout)
                 out = layer.run_clamped(prefix, into)
@@ -505,7 +508,7 @@ def _reused(owner: nn.Module, role: str, numel: int, like: Tensor) -> Tensor:
     CPU) for the next call.
 
     Why: glibc returns large freed blocks to the system and every forward pass faulted them in
-    again: 12,500-15,600 page faults and 121-131 ms a densenet121 forward at batch 8 on 2 cores in
+    again: 12,500-15,600 page faults and 121-141 ms a densenet121 forward at batch 8 on 2 cores in
     a fresh process, 107-114 ms and none with the blocks' buffers and scratches, the clamps' and
     the stem pool's outputs kept (onnxruntime's arena keeps its memory too). Memory is reused only
     when nothing but this keeps it (see :func:`_free`), and only if it is of the size asked: an
