@@ -33,7 +33,7 @@ def test_every_2d_conv_is_packed_and_computes_the_same() -> None:
     with torch.no_grad():
         out = fast(x)
         torch.testing.assert_close(out, _unpacked(fast)(x), rtol=1e-5, atol=1e-5)
-    assert all(m._packed is not None and m._packed.is_mkldnn for m in convs)
+    assert all(m._packs and all(t.is_mkldnn for t in m._packs.values()) for m in convs)
 
 
 def test_packed_once_and_again_when_the_weights_change() -> None:
@@ -43,12 +43,33 @@ def test_packed_once_and_again_when_the_weights_change() -> None:
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         fast(x)
-        packed = conv._packed
+        packed = conv._packs[(32, 32)]
         fast(x)
-        assert conv._packed is packed  # not reordered on every call
+        assert conv._packs == {(32, 32): packed}  # not reordered on every call
         fast.load_state_dict(other.state_dict())  # copies into the same parameters
         torch.testing.assert_close(fast(x), other(x), rtol=1e-5, atol=1e-5)
-    assert conv._packed is not packed
+    assert conv._packs[(32, 32)] is not packed
+
+
+def test_a_copy_for_each_spatial_size_up_to_a_few() -> None:
+    """A warm-up at 32x32 then calls at 48x48 (and another batch): a copy for each size, made once;
+    past max_packs sizes the oldest goes."""
+    fast = optimize_for_inference(build_model("densenet-bc-100-k12", seed=0).eval())
+    plain = _unpacked(fast)
+    conv = fast.features.conv0
+    with torch.no_grad():
+        fast(torch.randn(1, 3, 32, 32))
+        small = conv._packs[(32, 32)]
+        for batch in (2, 5):
+            x = torch.randn(batch, 3, 48, 48)
+            torch.testing.assert_close(fast(x), plain(x), rtol=1e-5, atol=1e-5)
+        assert list(conv._packs) == [(32, 32), (48, 48)] and conv._packs[(32, 32)] is small
+        large = conv._packs[(48, 48)]
+        fast(torch.randn(2, 3, 48, 48))
+        assert conv._packs[(48, 48)] is large  # made once for the size, whatever the batch
+        for size in (40, 56, 64):
+            fast(torch.randn(1, 3, size, size))
+    assert list(conv._packs) == [(48, 48), (40, 40), (56, 56), (64, 64)] == list(conv._packs)[-PackedConv2d.max_packs :]
 
 
 def test_state_dict_deepcopy_and_pickle_carry_no_packed_copy() -> None:
@@ -62,7 +83,7 @@ def test_state_dict_deepcopy_and_pickle_carry_no_packed_copy() -> None:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     for twin in (copy.deepcopy(fast), pickle.loads(pickle.dumps(fast))):
-        assert twin.features.conv0._packed is None
+        assert twin.features.conv0._packs is None
         with torch.no_grad():
             torch.testing.assert_close(twin(x), expected, rtol=0, atol=0)
 
@@ -72,10 +93,10 @@ def test_plain_convolution_where_packing_does_not_apply() -> None:
     x = torch.randn(2, 3, 32, 32, requires_grad=True)  # autograd through the input: a saliency map
     out = fast(x)
     out.sum().backward()
-    assert x.grad is not None and fast.features.conv0._packed is None
+    assert x.grad is not None and fast.features.conv0._packs is None
     with torch.no_grad():
         contiguous = fast.features.conv0(torch.randn(2, 3, 32, 32))  # not channels_last: plain path
-    assert contiguous.shape == (2, 24, 32, 32) and fast.features.conv0._packed is None
+    assert contiguous.shape == (2, 24, 32, 32) and fast.features.conv0._packs is None
 
 
 @pytest.mark.parametrize("name", ["densenet-bc-100-k12", "densenet-40-k12"])

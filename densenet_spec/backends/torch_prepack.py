@@ -5,9 +5,10 @@ them into its blocked layout on every call: 2.7 ms of a densenet121 forward at b
 32 MB read and written. :class:`PackedConv2d` keeps the reordered copy and calls the oneDNN
 convolution that takes it (``torch.ops.mkldnn``, the ops that torch.compile's CPU freezing uses),
 2-3 ms (2-3%) faster per forward, the same numbers bit for bit here. The parameter stays as it is
-(the state_dict is unchanged and portable); the copy is made on the first call and again whenever
-the weight is replaced or changed in place where autograd sees it (``load_state_dict``, ``copy_``
-under ``no_grad``, ``.to()``), and costs the weights' size in memory once more. A change written
+(the state_dict is unchanged and portable); the copy is made on the first call at each spatial
+size (see :class:`PackedConv2d`) and again whenever the weight is replaced or changed in place
+where autograd sees it (``load_state_dict``, ``copy_`` under ``no_grad``, ``.to()``), and costs
+the weights' size in memory once more for each size kept. A change written
 through ``weight.data`` is not seen (``.data`` has a version counter of its own): run
 ``optimize_for_inference`` again after such an edit.
 
@@ -43,10 +44,16 @@ def available() -> bool:
 
 class PackedConv2d(nn.Conv2d):
     """An ``nn.Conv2d`` (same parameters, same state_dict keys) that runs on prepacked weights
-    where it can; see the module docstring for where it cannot."""
+    where it can; see the module docstring for where it cannot.
 
-    _packed: Tensor | None = None
+    oneDNN picks the weights' layout by the input's spatial size (not its batch): a copy packed
+    for 32x32 was reordered again on every call at 224x224 (67 reorders a densenet121 forward).
+    So one copy is kept per spatial size, for the last :attr:`max_packs` sizes seen.
+    """
+
+    _packs: dict[tuple[int, ...], Tensor] | None = None  # the packed weights by input spatial size
     _packed_from: tuple[int, int, int] | None = None  # the weight's data pointer, version and size
+    max_packs = 4
 
     def forward(self, x: Tensor) -> Tensor:
         if not self._packable(x):
@@ -83,27 +90,35 @@ class PackedConv2d(nn.Conv2d):
     def _weights(self, x: Tensor) -> Tensor:
         weight = self.weight
         source = (weight.data_ptr(), weight._version, weight.shape.numel())
-        if self._packed is None or source != self._packed_from:
-            self._packed = torch.ops.mkldnn._reorder_convolution_weight(
-                weight.detach(),
-                list(self.padding),
-                list(self.stride),
-                list(self.dilation),
-                self.groups,
-                list(x.shape),
-            )
-            self._packed_from = source
-        return self._packed
+        size = tuple(x.shape[2:])
+        with _PACKS_LOCK:  # threads calling at once share one table
+            if self._packs is None or source != self._packed_from:
+                self._packs, self._packed_from = {}, source
+            packed = self._packs.get(size)
+            if packed is None:
+                packed = torch.ops.mkldnn._reorder_convolution_weight(
+                    weight.detach(),
+                    list(self.padding),
+                    list(self.stride),
+                    list(self.dilation),
+                    self.groups,
+                    list(x.shape),
+                )
+                while len(self._packs) >= self.max_packs:
+                    del self._packs[next(iter(self._packs))]  # the oldest size
+                self._packs[size] = packed
+        return packed
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickled and deep-copied without the packed copy (oneDNN's opaque tensors do not pickle);
-        the copy is made again on the first call."""
+        """Pickled and deep-copied without the packed copies (oneDNN's opaque tensors do not
+        pickle); they are made again on the first call."""
         state = self.__dict__.copy()
-        state.pop("_packed", None)
+        state.pop("_packs", None)
         state.pop("_packed_from", None)
         return state
 
 
+_PACKS_LOCK = threading.Lock()
 _SHAPES_LOCK = threading.Lock()
 
 
