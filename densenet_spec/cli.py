@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from enum import Enum
 from pathlib import Path
@@ -388,10 +388,11 @@ def build(
     wrong = sorted(set(given) - target.options)
     if wrong:
         options = ", ".join(f"--{name}" for name in wrong)
-        hint = TORCH_WEIGHTS_HINT if target.name == "torch" and "weights" in wrong else ""
+        if target.name == "torch" and wrong == ["weights"]:
+            typer.echo(f"error: --weights does not apply to --to torch: {_torch_weights_hint(spec, given)}", err=True)
+            raise typer.Exit(2)
         typer.echo(
-            f"error: {options} does not apply to --to {target.name}; it takes {target.describe_options()}{hint}",
-            err=True,
+            f"error: {options} does not apply to --to {target.name}; it takes {target.describe_options()}", err=True
         )
         raise typer.Exit(2)
     if given.get("adapt") and "weights" not in given:
@@ -522,10 +523,15 @@ CHECKPOINT_SUFFIXES = frozenset({".pt", ".pth", ".tar", ".ckpt", ".bin", ".safet
 """What checkpoints are called: no target writes one, and ``-o w.pt`` for ``w.py`` replaced weights."""
 
 
-TORCH_WEIGHTS_HINT = (
-    " (the source holds no weights: load yours into its build() with load_state_dict, or for "
-    "--optimize the state_dict that densenet_spec.optimize(ir, weights) returns)"
-)
+def _torch_weights_hint(spec: str, given: Mapping[str, Any]) -> str:
+    """Where weights go for PyTorch source, which holds none: the optimised source's are folded."""
+    if not given.get("optimize"):
+        return "the source holds no weights; load yours into its build() with load_state_dict"
+    call = f"densenet_spec.optimize({spec!r}, {str(given['weights'])!r})"
+    return (
+        "the source holds no weights; its folded ones (any checkpoint layout) are the state_dict in "
+        f"`_, state = {call}`: build().load_state_dict(state)"
+    )
 
 
 def _check_not_an_input(output: str | None, spec: str | None, command: str = "build") -> None:

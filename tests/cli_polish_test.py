@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner, Result
 
 from densenet_spec import build_model
@@ -334,8 +335,38 @@ def test_a_file_named_like_the_preset_read_is_not_the_spec(tmp_path: Path, monke
 def test_weights_for_the_torch_source_say_where_they_go(tmp_path: Path) -> None:
     result = RUNNER.invoke(app, ["build", "densenet-40-k12", "--to", "torch", "--optimize", "--weights", "w.pt"])
     line = _error_line(result)
-    assert line.startswith("error: --weights does not apply to --to torch; it takes --optimize (the source holds")
-    assert "densenet_spec.optimize(ir, weights)" in line
+    assert line == (
+        "error: --weights does not apply to --to torch: the source holds no weights; its folded ones (any "
+        "checkpoint layout) are the state_dict in `_, state = densenet_spec.optimize('densenet-40-k12', "
+        "'w.pt')`: build().load_state_dict(state)"
+    )
+    plain = RUNNER.invoke(app, ["build", "densenet-40-k12", "--to", "torch", "--weights", "w.pt"])
+    assert _error_line(plain) == (
+        "error: --weights does not apply to --to torch: the source holds no weights; load yours into its "
+        "build() with load_state_dict"
+    )
+
+
+def test_the_hinted_call_gives_the_optimised_source_its_weights(tmp_path: Path) -> None:
+    """What the hint says to run works: the generated --optimize source, given the folded weights
+    of a checkpoint, computes what optimize_for_inference of the model with those weights does."""
+    import runpy
+
+    import densenet_spec
+    from densenet_spec import optimize_for_inference
+
+    model = build_model("densenet-40-k12", seed=3).eval()
+    weights = tmp_path / "w.pt"
+    torch.save(model.state_dict(), weights)
+    source = tmp_path / "net_fast.py"
+    result = RUNNER.invoke(app, ["build", "densenet-40-k12", "--to", "torch", "--optimize", "-o", str(source)])
+    assert result.exit_code == 0, result.stderr
+    _, state = densenet_spec.optimize("densenet-40-k12", str(weights))
+    net = runpy.run_path(str(source))["build"]().eval()
+    net.load_state_dict(state)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), optimize_for_inference(model)(x), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(

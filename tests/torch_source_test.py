@@ -113,3 +113,27 @@ def test_spec_file_source_header_names_the_file(tmp_path: Path, monkeypatch: pyt
     source = generate_source(compile_spec(load_spec("mine.yaml")))
     assert "from mine.yaml;" in source
     compile(source, "mine.py", "exec")
+
+
+@pytest.mark.parametrize("norm", ["batch", "group"])
+def test_optimised_source_says_which_weights_it_loads(norm: str, tmp_path: Path) -> None:
+    """Folded batch norms: the weights that optimize() folds; nothing folded (group norm): the
+    plain model's state_dict as it is. Either way the header's instructions work."""
+    from densenet_spec import Spec, optimize, optimize_for_inference
+
+    given = {"name": "n", "growth_rate": 8, "blocks": [2, 2], "input": {"size": 32}}
+    given |= {"stem": {"kind": "cifar", "channels": 16}, "norm": {"kind": norm, "groups": 4} if norm == "group" else {}}
+    spec = Spec.model_validate(given)
+    model = build_model(spec, seed=1).eval()
+    fast_ir, state = optimize(spec, model.state_dict())
+    path = tmp_path / "net_fast.py"
+    path.write_text(generate_source(fast_ir))
+    header = " ".join(path.read_text().split('"""')[1].split())
+    folded = "batch norms are folded into the convolutions" in header
+    assert folded == (norm == "batch") and ("no norm is folded" in header) == (norm == "group")
+    assert "`_, state = densenet_spec.optimize(spec, weights)`" in header
+    net = _import(path).build().eval()
+    net.load_state_dict(state if folded else model.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), optimize_for_inference(model)(x), rtol=1e-5, atol=1e-5)

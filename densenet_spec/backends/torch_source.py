@@ -34,10 +34,19 @@ load with strict=True. `python {module}.py` prints the parameter count and an ou
 INFERENCE = """Standalone: needs only torch. Run as a script, it prints the parameter count and an output
 shape.
 
-Inference only (passes: {passes}): batch norms are folded into the convolutions, so the
-module names and weights are not torchvision's: load the state_dict that
-densenet_spec.optimize(ir, weights) returns for the plain model's IR and weights (a checkpoint
-of any layout that densenet-spec reads)."""
+{inference}"""
+
+FOLDED = (
+    "batch norms are folded into the convolutions, so the module names and weights are not torchvision's. "
+    "Load the state_dict in `_, state = densenet_spec.optimize(spec, weights)`: the plain model's weights "
+    "(a checkpoint of any layout that densenet-spec reads) folded for this network."
+)
+
+UNFOLDED = (
+    "no norm is folded, so the plain model's state_dict loads as it is "
+    "(`_, state = densenet_spec.optimize(spec, weights)` gives it from a checkpoint of any layout that "
+    "densenet-spec reads)."
+)
 
 MAIN = """
 
@@ -200,7 +209,9 @@ def generate_source(ir: IR) -> str:
     description = " ".join(ir.info.description.split()) or "a DenseNet variant"
     title = textwrap.fill(f"{ir.info.name}: {description}", width=88).replace('"""', "'")
     if ir.info.passes:
-        body = INFERENCE.format(passes=", ".join(ir.info.passes))
+        folded = any(name.startswith("fold_batchnorm") for name in ir.info.passes)
+        said = f"Inference only (passes: {', '.join(ir.info.passes)}): {FOLDED if folded else UNFOLDED}"
+        body = INFERENCE.format(inference=textwrap.fill(said, width=92))
     else:
         body = PLAIN.format(module=module_name(ir.info.name))  # the CLI's default name
     header = HEADER.format(title=title, version=__version__, source=ir.info.source, body=body)
