@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+import re
 from typing import Any
 
 import numpy as np
@@ -221,10 +222,11 @@ def test_a_backbones_own_state_dict_loads_back(out_indices: tuple[int, ...] | No
     with torch.no_grad():
         for a, b in zip(first(x), again.eval()(x), strict=True):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
+    cut = f"the checkpoint is this network's backbone, cut after tap {max(out_indices or (3,))} (no classifier)"
     if out_indices is not None:  # too few weights for all the taps
-        with pytest.raises(SpecError, match=r"missing key features\.denseblock3"):
+        with pytest.raises(SpecError, match=re.escape(cut)):
             build_model(_spec(), features_only=True, weights=first.state_dict())
-    with pytest.raises(SpecError, match=r"missing key classifier\.weight"):  # the whole model needs it all
+    with pytest.raises(SpecError, match=re.escape(cut)):  # the whole model needs it all
         build_model(_spec(), weights=first.state_dict())
 
 

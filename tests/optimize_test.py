@@ -710,3 +710,28 @@ def test_vmap_over_the_optimised_model() -> None:
         expected = fast(x)
         per_sample = torch.func.vmap(fast)(x[:, None])
     torch.testing.assert_close(per_sample[:, 0], expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("optimised", [False, True], ids=["plain", "optimised"])
+def test_an_input_without_its_batch_axis_or_channels_is_named(optimised: bool) -> None:
+    """The optimised network says what torch's layers say of a wrong input, not an error from
+    deep inside its buffers or oneDNN; a network without batch norms refuses an unbatched input
+    too (its blocks would concatenate along a spatial axis)."""
+    from densenet_spec import Spec
+
+    given = {"name": "n", "growth_rate": 4, "blocks": [2, 2], "input": {"size": 32}}
+    spec = Spec.model_validate(given | {"norm": {"kind": "none"}, "stem": {"kind": "cifar", "channels": 8}})
+    for model in (build_model(spec).eval(), _trained_looking("densenet-bc-100-k12")):
+        net = optimize_for_inference(model) if optimised else model
+        with (
+            torch.no_grad(),
+            pytest.raises(
+                ValueError, match=r"expected a batch of shape \(N, 3, H, W\), got one of shape \(3, 32, 32\)"
+            ),
+        ):
+            net(torch.randn(3, 32, 32))
+        with torch.no_grad(), pytest.raises(RuntimeError, match="to have 3 channels, but got 1 channels instead"):
+            net(torch.randn(2, 1, 32, 32))
+    volume = build_model("densenet121-3d").eval()
+    with pytest.raises(ValueError, match=r"\(N, 1, D, H, W\), got one of shape \(2, 1, 32, 32\)"):
+        volume(torch.randn(2, 1, 32, 32))

@@ -662,6 +662,8 @@ class DenseNet(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """The last block's map after the final norm, before the head (timm's method of this name)."""
+        if not vmapped(x):  # vmap hands each sample without its batch axis
+            _check_batched(x, self.features)
         if self.channels_last and x.dim() == 4 and not vmapped(x):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.features(x)  # type: ignore[no-any-return]
@@ -698,6 +700,19 @@ class DenseNet(nn.Module):
             if isinstance(module, DenseLayer):
                 module.memory_efficient = enabled
         return self
+
+
+def _check_batched(x: Tensor, features: nn.Module) -> None:
+    """Refuse an input without its batch axis: convolutions take one, and the blocks would then
+    concatenate along a spatial axis (a shape error deep inside, or in a network without batch
+    norms none at all)."""
+    convs = (m for m in features.modules() if isinstance(m, nn.modules.conv._ConvNd))
+    stem = next(convs, None)
+    if stem is None or x.dim() == stem.weight.dim():
+        return
+    spatial = {1: "L", 2: "H, W", 3: "D, H, W"}.get(stem.weight.dim() - 2, "...")
+    expected, got = f"(N, {stem.in_channels}, {spatial})", tuple(x.shape)
+    raise ValueError(f"expected a batch of shape {expected}, got one of shape {got}")
 
 
 def init_weights(model: nn.Module) -> None:
