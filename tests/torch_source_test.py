@@ -137,3 +137,19 @@ def test_optimised_source_says_which_weights_it_loads(norm: str, tmp_path: Path)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(net(x), optimize_for_inference(model)(x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_fresh_optimised_source_network_has_its_activations(tmp_path: Path) -> None:
+    """build() without weights clamps at 0, as a folded BN-ReLU of initial norms does: a negative
+    input to a clamp does not pass (unbounded clamps made the fresh network linear)."""
+    from densenet_spec import optimize
+
+    fast_ir, _ = optimize("densenet-40-k12")
+    path = tmp_path / "fast.py"
+    path.write_text(generate_source(fast_ir))
+    module = _import(path)
+    net = module.build(seed=0).eval()
+    clamps = [m for m in net.modules() if isinstance(m, module.Clamp)]
+    assert clamps and all(bool((m.lo == 0).all()) and bool(torch.isposinf(m.hi).all()) for m in clamps)
+    with torch.no_grad():
+        assert bool((clamps[0](-torch.rand(1, clamps[0].lo.shape[0], 4, 4)) == 0).all())

@@ -735,9 +735,13 @@ def _check_batched(x: Tensor, features: nn.Module) -> None:
 
 
 def init_weights(model: nn.Module) -> None:
-    """The reference initialisation: kaiming-normal convolutions, norms 1 and 0, linear bias 0."""
+    """The reference initialisation: kaiming-normal convolutions, norms 1 and 0, linear bias 0;
+    in an inference-optimised network, clamps at 0 from below (a BN-ReLU of such norms, folded;
+    left unbounded, a fresh network would have no activations at all)."""
     for module in model.modules():
-        if isinstance(module, nn.modules.conv._ConvNd):
+        if isinstance(module, Clamp):
+            nn.init.zeros_(module.lo)
+        elif isinstance(module, nn.modules.conv._ConvNd):
             nn.init.kaiming_normal_(module.weight)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
