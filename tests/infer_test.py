@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -167,12 +166,19 @@ def test_random_specs_round_trip(spec: Spec) -> None:
     build_model(inferred, weights=checkpoint)  # strictly
 
 
-def test_random_round_trips_are_fast() -> None:
+def test_inference_reads_the_shapes_and_compiles_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What keeps infer fast on deep checkpoints (densenet-bc-250-k24: 1,000+ tensors): the spec
+    is read off the shapes in one pass and compiled once to check it, never searched for (a
+    count, not a time: a timed test fails on a busy machine)."""
+    from densenet_spec import infer as infer_module
+
     spec = load_spec("densenet-bc-250-k24")
     state = _state(compile_spec(spec))
-    start = time.perf_counter()
-    infer_spec(state)
-    assert time.perf_counter() - start < 2.0
+    calls: list[str] = []
+    real = infer_module.compile_spec
+    monkeypatch.setattr(infer_module, "compile_spec", lambda s: calls.append(s.name) or real(s))
+    _same_network(spec, infer_spec(state))
+    assert len(calls) == 1
 
 
 # ----------------------------------------------------------------------------- YAML and the command line
