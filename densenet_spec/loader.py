@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -21,7 +22,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .errors import Location, Problem, SpecError
 from .schema import KIND_NAMES, FieldPath, SourceMap, Spec, format_path
-from .spec_messages import did_you_mean, validation_problems
+from .spec_messages import did_you_mean, inherited_note, reading_order, validation_problems
 from .yaml_nodes import TAG, construct, location, node_problem, read_tree, text_in_yaml11
 
 MAX_EXTENDS = 64  # files in one extends chain
@@ -187,13 +188,16 @@ def _find_parent(node: Node, target: str, child: Path) -> Path:
     )
 
 
-def _load_tree(path: Path) -> MappingNode:
+def _load_tree(path: Path, problems: list[Problem]) -> MappingNode:
     """A file's node tree with its ``extends`` chain merged in, parents first.
 
     The chain is followed in a loop, not by recursion, and is capped at MAX_EXTENDS files, so that
-    a long chain gets a message naming it instead of Python's recursion limit.
+    a long chain gets a message naming it instead of Python's recursion limit. Problems of a
+    merge (a child that changes its parent's rank by mistake) go to ``problems``, so that the
+    schema's own problems are reported with them.
     """
     trees: list[MappingNode] = []
+    targets: list[str] = []  # what each tree's extends names, for messages about its parent
     chain: list[Path] = []
     current = path
     while True:
@@ -204,6 +208,7 @@ def _load_tree(path: Path) -> MappingNode:
         if found is None:
             break
         where, target = found
+        targets.append(target)
         parent = _resolve_extends(where, target, current)
         if parent in chain:
             names = " -> ".join(_display(p) for p in (*chain, parent))
@@ -216,9 +221,45 @@ def _load_tree(path: Path) -> MappingNode:
             raise SpecError([node_problem(where, message, "extends")])
         current = parent
     merged = trees.pop()
+    slips: dict[int, Problem] = {}  # by the id of the size node at fault
     while trees:
-        merged = _merge(merged, trees.pop())
+        child = trees.pop()
+        slips.update(_rank_change(merged, child, targets.pop()))
+        merged = _merge(merged, child)
+    final = _entry(_entry(merged, "input"), "size")
+    problems.extend(problem for at, problem in slips.items() if at == id(final))  # not if overridden below
     return merged
+
+
+def _entry(node: Node | None, key: str) -> Node | None:
+    """The value of ``key`` in a mapping node; None if ``node`` is no mapping or lacks the key."""
+    if not isinstance(node, MappingNode):
+        return None
+    return next((value for k, value in node.value if k.value == key), None)
+
+
+def _rank_change(parent: MappingNode, child: MappingNode, target: str) -> dict[int, Problem]:
+    """A child's single-number ``input.size`` over a 1-D or 3-D parent: refused, at the child's size.
+
+    One number means a square image, so ``size: 2048`` under ``densenet121-1d`` would silently
+    build a 2-D network: almost always a slip for ``[2048]``. A list of another length is a
+    deliberate change of rank and stays allowed. The problem comes keyed by the id of the size
+    node, which a spec further down the chain may override.
+    """
+    size = _entry(_entry(child, "input"), "size")
+    before = _entry(_entry(parent, "input"), "size")
+    if not (isinstance(size, ScalarNode) and size.tag == TAG + "int" and isinstance(before, SequenceNode)):
+        return {}
+    rank = len(before.value)
+    if rank not in (1, 3) or not all(isinstance(item, ScalarNode) for item in before.value):
+        return {}
+    shown = ", ".join(str(item.value) for item in before.value)
+    keep = ", ".join([size.value] * rank)
+    message = (
+        f"{_one_line(target[:200])} is {rank}-D ([{shown}]); write [{keep}] to keep it {rank}-D "
+        "(or a list of 2 sizes for a 2-D network)"
+    )
+    return {id(size): node_problem(size, message, "input.size")}
 
 
 def _read_parent(path: Path, child: Path) -> MappingNode:
@@ -278,13 +319,23 @@ def _scalar(node: ScalarNode, path: FieldPath, source: SourceMap) -> Any:
     return value
 
 
-def spec_from_data(data: dict[str, Any], source: SourceMap | None = None) -> Spec:
-    """Validate plain data (already merged along ``extends``) into a Spec."""
+def spec_from_data(data: dict[str, Any], source: SourceMap | None = None, found: Sequence[Problem] = ()) -> Spec:
+    """Validate plain data (already merged along ``extends``) into a Spec.
+
+    ``found`` holds the problems the loader met before validation (in the file's nodes, or in
+    merging them); they are reported together with the schema's, so that one problem never hides
+    the others. A schema problem of a field already in ``found`` is left out: it is the same one.
+    """
     source = source or SourceMap()
+    earlier = [replace(p, message=p.message + inherited_note(p.location, source)) for p in found]
     try:
         spec = Spec.model_validate(data, context={"extends_resolved": bool(source.values)})
     except ValidationError as exc:
-        raise SpecError(validation_problems(exc, data, source)) from None
+        fields = {p.field for p in earlier}
+        schema = [p for p in validation_problems(exc, data, source) if p.field not in fields]
+        raise SpecError(sorted([*earlier, *schema], key=reading_order)) from None
+    if earlier:
+        raise SpecError(sorted(earlier, key=reading_order))
     spec._source = source
     return spec
 
@@ -292,7 +343,8 @@ def spec_from_data(data: dict[str, Any], source: SourceMap | None = None) -> Spe
 def load_spec(source: str | os.PathLike[str]) -> Spec:
     """Load a spec from a YAML file or a preset name; raises SpecError with every problem found."""
     path = resolve_source(source)
-    tree = _load_tree(path)
+    found: list[Problem] = []
+    tree = _load_tree(path, found)
     where = SourceMap()
     data = _to_data(tree, (), where)
-    return spec_from_data(data, where)
+    return spec_from_data(data, where, found)

@@ -399,7 +399,7 @@ def validation_problems(exc: ValidationError, data: Any, source: SourceMap) -> l
         located = source.locate(path, key=e.kind in ("extra_forbidden", "missing"))
         inherited = _inherited(located, source, e.kind, functools.partial(_null_clears, data, path))
         problems.append(Problem(located, format_path(path), _message(e) + inherited))
-    return sorted(problems, key=_reading_order)
+    return sorted(problems, key=reading_order)
 
 
 def _meant_keys(errors: list[ErrorDetails], data: Any) -> set[FieldPath]:
@@ -414,20 +414,40 @@ def _meant_keys(errors: list[ErrorDetails], data: Any) -> set[FieldPath]:
     return meant
 
 
+def _inheritor(located: Location | None, source: SourceMap) -> str | None:
+    """The spec's own file when ``located`` lies in another (a parent, through ``extends``); else None."""
+    root = source.values.get(())
+    if located is None or root is None or located.file == root.file:
+        return None
+    return root.file
+
+
+def inherited_note(located: Location | None, source: SourceMap) -> str:
+    """`` (inherited by CHILD: override it there)`` for a problem located in a parent file, '' otherwise.
+
+    A problem in a parent's file is often caused by the spec that extends it (its growth rate
+    makes the parent's groups fail), and the user may not own the parent (a preset): the message
+    names the spec being read, where the fix belongs. Used for every problem found after the
+    files are merged: the loader's, the schema's and the compiler's.
+    """
+    child = _inheritor(located, source)
+    return f" (inherited by {child}: override it there)" if child is not None else ""
+
+
 def _inherited(located: Location | None, source: SourceMap, kind: str, null_clears: Callable[[], bool]) -> str:
     """Where a value came from a parent file (``extends``), say so: the user may not own that file,
     and the fix then belongs in the spec that extends it. ``null`` is offered only where it
     clears the error (tried on the merged data)."""
-    root = source.values.get(())
-    if located is None or root is None or located.file == root.file:
+    child = _inheritor(located, source)
+    if child is None:
         return ""
     if kind == "extra_forbidden":  # a key of the parent's stem kind, say, under the child's kind
         if null_clears():
-            return f" (inherited by {root.file}: set it to null there to drop it)"
-        return f" (inherited by {root.file}, which cannot remove a key: fix it in this file)"
+            return f" (inherited by {child}: set it to null there to drop it)"
+        return f" (inherited by {child}, which cannot remove a key: fix it in this file)"
     if null_clears():
-        return f" (inherited by {root.file}: override it there, or set it to null for its default)"
-    return f" (inherited by {root.file}: override it there)"
+        return f" (inherited by {child}: override it there, or set it to null for its default)"
+    return inherited_note(located, source)
 
 
 def _null_clears(data: Any, path: FieldPath) -> bool:
@@ -452,6 +472,7 @@ def _null_clears(data: Any, path: FieldPath) -> bool:
     return True
 
 
-def _reading_order(problem: Problem) -> tuple[str, int, int]:
+def reading_order(problem: Problem) -> tuple[str, int, int]:
+    """A key to sort problems as a reader meets them: by file, line and column."""
     where = problem.location
     return (where.file, where.line or 0, where.column or 0) if where else ("", 0, 0)

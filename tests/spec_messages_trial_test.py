@@ -1,0 +1,90 @@
+"""Messages for bad spec files, fixed after a second new-user trial.
+
+1. A single-number ``input.size`` under a 1-D or 3-D parent is refused at the child's size (it
+   would silently make the network 2-D); a list of another rank stays allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from densenet_spec import SpecError, compile_spec, load_spec
+from densenet_spec.cli import app
+
+
+@pytest.fixture
+def problems(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Every problem of a spec (loaded and compiled) as the CLI prints it, the file as spec.yaml."""
+    monkeypatch.chdir(tmp_path)
+
+    def run(content: str, name: str = "spec.yaml") -> list[str]:
+        (tmp_path / name).write_text(content)
+        try:
+            ir = compile_spec(load_spec(name))
+        except SpecError as exc:
+            return [str(p) for p in exc.problems]
+        return [str(p) for p in ir.warnings]
+
+    return run
+
+
+# ----------------------------------------------------------------------------- 1. rank through a scalar size
+
+
+@pytest.mark.parametrize(
+    ("parent", "size", "expected"),
+    [
+        (
+            "densenet121-1d",
+            2048,
+            "spec.yaml:3:15: input.size: densenet121-1d is 1-D ([1024]); write [2048] to keep it 1-D "
+            "(or a list of 2 sizes for a 2-D network)",
+        ),
+        (
+            "densenet121-3d",
+            128,
+            "spec.yaml:3:15: input.size: densenet121-3d is 3-D ([96, 96, 96]); write [128, 128, 128] to keep "
+            "it 3-D (or a list of 2 sizes for a 2-D network)",
+        ),
+    ],
+)
+def test_a_scalar_size_under_a_parent_of_another_rank_is_refused(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parent: str, size: int, expected: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "spec.yaml").write_text(f"name: x1\nextends: {parent}\ninput: {{size: {size}}}\n")
+    result = runner.invoke(app, ["validate", "spec.yaml"])
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [expected]
+
+
+@pytest.mark.parametrize(
+    ("parent", "size", "rank"),
+    [
+        ("densenet121-1d", "[64, 64]", 2),  # a list of another rank: deliberate
+        ("densenet121-3d", "[64, 64]", 2),
+        ("densenet121-1d", "[2048]", 1),
+        ("densenet121", "448", 2),  # a 2-D parent: a scalar keeps the rank
+    ],
+)
+def test_a_size_that_keeps_or_deliberately_changes_the_rank_loads(
+    write_spec, parent: str, size: str, rank: int
+) -> None:  # type: ignore[no-untyped-def]
+    spec = load_spec(write_spec(f"name: x\nextends: {parent}\ninput: {{size: {size}}}\n"))
+    assert spec.rank == rank
+
+
+def test_a_rank_slip_is_reported_with_the_other_problems(problems) -> None:  # type: ignore[no-untyped-def]
+    found = problems("name: x\nextends: densenet121-1d\ninput: {size: 2048}\ndropout: 2\n")
+    assert [line.split(": ")[1] for line in found] == ["input.size", "dropout"]
+
+
+def test_a_rank_slip_overridden_further_down_the_chain_is_gone(problems, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "mid.yaml").write_text("name: mid\nextends: densenet121-1d\ninput: {size: 2048}\n")
+    assert problems("name: y\nextends: mid.yaml\ninput: {size: [2048]}\n") == []
+    (slip,) = problems("name: y\nextends: mid.yaml\n")
+    assert slip.startswith("mid.yaml:3:15: input.size: densenet121-1d is 1-D ([1024])")
+    assert slip.endswith("(inherited by spec.yaml: override it there)")
