@@ -88,3 +88,61 @@ def test_a_rank_slip_overridden_further_down_the_chain_is_gone(problems, tmp_pat
     (slip,) = problems("name: y\nextends: mid.yaml\n")
     assert slip.startswith("mid.yaml:3:15: input.size: densenet121-1d is 1-D ([1024])")
     assert slip.endswith("(inherited by spec.yaml: override it there)")
+
+
+# ----------------------------------------------------------------------------- 2. group-norm advice
+
+
+@pytest.mark.parametrize(
+    ("fields", "advice"),
+    [
+        (  # the trial's spec: 0.7 x 256 keeps 179
+            "extends: densenet121\nnorm: {kind: group, groups: 16}\ncompression: 0.7\n",
+            "features.denseblock2.denselayer1.norm1 has 179 channels, which 16 groups do not divide (and 54 more "
+            "norms); 179 is what features.transition1 keeps of its 256 maps at compression 0.7 (floor(0.7 x 256)): "
+            "choose a compression that keeps a multiple of 16",
+        ),
+        (
+            "growth_rate: 16\nblocks: [{layers: 2, compression: 0.75}, 2]\nnorm: {kind: group, groups: 16}\n"
+            "stem: {channels: 64}\n",
+            "72 is what features.transition1 keeps of its 96 maps at blocks[0].compression 0.75 "
+            "(floor(0.75 x 96)): choose a blocks[0].compression that keeps a multiple of 16; "
+            "or norm.groups: 8, which divides every norm's channels",
+        ),
+        (
+            "growth_rate: 12\nblocks: [2, 2]\nnorm: {kind: group, groups: 16}\nstem: {kind: cifar, channels: 32}\n",
+            "denselayer2.norm1 has 44 channels, which 16 groups do not divide (and 4 more norms); each layer of "
+            "denseblock1 adds 12 channels (growth_rate), which 16 groups do not divide: make growth_rate a multiple "
+            "of 16; or norm.groups: 4, which divides every norm's channels",
+        ),
+        (
+            "growth_rate: 24\nblocks: [2, {layers: 2, growth_rate: 20}]\nnorm: {kind: group, groups: 8}\n"
+            "stem: {kind: cifar, channels: 32}\nbottleneck_width: 2\n",
+            "each layer of denseblock2 adds 20 channels (blocks[1].growth_rate)",
+        ),
+        (
+            "growth_rate: 12\nblocks: [2, 2]\nnorm: {kind: group, groups: 16}\nstem: cifar\n",
+            "24 is the stem's width, 2 x growth_rate by default: set stem.channels (or growth_rate) to a multiple",
+        ),
+        (
+            "growth_rate: 12\nblocks: [2, 2]\nnorm: {kind: group, groups: 32}\nstem: {channels: 64}\n",
+            "denselayer1.norm2 has 48 channels, which 32 groups do not divide (and 8 more norms); 48 is the "
+            "bottleneck width, bottleneck_width 4 x growth rate 12: make it a multiple of 32",
+        ),
+        (
+            "growth_rate: 16\nblocks: [2, 2]\nnorm: {kind: group, groups: 32}\nstem: deep\n",
+            "features.norm0 has 16 channels, which 32 groups do not divide (and 3 more norms); 16 is a width of "
+            "the deep stem's first convolutions, growth_rate by default: set stem.mid_channels to multiples of 32",
+        ),
+    ],
+)
+def test_group_norm_advice_names_what_made_the_width(problems, fields: str, advice: str) -> None:  # type: ignore[no-untyped-def]
+    first = problems("name: g1\n" + fields)[0]
+    assert ": norm.groups: " in first and advice in first
+
+
+def test_a_refused_spec_shows_no_warnings(problems) -> None:  # type: ignore[no-untyped-def]
+    """The refusal names the compression that floors: the warnings would repeat it, or be thousands
+    of lines about a network that is not built (5,000 blocks)."""
+    found = problems("name: g1\nextends: densenet121\nnorm: {kind: group, groups: 16}\ncompression: 0.7\n")
+    assert len(found) == 1 and "floor(0.7 x 256)" in found[0]
