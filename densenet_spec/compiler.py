@@ -39,6 +39,7 @@ from .ir import (
 )
 from .loader import preset_dir
 from .schema import BlockConfig, BlockSpec, FieldPath, Spec, format_path
+from .spec_messages import inherited_note
 from .summary import format_count
 
 MAX_DENSE_LAYERS = 10_000
@@ -83,8 +84,14 @@ def _raise(spec: Spec, errors: FieldProblems) -> None:
 
 
 def _located(spec: Spec, problems: FieldProblems, severity: Severity) -> list[Problem]:
-    """``problems`` as :class:`Problem` s, each at the place its field was written."""
-    return [Problem(spec.source.locate(path), format_path(path), message, severity) for path, message in problems]
+    """``problems`` as :class:`Problem` s, each at the place its field was written; one placed in a
+    parent file names the spec that extends it, as the schema's problems do (the child's values
+    often cause it: its growth rate makes the parent's groups fail)."""
+    out = []
+    for path, message in problems:
+        where = spec.source.locate(path)
+        out.append(Problem(where, format_path(path), message + inherited_note(where, spec.source), severity))
+    return out
 
 
 def _info(spec: Spec) -> ModelInfo:

@@ -2,6 +2,8 @@
 
 1. A single-number ``input.size`` under a 1-D or 3-D parent is refused at the child's size (it
    would silently make the network 2-D); a list of another rank stays allowed.
+2. Group norm's refusal names what made the failing width (a compression that floors included).
+3. The compiler's errors and warnings placed in a parent file name the child, as the schema's do.
 """
 
 from __future__ import annotations
@@ -146,3 +148,47 @@ def test_a_refused_spec_shows_no_warnings(problems) -> None:  # type: ignore[no-
     of lines about a network that is not built (5,000 blocks)."""
     found = problems("name: g1\nextends: densenet121\nnorm: {kind: group, groups: 16}\ncompression: 0.7\n")
     assert len(found) == 1 and "floor(0.7 x 256)" in found[0]
+
+
+# ----------------------------------------------------------------------------- 3. the compiler's problems in a parent
+
+
+CT_PARENT = (
+    "name: ct\ninput: {channels: 1, size: [32, 32, 32]}\ngrowth_rate: 32\nblocks: [2, 2]\n"
+    "norm: {kind: group, groups: 8}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("child", "expected"),
+    [
+        (
+            "name: ct-k12\nextends: ct.yaml\ngrowth_rate: 12\n",
+            "ct.yaml:5:29: norm.groups: features.denseblock1.denselayer2.norm1 has 36 channels, which 8 groups",
+        ),
+        (
+            "name: ct-k16\nextends: ct.yaml\ngrowth_rate: 16\n",
+            "ct.yaml:2:28: input.size: warning: 32x32x32 is small for the imagenet stem",
+        ),
+    ],
+)
+def test_compiler_problems_in_a_parent_name_the_child(  # type: ignore[no-untyped-def]
+    problems, tmp_path: Path, child: str, expected: str
+) -> None:
+    (tmp_path / "ct.yaml").write_text(CT_PARENT)
+    (first,) = problems(child)[:1]
+    assert first.startswith(expected)
+    assert first.endswith("(inherited by spec.yaml: override it there)")
+
+
+def test_compiler_problems_in_the_specs_own_file_name_no_child(problems) -> None:  # type: ignore[no-untyped-def]
+    (first,) = problems(CT_PARENT.replace("growth_rate: 32", "growth_rate: 12"))[:1]
+    assert first.startswith("spec.yaml:5:29: norm.groups: ") and "inherited" not in first
+
+
+def test_a_warning_at_a_preset_names_the_child(problems) -> None:  # type: ignore[no-untyped-def]
+    found = problems("name: k-odd\nextends: densenet121\ngrowth_rate: 33\n")
+    assert len(found) == 2
+    for line in found:
+        assert "densenet121.yaml:8:14: compression: warning: " in line
+        assert line.endswith("(inherited by spec.yaml: override it there)")
