@@ -354,7 +354,10 @@ def read_tree(path: Path, name: str) -> MappingNode:
 
     ``name`` is how messages call the file (the loader shortens paths relative to the working directory).
     """
-    node, aliases = _compose(_read_text(path, name), name)
+    text = _read_text(path, name)
+    if path.suffix.lower() == ".json":
+        text = json_tabs_as_spaces(text)
+    node, aliases = _compose(text, name)
     if node is None:
         raise SpecError(
             [Problem(Location(name), "", "the file is empty; a spec needs at least name, growth_rate and blocks")]
@@ -369,6 +372,20 @@ def read_tree(path: Path, name: str) -> MappingNode:
     if checker.problems:
         raise SpecError(dict.fromkeys(checker.problems))  # an alias reports a problem once, not per use
     return tree
+
+
+_JSON_STRING_OR_TAB = re.compile(r'"(?:[^"\\\n]|\\.)*"|\t')
+
+
+def json_tabs_as_spaces(text: str) -> str:
+    """A JSON file's text with each tab outside its strings read as a space.
+
+    Specs are read as YAML, of which JSON is nearly a subset; tabs are the exception: JSON takes
+    them as whitespace anywhere between tokens (``json.dump(d, f, indent="\t")``), YAML refuses
+    them in indentation. One space per tab keeps every line and column of the file, and a tab
+    inside a string (which JSON does not allow unescaped) is left for the string's own check.
+    """
+    return _JSON_STRING_OR_TAB.sub(lambda m: " " if m.group() == "\t" else m.group(), text)
 
 
 TAG = "tag:yaml.org,2002:"

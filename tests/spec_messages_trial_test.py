@@ -4,10 +4,12 @@
    would silently make the network 2-D); a list of another rank stays allowed.
 2. Group norm's refusal names what made the failing width (a compression that floors included).
 3. The compiler's errors and warnings placed in a parent file name the child, as the schema's do.
+4. A .json spec may use tabs as whitespace, as JSON allows (``json.dump(d, f, indent="\\t")``).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -192,3 +194,45 @@ def test_a_warning_at_a_preset_names_the_child(problems) -> None:  # type: ignor
     for line in found:
         assert "densenet121.yaml:8:14: compression: warning: " in line
         assert line.endswith("(inherited by spec.yaml: override it there)")
+
+
+# ----------------------------------------------------------------------------- 4. tabs in JSON
+
+
+SMALL = {"name": "j1", "growth_rate": 12, "blocks": [2, 2], "stem": "cifar", "input": {"size": [32, 32]}}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        json.dumps(SMALL, indent="\t"),
+        json.dumps(SMALL).replace(", ", ",\t").replace(": ", ":\t"),  # tabs between tokens on one line
+        json.dumps(SMALL, indent="\t", separators=(",", ":")),
+    ],
+)
+def test_json_with_tabs_loads(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "spec.json"
+    path.write_text(text)
+    assert load_spec(path).model_dump(exclude_defaults=True) == load_spec_from_text(tmp_path, json.dumps(SMALL))
+
+
+def load_spec_from_text(tmp_path: Path, text: str) -> dict[str, object]:
+    path = tmp_path / "plain.json"
+    path.write_text(text)
+    return load_spec(path).model_dump(exclude_defaults=True)
+
+
+def test_json_tabs_keep_every_line_and_column(problems) -> None:  # type: ignore[no-untyped-def]
+    text = json.dumps({**SMALL, "growth_rate": 0}, indent="\t")
+    assert problems(text, "spec.json") == ["spec.json:3:17: growth_rate: 0 is out of range: must be an integer >= 1"]
+
+
+def test_a_tab_inside_a_json_string_is_left_alone(problems) -> None:  # type: ignore[no-untyped-def]
+    text = json.dumps(SMALL, indent="\t").replace('"j1"', '"j\t1"')  # a raw tab: not JSON, and not a name
+    (problem,) = problems(text, "spec.json")
+    assert problem.startswith("spec.json:2:10: name: 'j\\t1' is not a valid name")
+
+
+def test_tabs_in_a_yaml_file_are_still_refused(problems) -> None:  # type: ignore[no-untyped-def]
+    (problem,) = problems(json.dumps(SMALL, indent="\t"), "spec.yaml")
+    assert problem.startswith("spec.yaml:2:1: invalid YAML: ") and "YAML indents with spaces, not tabs" in problem
