@@ -47,8 +47,11 @@ def did_you_mean(word: str, choices: list[str]) -> str:
 
 
 def _closest(word: str, choices: list[str]) -> str | None:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return close[0] if close else None
+    """The choice nearest ``word``, ignoring case: ``BLOCKS`` is as near ``blocks`` as ``blocks`` is
+    (difflib alone finds no letter in common)."""
+    by_lower = {choice.lower(): choice for choice in choices}
+    close = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
+    return by_lower[close[0]] if close else None
 
 
 def _data_path(loc: tuple[int | str, ...], data: Any) -> FieldPath:

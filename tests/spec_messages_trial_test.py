@@ -5,6 +5,7 @@
 2. Group norm's refusal names what made the failing width (a compression that floors included).
 3. The compiler's errors and warnings placed in a parent file name the child, as the schema's do.
 4. A .json spec may use tabs as whitespace, as JSON allows (``json.dump(d, f, indent="\\t")``).
+5. Suggestions ignore case: ``BLOCKS`` is ``blocks``, ``ReLU`` is ``relu``.
 """
 
 from __future__ import annotations
@@ -236,3 +237,32 @@ def test_a_tab_inside_a_json_string_is_left_alone(problems) -> None:  # type: ig
 def test_tabs_in_a_yaml_file_are_still_refused(problems) -> None:  # type: ignore[no-untyped-def]
     (problem,) = problems(json.dumps(SMALL, indent="\t"), "spec.yaml")
     assert problem.startswith("spec.yaml:2:1: invalid YAML: ") and "YAML indents with spaces, not tabs" in problem
+
+
+# ----------------------------------------------------------------------------- 5. case
+
+
+def test_keys_in_another_case_get_a_suggestion_and_one_line_each(problems) -> None:  # type: ignore[no-untyped-def]
+    assert problems("Name: m10\nGrowth_Rate: 12\nBLOCKS: [2, 2]\n") == [
+        "spec.yaml:1:1: Name: unknown key 'Name'; did you mean 'name'?",
+        "spec.yaml:2:1: Growth_Rate: unknown key 'Growth_Rate'; did you mean 'growth_rate'?",
+        "spec.yaml:3:1: BLOCKS: unknown key 'BLOCKS'; did you mean 'blocks'?",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("line", "suggestion"),
+    [
+        ("activation: ReLU\n", "did you mean 'relu'?"),
+        ("head: {POOL: max}\n", "did you mean 'pool'?"),
+        ("stem: CIFAR\n", "did you mean 'cifar'?"),
+    ],
+)
+def test_values_and_nested_keys_in_another_case_get_a_suggestion(problems, line: str, suggestion: str) -> None:  # type: ignore[no-untyped-def]
+    (problem,) = problems("name: x\ngrowth_rate: 4\nblocks: [2]\n" + line)
+    assert problem.endswith(suggestion)
+
+
+def test_a_preset_name_in_another_case_gets_a_suggestion(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["validate", "DenseNet121"])
+    assert result.exit_code == 1 and "did you mean 'densenet121'?" in result.stderr
