@@ -123,9 +123,19 @@ def unused_params(
     """
     used = params_of.get(kind, ())
     for name in sorted(given - {"kind"} - set(used)):
-        owners = [k for k, params in params_of.items() if name in params]
-        note = (notes or {}).get(name, "")
-        raise field_error((name,), f"{name} applies to {_join(owners)}{noun} only{note}, not {kind}; remove it")
+        raise field_error((name,), other_kind_message(name, kind, params_of, noun, (notes or {}).get(name, "")))
+
+
+def other_kind_message(
+    name: str, kind: str, params_of: Mapping[str, tuple[str, ...]], noun: str, note: str = ""
+) -> str:
+    """``mid_channels applies to deep stems only, not cifar; remove it``: a parameter of other kinds.
+
+    One wording for every field with kinds (norm, activation, stem), whether the schema's
+    validator or the unknown-key message finds the parameter.
+    """
+    owners = [k for k, params in params_of.items() if name in params]
+    return f"{name} applies to {_join(owners)}{noun} only{note}, not {kind}; remove it"
 
 
 def _join(words: list[str]) -> str:
@@ -224,8 +234,13 @@ def _stem_tag(value: Any) -> str | None:
 
 
 STEM_KINDS = ("imagenet", "cifar", "deep")
-STEM_MODELS = (ImagenetStem, CifarStem, DeepStem)
+STEM_MODELS: tuple[type[_StemModel], ...] = (ImagenetStem, CifarStem, DeepStem)
 STEM_KEYS = frozenset(key for model in STEM_MODELS for key in model.model_fields)
+STEM_PARAMS = {
+    kind: tuple(key for key in model.model_fields if key != "kind")
+    for kind, model in zip(STEM_KINDS, STEM_MODELS, strict=True)
+}
+"""The keys each stem kind takes besides ``kind`` (a stem model forbids the others as unknown keys)."""
 
 Stem = Annotated[
     Annotated[ImagenetStem, Tag("imagenet")] | Annotated[CifarStem, Tag("cifar")] | Annotated[DeepStem, Tag("deep")],

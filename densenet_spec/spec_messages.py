@@ -26,7 +26,10 @@ from .errors import Location, Problem
 from .schema import (
     KIND_NAMES,
     RANGES,
+    STEM_KEYS,
     STEM_KINDS,
+    STEM_MODELS,
+    STEM_PARAMS,
     ActivationSpec,
     BlockSpec,
     FieldPath,
@@ -37,6 +40,7 @@ from .schema import (
     SourceMap,
     Spec,
     format_path,
+    other_kind_message,
 )
 from .yaml_nodes import SpecLoader
 
@@ -79,9 +83,15 @@ _MODELS: dict[str, type[BaseModel]] = {
 }
 
 
-def _model_of(parent: FieldPath) -> type[BaseModel]:
-    """The schema model of the mapping at ``parent``."""
+def _model_of(parent: FieldPath, data: Any = None) -> type[BaseModel]:
+    """The schema model of the mapping at ``parent``; for the stem, its kind's model (in ``data``)."""
+    if parent == ("stem",) and isinstance(data, dict) and isinstance(data.get("stem"), dict):
+        kind = data["stem"].get("kind", "imagenet")
+        return _STEM_MODEL_OF.get(kind if isinstance(kind, str) else None, ImagenetStem)
     return _MODELS.get(str(parent[0]), Spec) if parent else Spec
+
+
+_STEM_MODEL_OF: dict[str | None, type[BaseModel]] = dict(zip(STEM_KINDS, STEM_MODELS, strict=True))
 
 
 @dataclass(frozen=True)
@@ -99,6 +109,8 @@ class _Error:
     msg: str
     text: str | None = None
     quoted: bool = False
+    owner: type[BaseModel] = Spec
+    """The model of the mapping that holds the field (a stem: its kind's)."""
 
     @property
     def leaf(self) -> str:
@@ -137,9 +149,13 @@ def _missing(e: _Error) -> str:
 
 
 def _unknown_key(e: _Error) -> str:
-    fields = list(_model_of(e.path[:-1]).model_fields)
-    hint = did_you_mean(str(e.path[-1]), fields) or f"; allowed keys: {', '.join(fields)}"
-    return f"unknown key '{e.path[-1]}'{hint}"
+    key = str(e.path[-1])
+    kind = next((k for k, model in _STEM_MODEL_OF.items() if model is e.owner), None)
+    if kind is not None and key in STEM_KEYS:  # `mid_channels` under a cifar stem: the deep stem's key
+        return other_kind_message(key, kind, STEM_PARAMS, " stems")
+    fields = list(e.owner.model_fields)
+    hint = did_you_mean(key, fields) or f"; allowed keys: {', '.join(fields)}"
+    return f"unknown key '{key}'{hint}"
 
 
 _SYNONYMS = {
@@ -398,6 +414,7 @@ def validation_problems(exc: ValidationError, data: Any, source: SourceMap) -> l
             error["msg"],
             source.texts.get(path),
             path in source.quoted,
+            _model_of(path[:-1], data),
         )
         located = source.locate(path, key=e.kind in ("extra_forbidden", "missing"))
         inherited = _inherited(located, source, e.kind, functools.partial(_null_clears, data, path))
@@ -411,7 +428,7 @@ def _meant_keys(errors: list[ErrorDetails], data: Any) -> set[FieldPath]:
     for error in errors:
         if error["type"] == "extra_forbidden":
             path = _error_path(error, data)
-            close = _closest(str(path[-1]), list(_model_of(path[:-1]).model_fields))
+            close = _closest(str(path[-1]), list(_model_of(path[:-1], data).model_fields))
             if close is not None:
                 meant.add((*path[:-1], close))
     return meant

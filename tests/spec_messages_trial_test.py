@@ -6,6 +6,7 @@
 3. The compiler's errors and warnings placed in a parent file name the child, as the schema's do.
 4. A .json spec may use tabs as whitespace, as JSON allows (``json.dump(d, f, indent="\\t")``).
 5. Suggestions ignore case: ``BLOCKS`` is ``blocks``, ``ReLU`` is ``relu``.
+6. A stem key of another stem kind says which kind takes it, as norm and activation keys do.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typer.testing import CliRunner
 
 from densenet_spec import SpecError, compile_spec, load_spec
 from densenet_spec.cli import app
+
+BASE = "name: x\ngrowth_rate: 12\nblocks: [2]\n"
 
 
 @pytest.fixture
@@ -266,3 +269,35 @@ def test_values_and_nested_keys_in_another_case_get_a_suggestion(problems, line:
 def test_a_preset_name_in_another_case_gets_a_suggestion(runner: CliRunner) -> None:
     result = runner.invoke(app, ["validate", "DenseNet121"])
     assert result.exit_code == 1 and "did you mean 'densenet121'?" in result.stderr
+
+
+# ----------------------------------------------------------------------------- 6. another stem kind's key
+
+
+@pytest.mark.parametrize(
+    ("stem", "expected"),
+    [
+        (
+            "{kind: cifar, mid_channels: [8, 8]}",
+            "spec.yaml:4:21: stem.mid_channels: mid_channels applies to deep stems only, not cifar; remove it",
+        ),
+        (
+            "{mid_channels: [8, 8]}",  # the default kind, imagenet
+            "spec.yaml:4:8: stem.mid_channels: mid_channels applies to deep stems only, not imagenet; remove it",
+        ),
+        (  # a typo is still a typo, suggested from the kind's own keys
+            "{kind: deep, mid_channel: [8, 8]}",
+            "spec.yaml:4:20: stem.mid_channel: unknown key 'mid_channel'; did you mean 'mid_channels'?",
+        ),
+    ],
+)
+def test_a_key_of_another_stem_kind_says_which_kind_takes_it(problems, stem: str, expected: str) -> None:  # type: ignore[no-untyped-def]
+    assert problems(BASE + f"stem: {stem}\n") == [expected]
+
+
+def test_an_inherited_key_of_another_stem_kind_says_which_kind_takes_it(problems, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "deep.yaml").write_text(BASE + "stem: {kind: deep, mid_channels: [8, 8]}\n")
+    assert problems("name: x\nextends: deep.yaml\nstem: {kind: imagenet}\n") == [
+        "deep.yaml:4:20: stem.mid_channels: mid_channels applies to deep stems only, not imagenet; remove it "
+        "(inherited by spec.yaml: set it to null there to drop it)"
+    ]
