@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -89,12 +90,29 @@ def _preset_hint(text: str) -> str:
     return did_you_mean(text, preset_names())
 
 
-def _display(path: Path) -> str:
-    """A short name for messages: relative to the working directory where possible."""
+def _display(path: Path, relative: bool = True) -> str:
+    """How messages name a file the user did not type (a parent found through ``extends``, a preset
+    named by its name): relative to the working directory when it lies under it, else absolute.
+
+    The spec file the user names is shown as typed (:func:`_given_name`); its parents follow its
+    style: all absolute (``relative=False``) when it was typed absolute, so that a command run
+    from ``/`` never shows ``tmp/x/parent.yaml`` next to ``/tmp/x/child.yaml``.
+    """
+    if not relative:
+        with suppress(OSError, RuntimeError):
+            return str(path.resolve())
+        return str(path)
     try:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
     except (ValueError, OSError, RuntimeError):  # elsewhere; a deleted working directory; a symlink loop
         return str(path)
+
+
+def _given_name(source: str | os.PathLike[str], path: Path) -> str:
+    """How messages name the spec file the user gave: as typed (``/tmp/x/b.yaml`` stays absolute,
+    ``../b.yaml`` relative), so that the name is the one in the user's command; a preset named by
+    its name is shown as a file found for them is (:func:`_display`)."""
+    return os.fspath(source) if Path(source) == path else _display(path)
 
 
 def _merge(parent: MappingNode, child: MappingNode, top: bool = True) -> MappingNode:
@@ -142,16 +160,16 @@ def _one_line(text: str) -> str:
     return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
-def _resolve_extends(node: Node, target: str, child: Path) -> Path:
+def _resolve_extends(node: Node, target: str, child: Path, relative: bool) -> Path:
     try:
-        return _find_parent(node, target, child)
+        return _find_parent(node, target, child, relative)
     except (OSError, ValueError, RuntimeError) as exc:  # a name too long, a symlink loop, ...
         reason = getattr(exc, "strerror", None) or str(exc)
         message = f"cannot open {_quoted(target)}: {_one_line(reason)}"
         raise SpecError([node_problem(node, message, "extends")]) from None
 
 
-def _find_parent(node: Node, target: str, child: Path) -> Path:
+def _find_parent(node: Node, target: str, child: Path, relative: bool) -> Path:
     """The file ``extends`` names: a path ending in .yaml or .yml (relative to ``child``), else a preset.
 
     A path must name a spec file by its suffix, as the preset message says: without the rule,
@@ -168,7 +186,7 @@ def _find_parent(node: Node, target: str, child: Path) -> Path:
         path = (child.parent / target).resolve()
         if path.is_file():
             return path
-        message = f"no spec file {_quoted(target)} (looked for {_one_line(_display(path))})"
+        message = f"no spec file {_quoted(target)} (looked for {_one_line(_display(path, relative))})"
         if path.exists():
             message = f"{_quoted(target)} is not a regular file (a folder, a FIFO or a device?)"
         stem = target.removesuffix(".yaml").removesuffix(".yml")
@@ -188,35 +206,39 @@ def _find_parent(node: Node, target: str, child: Path) -> Path:
     )
 
 
-def _load_tree(path: Path, problems: list[Problem]) -> MappingNode:
+def _load_tree(path: Path, name: str, problems: list[Problem]) -> MappingNode:
     """A file's node tree with its ``extends`` chain merged in, parents first.
 
     The chain is followed in a loop, not by recursion, and is capped at MAX_EXTENDS files, so that
     a long chain gets a message naming it instead of Python's recursion limit. Problems of a
     merge (a child that changes its parent's rank by mistake) go to ``problems``, so that the
-    schema's own problems are reported with them.
+    schema's own problems are reported with them. ``name`` is how messages call ``path``.
     """
     trees: list[MappingNode] = []
     targets: list[str] = []  # what each tree's extends names, for messages about its parent
     chain: list[Path] = []
+    names: list[str] = []  # how messages call each file of the chain
+    relative = not Path(name).is_absolute()
     current = path
     while True:
-        tree = _read_parent(current, chain[-1]) if chain else read_tree(current, _display(current))
+        shown = _display(current, relative) if chain else name
+        tree = _read_parent(current, shown, names[-1]) if chain else read_tree(current, shown)
         trees.append(tree)
         chain.append(current.resolve())
+        names.append(shown)
         found = _extends_of(tree)
         if found is None:
             break
         where, target = found
         targets.append(target)
-        parent = _resolve_extends(where, target, current)
+        parent = _resolve_extends(where, target, current, relative)
         if parent in chain:
-            names = " -> ".join(_display(p) for p in (*chain, parent))
-            raise SpecError([node_problem(where, f"extends cycle: {names}", "extends")])
+            cycle = " -> ".join((*names, _display(parent, relative)))
+            raise SpecError([node_problem(where, f"extends cycle: {cycle}", "extends")])
         if len(chain) >= MAX_EXTENDS:
             message = (
-                f"the extends chain is longer than {MAX_EXTENDS} files ({_display(chain[0])} -> "
-                f"{_display(chain[1])} -> ... -> {_display(parent)}); flatten some of its specs"
+                f"the extends chain is longer than {MAX_EXTENDS} files ({names[0]} -> "
+                f"{names[1]} -> ... -> {_display(parent, relative)}); flatten some of its specs"
             )
             raise SpecError([node_problem(where, message, "extends")])
         current = parent
@@ -262,12 +284,13 @@ def _rank_change(parent: MappingNode, child: MappingNode, target: str) -> dict[i
     return {id(size): node_problem(size, message, "input.size")}
 
 
-def _read_parent(path: Path, child: Path) -> MappingNode:
-    """A parent's tree; its problems (empty, binary, bad YAML) also say which spec extends it."""
+def _read_parent(path: Path, shown: str, child: str) -> MappingNode:
+    """A parent's tree (``shown`` is how messages call it); its problems (empty, binary, bad YAML)
+    also say which spec (``child``, as messages call it) extends it."""
     try:
-        return read_tree(path, _display(path))
+        return read_tree(path, shown)
     except SpecError as exc:
-        by = f" (extended by {_display(child)})"
+        by = f" (extended by {child})"
         raise SpecError(replace(p, message=p.message + by) for p in exc.problems) from None
 
 
@@ -344,7 +367,7 @@ def load_spec(source: str | os.PathLike[str]) -> Spec:
     """Load a spec from a YAML file or a preset name; raises SpecError with every problem found."""
     path = resolve_source(source)
     found: list[Problem] = []
-    tree = _load_tree(path, found)
+    tree = _load_tree(path, _given_name(source, path), found)
     where = SourceMap()
     data = _to_data(tree, (), where)
     return spec_from_data(data, where, found)

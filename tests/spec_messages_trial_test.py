@@ -7,6 +7,8 @@
 4. A .json spec may use tabs as whitespace, as JSON allows (``json.dump(d, f, indent="\\t")``).
 5. Suggestions ignore case: ``BLOCKS`` is ``blocks``, ``ReLU`` is ``relu``.
 6. A stem key of another stem kind says which kind takes it, as norm and activation keys do.
+7. Messages name the spec file as the user typed it; its parents follow its style (absolute for an
+   absolute path; else relative to the working directory where they lie under it, else absolute).
 """
 
 from __future__ import annotations
@@ -301,3 +303,51 @@ def test_an_inherited_key_of_another_stem_kind_says_which_kind_takes_it(problems
         "deep.yaml:4:20: stem.mid_channels: mid_channels applies to deep stems only, not imagenet; remove it "
         "(inherited by spec.yaml: set it to null there to drop it)"
     ]
+
+
+# ----------------------------------------------------------------------------- 7. paths as typed
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    """tmp/x/p.yaml (growth_rate 0) and tmp/x/b/e.yaml (dropout 2) that extends it."""
+    (tmp_path / "x" / "b").mkdir(parents=True)
+    (tmp_path / "x" / "p.yaml").write_text("name: p\ngrowth_rate: 0\nblocks: [2]\n")
+    (tmp_path / "x" / "b" / "e.yaml").write_text("name: e\nextends: ../p.yaml\ndropout: 2\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("cwd", "typed", "child", "parent"),
+    [
+        (".", "{root}/x/b/e.yaml", "{root}/x/b/e.yaml", "{root}/x/p.yaml"),  # absolute stays absolute
+        ("x/b", "{root}/x/b/e.yaml", "{root}/x/b/e.yaml", "{root}/x/p.yaml"),
+        (".", "x/b/e.yaml", "x/b/e.yaml", "x/p.yaml"),
+        ("x/b", "./e.yaml", "./e.yaml", "{root}/x/p.yaml"),  # the parent is not under the working directory
+        ("x/b", "../b/e.yaml", "../b/e.yaml", "{root}/x/p.yaml"),
+        ("x", "b/e.yaml", "b/e.yaml", "p.yaml"),
+    ],
+)
+def test_paths_in_messages_follow_what_the_user_typed(  # type: ignore[no-untyped-def]
+    runner: CliRunner, tree: Path, monkeypatch: pytest.MonkeyPatch, cwd: str, typed: str, child: str, parent: str
+) -> None:
+    root = str(tree.resolve())
+    monkeypatch.chdir(tree / cwd)
+    result = runner.invoke(app, ["validate", typed.format(root=root)])
+    assert result.exit_code == 1
+    child, parent = child.format(root=root), parent.format(root=root)
+    assert result.stderr.splitlines() == [
+        f"{child}:3:10: dropout: 2 is out of range: must be 0 <= dropout < 1",
+        f"{parent}:2:14: growth_rate: 0 is out of range: must be an integer >= 1 (inherited by {child}: override it "
+        "there)",
+    ]
+
+
+def test_an_absolute_path_under_the_working_directory_stays_absolute(
+    runner: CliRunner, tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trial's case: run from /, the file was shown as tmp/x/b/e15.yaml."""
+    monkeypatch.chdir(tree.resolve().anchor)
+    path = str((tree / "x" / "p.yaml").resolve())
+    result = runner.invoke(app, ["validate", path])
+    assert result.stderr.startswith(f"{path}:2:14: growth_rate: ")
