@@ -46,7 +46,9 @@ MAX_DENSE_LAYERS = 10_000
 MAX_DENSE_CONNECTIONS = 500_000
 MAX_PARAMS = 10**10
 
-FieldProblems = list[tuple[FieldPath, str]]
+FieldProblems = list[tuple[FieldPath, str] | tuple[FieldPath, str, FieldPath]]
+"""(field, message), or (field, message, where) for a problem about a field that the spec leaves
+to its default, placed at the value that made it matter (the default compression at a block)."""
 
 
 def compile_spec(spec: Spec, *, strict: bool = False) -> IR:
@@ -88,8 +90,8 @@ def _located(spec: Spec, problems: FieldProblems, severity: Severity) -> list[Pr
     parent file names the spec that extends it, as the schema's problems do (the child's values
     often cause it: its growth rate makes the parent's groups fail)."""
     out = []
-    for path, message in problems:
-        where = spec.source.locate(path)
+    for path, message, *at in problems:
+        where = spec.source.locate(at[0] if at else path)
         out.append(Problem(where, format_path(path), message + inherited_note(where, spec.source), severity))
     return out
 
@@ -651,13 +653,12 @@ def _compression_warnings(spec: Spec, lowered: Lowered) -> FieldProblems:
         if (theta * layer.in_channels).denominator != 1:
             exact = float(theta * layer.in_channels)  # bounded: the parameter limit is checked first
             path = _compression_path(spec, layer.block)
-            # Unwritten, the warning is placed at the file's start: say where the value came from.
-            default = "" if path in spec.source.values or not spec.source.values else " (the default compression)"
-            out.append(
-                (
-                    path,
-                    f"{layer.name}: {written}{default} x {layer.in_channels} = {exact:g} maps is not "
-                    f"an integer; {layer.out_channels} are kept (floor)",
-                )
+            message = (
+                f"{layer.name}: {written}{{}} x {layer.in_channels} = {exact:g} maps is not an integer; "
+                f"{layer.out_channels} are kept (floor)"
             )
+            if path in spec.source.values or not spec.source.values:
+                out.append((path, message.format("")))
+            else:  # unwritten: placed at the block whose width it floors, and said to be the default
+                out.append((path, message.format(" (the default compression)"), ("blocks", layer.block - 1)))
     return out

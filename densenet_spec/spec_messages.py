@@ -351,7 +351,22 @@ def _as_a_key(e: _Error, model: type[BaseModel]) -> str:
 
 
 def _not_a_list(e: _Error) -> str:
-    return f"must be a list, not {e.shown}"
+    return f"must be a list, not {e.shown}{_as_a_list(e)}"
+
+
+def _as_a_list(e: _Error) -> str:
+    """``: write [6]`` for ``blocks: 6`` (and ``[6, 12]`` for ``blocks: 6, 12``, which YAML reads as
+    text); '' for a value that is no whole number or numbers. ``mid_channels`` takes two widths."""
+    got = e.got
+    if isinstance(got, int) and not isinstance(got, bool):
+        items = [str(got)]
+    elif isinstance(got, str) and re.fullmatch(r"\s*\d+(?:\s*[,\s]\s*\d+)*\s*", got):
+        items = re.findall(r"\d+", got)
+    else:
+        return ""
+    if e.leaf == "mid_channels" and len(items) == 1:
+        items *= 2
+    return f": write [{', '.join(items)}]"
 
 
 def _checked(e: _Error) -> str:
@@ -402,9 +417,11 @@ def validation_problems(exc: ValidationError, data: Any, source: SourceMap) -> l
     problems = []
     errors = exc.errors()
     meant = _meant_keys(errors, data)
+    adopted = _unindented(data, source)
+    strays = {(key,) for keys in adopted.values() for key in keys}
     for error in errors:
         path = _error_path(error, data)
-        if error["type"] == "missing" and path in meant:
+        if (error["type"] == "missing" and path in meant) or (error["type"] == "extra_forbidden" and path in strays):
             continue
         e = _Error(
             error["type"],
@@ -418,8 +435,49 @@ def validation_problems(exc: ValidationError, data: Any, source: SourceMap) -> l
         )
         located = source.locate(path, key=e.kind in ("extra_forbidden", "missing"))
         inherited = _inherited(located, source, e.kind, functools.partial(_null_clears, data, path))
-        problems.append(Problem(located, format_path(path), _message(e) + inherited))
+        message = _unindented_message(path, adopted) or _message(e)
+        problems.append(Problem(located, format_path(path), message + inherited))
     return sorted(problems, key=reading_order)
+
+
+def _unindented(data: Any, source: SourceMap) -> dict[str, list[str]]:
+    """The keys written without indentation under an empty mapping key, by that key.
+
+    ``input:`` followed by ``channels: 1`` at the same column is an empty ``input`` and a
+    top-level ``channels``; the keys on the next lines of the same file that are the mapping's and
+    not the top level's (stopping at the first other one) are what the user meant to indent.
+    """
+    if not isinstance(data, dict):
+        return {}
+    top = sorted((where.line or 0, path[0]) for path, where in source.keys.items() if len(path) == 1)
+    adopted: dict[str, list[str]] = {}
+    for key, value in data.items():
+        opened = source.keys.get((key,))
+        if value is not None or key not in _MODELS or opened is None:
+            continue
+        own = STEM_KEYS if key == "stem" else _MODELS[key].model_fields.keys()
+        keys = []
+        for line, name in top:
+            if line <= (opened.line or 0) or source.keys[(name,)].file != opened.file:
+                continue
+            if name in Spec.model_fields or name not in own:
+                break
+            keys.append(str(name))
+        if keys:
+            adopted[key] = keys
+    return adopted
+
+
+def _unindented_message(path: FieldPath, adopted: dict[str, list[str]]) -> str:
+    """For an empty mapping key whose keys follow it unindented, what to do (instead of the type
+    error's own advice, such as ``write norm: none``); '' for any other field."""
+    keys = adopted.get(str(path[0])) if len(path) == 1 else None
+    if not keys:
+        return ""
+    return (
+        f"is empty, and the lines below hold its keys ({', '.join(keys)}) at the top level: "
+        f"indent them under '{path[0]}:'"
+    )
 
 
 def _meant_keys(errors: list[ErrorDetails], data: Any) -> set[FieldPath]:

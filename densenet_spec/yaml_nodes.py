@@ -367,6 +367,13 @@ def read_tree(path: Path, name: str) -> MappingNode:
         raise SpecError(
             [node_problem(node, f"the top level must be a mapping (name: ..., growth_rate: ...), not {kind}")]
         )
+    made_by = _output_of(node)
+    if made_by is not None:  # before the checker: an IR holds thousands of values, over its budget
+        message = (
+            f"this is what {made_by} writes from a spec, not a spec: give the spec it was made from "
+            "(a .yaml file or a preset name)"
+        )
+        raise SpecError([node_problem(node, message)])
     checker = _Checker(node, aliases)
     tree = checker.mapping(node, (), 0)
     if checker.problems:
@@ -386,6 +393,19 @@ def json_tabs_as_spaces(text: str) -> str:
     inside a string (which JSON does not allow unescaped) is left for the string's own check.
     """
     return _JSON_STRING_OR_TAB.sub(lambda m: " " if m.group() == "\t" else m.group(), text)
+
+
+_OUTPUT_KEYS = frozenset({"passes", "params", "macs", "flops"})
+"""The top-level keys of the JSON that ``build --to json`` and ``summary --format json`` write
+(the IR's totals), none of which a spec has."""
+
+
+def _output_of(node: MappingNode) -> str | None:
+    """The command whose JSON output ``node`` is, fed back as a spec by mistake; None for anything else."""
+    keys = {key.value for key, _ in node.value if isinstance(key, ScalarNode)}
+    if not _OUTPUT_KEYS.issubset(keys):
+        return None
+    return "`densenet-spec build --to json`" if "layers" in keys else "`densenet-spec summary --format json`"
 
 
 TAG = "tag:yaml.org,2002:"

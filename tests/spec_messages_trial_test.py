@@ -9,6 +9,9 @@
 6. A stem key of another stem kind says which kind takes it, as norm and activation keys do.
 7. Messages name the spec file as the user typed it; its parents follow its style (absolute for an
    absolute path; else relative to the working directory where they lie under it, else absolute).
+8. ``blocks: 6`` says to write ``[6]``; keys left unindented under an empty mapping key are named;
+   the JSON that ``build`` and ``summary`` write is named as such; a warning about the default
+   compression is placed at the block whose width it floors.
 """
 
 from __future__ import annotations
@@ -351,3 +354,84 @@ def test_an_absolute_path_under_the_working_directory_stays_absolute(
     path = str((tree / "x" / "p.yaml").resolve())
     result = runner.invoke(app, ["validate", path])
     assert result.stderr.startswith(f"{path}:2:14: growth_rate: ")
+
+
+# ----------------------------------------------------------------------------- 8. small ones
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("blocks: 6\n", "spec.yaml:3:9: blocks: must be a list, not 6: write [6]"),
+        ("blocks: 6, 12\n", "spec.yaml:3:9: blocks: must be a list, not '6, 12': write [6, 12]"),  # YAML's text
+        ("blocks: 6 12 24\n", "spec.yaml:3:9: blocks: must be a list, not '6 12 24': write [6, 12, 24]"),
+        ("blocks: [2]\nstem: {kind: deep, mid_channels: 8}\n", "mid_channels: must be a list, not 8: write [8, 8]"),
+        ("blocks: true\n", "spec.yaml:3:9: blocks: must be a list, not true"),
+        ("blocks: abc\n", "spec.yaml:3:9: blocks: must be a list, not 'abc'"),
+    ],
+)
+def test_a_scalar_for_a_list_says_how_to_write_the_list(problems, line: str, expected: str) -> None:  # type: ignore[no-untyped-def]
+    (problem,) = problems("name: x\ngrowth_rate: 12\n" + line)
+    assert problem.endswith(expected)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            BASE + "input:\nchannels: 1\nsize: 32\n",
+            [
+                "spec.yaml:4:7: input: is empty, and the lines below hold its keys (channels, size) at the top "
+                "level: indent them under 'input:'"
+            ],
+        ),
+        (
+            BASE + "norm:\nkind: group\ngroups: 4\ndropout: 0.1\nfoo: 1\n",  # dropout is the top level's own
+            [
+                "spec.yaml:4:6: norm: is empty, and the lines below hold its keys (kind, groups) at the top level: "
+                "indent them under 'norm:'",
+                "spec.yaml:8:1: foo: unknown key 'foo'; allowed keys: name, description, extends, input, stem, "
+                "growth_rate, blocks, bottleneck_width, compression, dropout, activation, norm, anti_alias, head, "
+                "num_classes",
+            ],
+        ),
+        (BASE + "head:\n", ["spec.yaml:4:6: head: must be a mapping of keys, not null"]),
+    ],
+)
+def test_keys_left_unindented_under_an_empty_mapping_are_named(problems, text: str, expected: list[str]) -> None:  # type: ignore[no-untyped-def]
+    assert problems(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("command", "made_by"),
+    [
+        (["build", "densenet-40-k12", "--to", "json", "-o", "out.json"], "`densenet-spec build --to json`"),
+        (["build", "densenet121", "--to", "json", "-o", "out.json"], "`densenet-spec build --to json`"),  # 10,000+
+        (["summary", "densenet-40-k12", "--format", "json"], "`densenet-spec summary --format json`"),
+    ],
+)
+def test_the_json_the_tool_writes_is_not_taken_for_a_spec(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str], made_by: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, command)
+    assert result.exit_code == 0
+    if not (tmp_path / "out.json").exists():
+        (tmp_path / "out.json").write_text(result.stdout)
+    result = runner.invoke(app, ["validate", "out.json"])
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"out.json:1:1: this is what {made_by} writes from a spec, not a spec: give the spec it was made from "
+        "(a .yaml file or a preset name)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("blocks", "where"),
+    [("blocks: [5, 12]\n", "spec.yaml:3:10"), ("blocks:\n  - 5\n  - 12\n", "spec.yaml:4:5")],
+)
+def test_a_default_compression_warning_is_placed_at_the_block_it_floors(problems, blocks: str, where: str) -> None:  # type: ignore[no-untyped-def]
+    assert problems("name: x\ngrowth_rate: 33\n" + blocks) == [
+        f"{where}: compression: warning: features.transition1: 0.5 (the default compression) x 231 = 115.5 maps "
+        "is not an integer; 115 are kept (floor)"
+    ]
