@@ -297,14 +297,16 @@ def _read_parent(path: Path, shown: str, child: str) -> MappingNode:
 # ----------------------------------------------------------------------------- nodes to data
 
 
-def _to_data(node: Node, path: FieldPath, source: SourceMap) -> Any:
-    """Plain Python data from checked nodes, recording where each field was written."""
+def _to_data(node: Node, path: FieldPath, source: SourceMap, found: list[Problem]) -> Any:
+    """Plain Python data from checked nodes, recording where each field was written; a value
+    refused on its text (an octal-looking number) goes to ``found`` and is kept as YAML read it,
+    so that the schema still checks the rest."""
     if isinstance(node, ScalarNode):
         source.values[path] = location(node)
-        return _scalar(node, path, source)
+        return _scalar(node, path, source, found)
     if isinstance(node, SequenceNode):
         source.values.setdefault(path, location(node))
-        return [_to_data(item, (*path, i), source) for i, item in enumerate(node.value)]
+        return [_to_data(item, (*path, i), source, found) for i, item in enumerate(node.value)]
     assert isinstance(node, MappingNode)
     source.values.setdefault(path, location(node))
     data = {}
@@ -313,7 +315,7 @@ def _to_data(node: Node, path: FieldPath, source: SourceMap) -> Any:
         source.keys[sub] = location(key)
         if not isinstance(value, ScalarNode) and not value.flow_style:
             source.values[sub] = location(key)
-        data[key.value] = _to_data(value, sub, source)
+        data[key.value] = _to_data(value, sub, source, found)
     return data
 
 
@@ -325,7 +327,7 @@ _TEXT_FIELDS = frozenset({("name",), ("description",)})
 _SURPRISING_NUMBER = re.compile(r"[-+]?0[0-7_]+|[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?")
 
 
-def _scalar(node: ScalarNode, path: FieldPath, source: SourceMap) -> Any:
+def _scalar(node: ScalarNode, path: FieldPath, source: SourceMap, found: list[Problem]) -> Any:
     """A scalar's value; for a text field, its text where YAML 1.1 read it as text (``name: 1e5``)."""
     if path in _TEXT_FIELDS and text_in_yaml11(node):
         return node.value
@@ -338,7 +340,7 @@ def _scalar(node: ScalarNode, path: FieldPath, source: SourceMap) -> Any:
     if numeric and _SURPRISING_NUMBER.fullmatch(node.value):
         kind = "a leading 0 as octal" if ":" not in node.value else "n:m as base 60"
         message = f"{node.value} reads as {value} (YAML 1.1 reads {kind}); write the number you mean without it"
-        raise SpecError([node_problem(node, message, format_path(path))])
+        found.append(node_problem(node, message, format_path(path)))
     return value
 
 
@@ -369,5 +371,5 @@ def load_spec(source: str | os.PathLike[str]) -> Spec:
     found: list[Problem] = []
     tree = _load_tree(path, _given_name(source, path), found)
     where = SourceMap()
-    data = _to_data(tree, (), where)
+    data = _to_data(tree, (), where, found)
     return spec_from_data(data, where, found)

@@ -99,13 +99,15 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-def field_error(path: FieldPath, message: str) -> PydanticCustomError:
+def field_error(path: FieldPath, message: str, more: list[tuple[FieldPath, str]] | None = None) -> PydanticCustomError:
     """An error about the field at ``path`` (relative to the model that raises it).
 
     A model validator's ValueError is located at the model as a whole; this one carries the
-    field, so that the loader can point at that key's line and name it.
+    field, so that the loader can point at that key's line and name it. A validator raises one
+    error; ``more`` carries the other fields' (path, message), which the loader reports as
+    problems of their own (every unused parameter of a mapping, not the first only).
     """
-    return PydanticCustomError("field_error", "{message}", {"message": message, "path": path})
+    return PydanticCustomError("field_error", "{message}", {"message": message, "path": path, "more": more or []})
 
 
 def unused_params(
@@ -115,15 +117,20 @@ def unused_params(
     noun: str = "",
     notes: Mapping[str, str] | None = None,
 ) -> None:
-    """Refuse the first parameter in ``given`` that ``kind`` does not use, naming the kinds that do.
+    """Refuse every parameter in ``given`` that ``kind`` does not use, naming the kinds that do.
 
     ``params_of`` is the table of which kind takes which parameter: a parameter that would have no
     effect is an error, not silently ignored, so that a spec never says more than the network does.
     ``notes`` explains a parameter whose owner is not obvious.
     """
     used = params_of.get(kind, ())
-    for name in sorted(given - {"kind"} - set(used)):
-        raise field_error((name,), other_kind_message(name, kind, params_of, noun, (notes or {}).get(name, "")))
+    unused: list[tuple[FieldPath, str]] = [
+        ((name,), other_kind_message(name, kind, params_of, noun, (notes or {}).get(name, "")))
+        for name in sorted(given - {"kind"} - set(used))
+    ]
+    if unused:
+        (path, message), *more = unused
+        raise field_error(path, message, more)
 
 
 def other_kind_message(

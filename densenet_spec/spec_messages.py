@@ -415,7 +415,7 @@ def validation_problems(exc: ValidationError, data: Any, source: SourceMap) -> l
     """One located, readable problem per pydantic error; a missing key that an unknown key's
     did-you-mean names is left to that key's line (``Growth_Rate: 12`` is one mistake, not two)."""
     problems = []
-    errors = exc.errors()
+    errors = _one_per_field(exc.errors())
     meant = _meant_keys(errors, data)
     adopted = _unindented(data, source)
     strays = {(key,) for keys in adopted.values() for key in keys}
@@ -438,6 +438,18 @@ def validation_problems(exc: ValidationError, data: Any, source: SourceMap) -> l
         message = _unindented_message(path, adopted) or _message(e)
         problems.append(Problem(located, format_path(path), message + inherited))
     return sorted(problems, key=reading_order)
+
+
+def _one_per_field(errors: list[ErrorDetails]) -> list[ErrorDetails]:
+    """pydantic's errors, a ``field_error`` about several fields (:func:`~.schema.field_error`'s
+    ``more``) split into one error per field."""
+    out = []
+    for error in errors:
+        out.append(error)
+        ctx = error.get("ctx", {})
+        if error["type"] == "field_error":
+            out += [ErrorDetails(**{**error, "ctx": {**ctx, "message": m, "path": p}}) for p, m in ctx.get("more", ())]
+    return out
 
 
 def _unindented(data: Any, source: SourceMap) -> dict[str, list[str]]:

@@ -12,6 +12,8 @@
 8. ``blocks: 6`` says to write ``[6]``; keys left unindented under an empty mapping key are named;
    the JSON that ``build`` and ``summary`` write is named as such; a warning about the default
    compression is placed at the block whose width it floors.
+9. Every parameter of another kind in a mapping is reported, and an octal-looking number hides
+   no other problem.
 """
 
 from __future__ import annotations
@@ -435,3 +437,43 @@ def test_a_default_compression_warning_is_placed_at_the_block_it_floors(problems
         f"{where}: compression: warning: features.transition1: 0.5 (the default compression) x 231 = 115.5 maps "
         "is not an integer; 115 are kept (floor)"
     ]
+
+
+# ----------------------------------------------------------------------------- 9. all at once
+
+
+@pytest.mark.parametrize(
+    ("line", "fields"),
+    [
+        (
+            "norm: {kind: none, eps: 0.001, momentum: 0.5, affine: true}\n",
+            ["norm.eps", "norm.momentum", "norm.affine"],
+        ),
+        (
+            "activation: {kind: relu, alpha: 1.0, negative_slope: 0.1, approximate: tanh}\n",
+            ["activation.alpha", "activation.negative_slope", "activation.approximate"],
+        ),
+        ("norm: {kind: instance, groups: 4}\n", ["norm.groups"]),
+    ],
+)
+def test_every_parameter_of_another_kind_is_reported(problems, line: str, fields: list[str]) -> None:  # type: ignore[no-untyped-def]
+    found = problems(BASE + line)
+    assert [p.split(": ")[1] for p in found] == fields
+    assert all(p.endswith("; remove it") for p in found)
+
+
+def test_an_octal_number_hides_no_other_problem(problems) -> None:  # type: ignore[no-untyped-def]
+    assert problems("name: oc\ngrowth_rate: 012\nblocks: [00]\ndropout: 2\nfoo: 1\n") == [
+        "spec.yaml:2:14: growth_rate: 012 reads as 10 (YAML 1.1 reads a leading 0 as octal); write the number you "
+        "mean without it",
+        "spec.yaml:3:10: blocks[0]: 00 reads as 0 (YAML 1.1 reads a leading 0 as octal); write the number you mean "
+        "without it",  # one line for the field: not also "0 is out of range"
+        "spec.yaml:4:10: dropout: 2 is out of range: must be 0 <= dropout < 1",
+        "spec.yaml:5:1: foo: unknown key 'foo'; allowed keys: name, description, extends, input, stem, growth_rate, "
+        "blocks, bottleneck_width, compression, dropout, activation, norm, anti_alias, head, num_classes",
+    ]
+
+
+def test_an_octal_number_alone_is_still_refused(problems) -> None:  # type: ignore[no-untyped-def]
+    (problem,) = problems("name: oc\ngrowth_rate: 012\nblocks: [2]\n")
+    assert problem.startswith("spec.yaml:2:14: growth_rate: 012 reads as 10")
