@@ -15,7 +15,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Literal
 
-from .errors import Problem, SpecError
+from .errors import Problem, Severity, SpecError
 from .ir import (
     IR,
     Act,
@@ -39,13 +39,16 @@ from .ir import (
 )
 from .loader import preset_dir
 from .schema import BlockConfig, BlockSpec, FieldPath, Spec, format_path
+from .spec_messages import inherited_note
 from .summary import format_count
 
 MAX_DENSE_LAYERS = 10_000
 MAX_DENSE_CONNECTIONS = 500_000
 MAX_PARAMS = 10**10
 
-FieldProblems = list[tuple[FieldPath, str]]
+FieldProblems = list[tuple[FieldPath, str] | tuple[FieldPath, str, FieldPath]]
+"""(field, message), or (field, message, where) for a problem about a field that the spec leaves
+to its default, placed at the value that made it matter (the default compression at a block)."""
 
 
 def compile_spec(spec: Spec, *, strict: bool = False) -> IR:
@@ -64,21 +67,33 @@ def compile_spec(spec: Spec, *, strict: bool = False) -> IR:
         raise TypeError(f"compile_spec takes a Spec, not {type(spec).__name__}: {how}")
     _raise(spec, _check_counts(spec))
     lowered = _lower(spec, spec.input.shape)  # layer records only: nothing the size of the network
+    # A refused spec gets no warnings: they are about the widths of a network that builds, and the
+    # refusal names the width at fault (a compression that floors included).
     _raise(spec, _check_params(spec, lowered) or _check_lowered(spec, lowered))
     warnings = _stem_warnings(spec) + _compression_warnings(spec, lowered) + _last_block_warnings(spec)
     if strict:
         _raise(spec, warnings)
-    problems = (Problem(spec.source.locate(path), format_path(path), msg, "warning") for path, msg in warnings)
-    ir = build_ir(_info(spec), lowered, problems)
+    ir = build_ir(_info(spec), lowered, _located(spec, warnings, "warning"))
     broken = check_ir(ir)
     if broken:  # a bug in the compiler, not in the spec
         raise AssertionError("the compiler built an inconsistent graph:\n" + "\n".join(broken))
     return ir
 
 
-def _raise(spec: Spec, problems: FieldProblems) -> None:
-    if problems:
-        raise SpecError(Problem(spec.source.locate(path), format_path(path), message) for path, message in problems)
+def _raise(spec: Spec, errors: FieldProblems) -> None:
+    if errors:
+        raise SpecError(_located(spec, errors, "error"))
+
+
+def _located(spec: Spec, problems: FieldProblems, severity: Severity) -> list[Problem]:
+    """``problems`` as :class:`Problem` s, each at the place its field was written; one placed in a
+    parent file names the spec that extends it, as the schema's problems do (the child's values
+    often cause it: its growth rate makes the parent's groups fail)."""
+    out = []
+    for path, message, *at in problems:
+        where = spec.source.locate(at[0] if at else path)
+        out.append(Problem(where, format_path(path), message + inherited_note(where, spec.source), severity))
+    return out
 
 
 def _info(spec: Spec) -> ModelInfo:
@@ -418,7 +433,7 @@ def _check_lowered(spec: Spec, lowered: Lowered) -> FieldProblems:
                     "raise compression or growth_rate",
                 )
             )
-    problems += _check_groups(lowered)
+    problems += _check_groups(spec, lowered)
     shrunk = next((layer for layer, _ in lowered if _shrinks(layer)), None)
     if shrunk is not None:
         problems.append(_too_small(spec, lowered, shrunk))
@@ -461,20 +476,99 @@ def _shrinks(layer: Layer) -> bool:
     return min(layer.out_size) < 1 or any(isinstance(op, Blur) and min(op.in_size) < 2 for op in layer.ops)
 
 
-def _check_groups(lowered: Lowered) -> FieldProblems:
-    """Group norm needs every norm's channels to split into whole groups."""
-    bad = [op for layer, _ in lowered for op in layer.ops if isinstance(op, Norm) and op.in_channels % op.groups]
+def _check_groups(spec: Spec, lowered: Lowered) -> FieldProblems:
+    """Group norm needs every norm's channels to split into whole groups.
+
+    The message names what made the first failing width (the stem, the bottleneck, a growth
+    rate or a transition's compression), as the fix is there, and the number of groups that
+    would divide every width, when one above 1 does.
+    """
+    bad = [
+        (layer, op) for layer, _ in lowered for op in layer.ops if isinstance(op, Norm) and op.in_channels % op.groups
+    ]
     if not bad:
         return []
-    first = bad[0]
+    layer, first = bad[0]
     more = f" (and {len(bad) - 1} more norms)" if len(bad) > 1 else ""
     return [
         (
             ("norm", "groups"),
             f"{first.path} has {first.in_channels} channels, which {first.groups} groups do not divide{more}; "
-            "choose a number of groups that divides the stem width, the growth rate and the bottleneck width",
+            f"{_width_origin(spec, lowered, layer, first)}{_groups_that_fit(lowered, first.groups)}",
         )
     ]
+
+
+def _width_origin(spec: Spec, lowered: Lowered, layer: Layer, norm: Norm) -> str:
+    """What made ``norm``'s width one that its groups do not divide, and the field to change."""
+    width, groups = norm.in_channels, norm.groups
+    if layer.stage == "stem":
+        if norm.path != _last_stem_norm(lowered):  # the deep stem's first two convolutions
+            if spec.stem.kind == "deep" and spec.stem.mid_channels:
+                return f"{width} is a width of stem.mid_channels: make each a multiple of {groups}"
+            return (
+                f"{width} is a width of the deep stem's first convolutions, growth_rate by default: "
+                f"set stem.mid_channels to multiples of {groups}"
+            )
+        return _stem_width(spec, width, groups)
+    if layer.kind == "dense_layer" and norm.path.endswith(".norm2"):
+        config = spec.block_configs[(layer.block or 1) - 1]
+        return (
+            f"{width} is the bottleneck width, bottleneck_width {config.bottleneck_width} x growth rate "
+            f"{config.growth_rate}: make it a multiple of {groups}"
+        )
+    block = layer.block or len(spec.blocks)  # norm5 follows the last block
+    entry = next(lay for lay, _ in lowered if lay.kind == "dense_layer" and lay.block == block).in_channels
+    if entry % groups:
+        if block == 1:
+            return _stem_width(spec, entry, groups)
+        return _transition_width(spec, lowered, block - 1, entry, groups)
+    growth = spec.block_configs[block - 1].growth_rate
+    given = spec.blocks[block - 1]
+    field = f"blocks[{block - 1}].growth_rate" if isinstance(given, BlockSpec) and given.growth_rate else "growth_rate"
+    return (
+        f"each layer of denseblock{block} adds {growth} channels ({field}), which {groups} groups do not "
+        f"divide: make {field} a multiple of {groups}"
+    )
+
+
+def _last_stem_norm(lowered: Lowered) -> str:
+    """The path of the stem's last norm, the one on the stem's output width."""
+    norms = [op.path for layer, _ in lowered if layer.stage == "stem" for op in layer.ops if isinstance(op, Norm)]
+    return norms[-1] if norms else ""
+
+
+def _stem_width(spec: Spec, width: int, groups: int) -> str:
+    """The stem's width as the cause: written as stem.channels, or 2 x growth_rate by default."""
+    if spec.stem.channels is not None:
+        return f"{width} is the stem's width (stem.channels): make it a multiple of {groups}"
+    return (
+        f"{width} is the stem's width, 2 x growth_rate by default: set stem.channels (or growth_rate) "
+        f"to a multiple of {groups}"
+    )
+
+
+def _transition_width(spec: Spec, lowered: Lowered, block: int, width: int, groups: int) -> str:
+    """The maps the transition after ``block`` keeps as the cause: floor(theta x m), by its compression."""
+    transition = next(lay for lay, _ in lowered if lay.kind == "transition" and lay.block == block)
+    theta = spec.block_configs[block - 1].compression
+    field = format_path(_compression_path(spec, block))
+    return (
+        f"{width} is what {transition.name} keeps of its {transition.in_channels} maps at {field} {theta} "
+        f"(floor({theta} x {transition.in_channels})): choose a {field} that keeps a multiple of {groups}"
+    )
+
+
+def _groups_that_fit(lowered: Lowered, groups: int) -> str:
+    """``, or groups: N, which divides every norm's channels``: the largest such N below ``groups``;
+    '' when only 1 does (no number of groups fits the network as it is)."""
+    common = 0
+    for layer, _ in lowered:
+        for op in layer.ops:
+            if isinstance(op, Norm):
+                common = math.gcd(common, op.in_channels)
+    fits = next((n for n in range(min(groups, common), 1, -1) if common % n == 0), None)
+    return f"; or norm.groups: {fits}, which divides every norm's channels" if fits else ""
 
 
 def _check_instance_norms(lowered: Lowered) -> FieldProblems:
@@ -559,13 +653,12 @@ def _compression_warnings(spec: Spec, lowered: Lowered) -> FieldProblems:
         if (theta * layer.in_channels).denominator != 1:
             exact = float(theta * layer.in_channels)  # bounded: the parameter limit is checked first
             path = _compression_path(spec, layer.block)
-            # Unwritten, the warning is placed at the file's start: say where the value came from.
-            default = "" if path in spec.source.values or not spec.source.values else " (the default compression)"
-            out.append(
-                (
-                    path,
-                    f"{layer.name}: {written}{default} x {layer.in_channels} = {exact:g} maps is not "
-                    f"an integer; {layer.out_channels} are kept (floor)",
-                )
+            message = (
+                f"{layer.name}: {written}{{}} x {layer.in_channels} = {exact:g} maps is not an integer; "
+                f"{layer.out_channels} are kept (floor)"
             )
+            if path in spec.source.values or not spec.source.values:
+                out.append((path, message.format("")))
+            else:  # unwritten: placed at the block whose width it floors, and said to be the default
+                out.append((path, message.format(" (the default compression)"), ("blocks", layer.block - 1)))
     return out

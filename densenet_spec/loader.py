@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -21,7 +23,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .errors import Location, Problem, SpecError
 from .schema import KIND_NAMES, FieldPath, SourceMap, Spec, format_path
-from .spec_messages import did_you_mean, validation_problems
+from .spec_messages import did_you_mean, inherited_note, reading_order, validation_problems
 from .yaml_nodes import TAG, construct, location, node_problem, read_tree, text_in_yaml11
 
 MAX_EXTENDS = 64  # files in one extends chain
@@ -88,12 +90,29 @@ def _preset_hint(text: str) -> str:
     return did_you_mean(text, preset_names())
 
 
-def _display(path: Path) -> str:
-    """A short name for messages: relative to the working directory where possible."""
+def _display(path: Path, relative: bool = True) -> str:
+    """How messages name a file the user did not type (a parent found through ``extends``, a preset
+    named by its name): relative to the working directory when it lies under it, else absolute.
+
+    The spec file the user names is shown as typed (:func:`_given_name`); its parents follow its
+    style: all absolute (``relative=False``) when it was typed absolute, so that a command run
+    from ``/`` never shows ``tmp/x/parent.yaml`` next to ``/tmp/x/child.yaml``.
+    """
+    if not relative:
+        with suppress(OSError, RuntimeError):
+            return str(path.resolve())
+        return str(path)
     try:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
     except (ValueError, OSError, RuntimeError):  # elsewhere; a deleted working directory; a symlink loop
         return str(path)
+
+
+def _given_name(source: str | os.PathLike[str], path: Path) -> str:
+    """How messages name the spec file the user gave: as typed (``/tmp/x/b.yaml`` stays absolute,
+    ``../b.yaml`` relative), so that the name is the one in the user's command; a preset named by
+    its name is shown as a file found for them is (:func:`_display`)."""
+    return os.fspath(source) if Path(source) == path else _display(path)
 
 
 def _merge(parent: MappingNode, child: MappingNode, top: bool = True) -> MappingNode:
@@ -141,16 +160,16 @@ def _one_line(text: str) -> str:
     return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
-def _resolve_extends(node: Node, target: str, child: Path) -> Path:
+def _resolve_extends(node: Node, target: str, child: Path, relative: bool) -> Path:
     try:
-        return _find_parent(node, target, child)
+        return _find_parent(node, target, child, relative)
     except (OSError, ValueError, RuntimeError) as exc:  # a name too long, a symlink loop, ...
         reason = getattr(exc, "strerror", None) or str(exc)
         message = f"cannot open {_quoted(target)}: {_one_line(reason)}"
         raise SpecError([node_problem(node, message, "extends")]) from None
 
 
-def _find_parent(node: Node, target: str, child: Path) -> Path:
+def _find_parent(node: Node, target: str, child: Path, relative: bool) -> Path:
     """The file ``extends`` names: a path ending in .yaml or .yml (relative to ``child``), else a preset.
 
     A path must name a spec file by its suffix, as the preset message says: without the rule,
@@ -167,7 +186,7 @@ def _find_parent(node: Node, target: str, child: Path) -> Path:
         path = (child.parent / target).resolve()
         if path.is_file():
             return path
-        message = f"no spec file {_quoted(target)} (looked for {_one_line(_display(path))})"
+        message = f"no spec file {_quoted(target)} (looked for {_one_line(_display(path, relative))})"
         if path.exists():
             message = f"{_quoted(target)} is not a regular file (a folder, a FIFO or a device?)"
         stem = target.removesuffix(".yaml").removesuffix(".yml")
@@ -187,60 +206,107 @@ def _find_parent(node: Node, target: str, child: Path) -> Path:
     )
 
 
-def _load_tree(path: Path) -> MappingNode:
+def _load_tree(path: Path, name: str, problems: list[Problem]) -> MappingNode:
     """A file's node tree with its ``extends`` chain merged in, parents first.
 
     The chain is followed in a loop, not by recursion, and is capped at MAX_EXTENDS files, so that
-    a long chain gets a message naming it instead of Python's recursion limit.
+    a long chain gets a message naming it instead of Python's recursion limit. Problems of a
+    merge (a child that changes its parent's rank by mistake) go to ``problems``, so that the
+    schema's own problems are reported with them. ``name`` is how messages call ``path``.
     """
     trees: list[MappingNode] = []
+    targets: list[str] = []  # what each tree's extends names, for messages about its parent
     chain: list[Path] = []
+    names: list[str] = []  # how messages call each file of the chain
+    relative = not Path(name).is_absolute()
     current = path
     while True:
-        tree = _read_parent(current, chain[-1]) if chain else read_tree(current, _display(current))
+        shown = _display(current, relative) if chain else name
+        tree = _read_parent(current, shown, names[-1]) if chain else read_tree(current, shown)
         trees.append(tree)
         chain.append(current.resolve())
+        names.append(shown)
         found = _extends_of(tree)
         if found is None:
             break
         where, target = found
-        parent = _resolve_extends(where, target, current)
+        targets.append(target)
+        parent = _resolve_extends(where, target, current, relative)
         if parent in chain:
-            names = " -> ".join(_display(p) for p in (*chain, parent))
-            raise SpecError([node_problem(where, f"extends cycle: {names}", "extends")])
+            cycle = " -> ".join((*names, _display(parent, relative)))
+            raise SpecError([node_problem(where, f"extends cycle: {cycle}", "extends")])
         if len(chain) >= MAX_EXTENDS:
             message = (
-                f"the extends chain is longer than {MAX_EXTENDS} files ({_display(chain[0])} -> "
-                f"{_display(chain[1])} -> ... -> {_display(parent)}); flatten some of its specs"
+                f"the extends chain is longer than {MAX_EXTENDS} files ({names[0]} -> "
+                f"{names[1]} -> ... -> {_display(parent, relative)}); flatten some of its specs"
             )
             raise SpecError([node_problem(where, message, "extends")])
         current = parent
     merged = trees.pop()
+    slips: dict[int, Problem] = {}  # by the id of the size node at fault
     while trees:
-        merged = _merge(merged, trees.pop())
+        child = trees.pop()
+        slips.update(_rank_change(merged, child, targets.pop()))
+        merged = _merge(merged, child)
+    final = _entry(_entry(merged, "input"), "size")
+    problems.extend(problem for at, problem in slips.items() if at == id(final))  # not if overridden below
     return merged
 
 
-def _read_parent(path: Path, child: Path) -> MappingNode:
-    """A parent's tree; its problems (empty, binary, bad YAML) also say which spec extends it."""
+def _entry(node: Node | None, key: str) -> Node | None:
+    """The value of ``key`` in a mapping node; None if ``node`` is no mapping or lacks the key."""
+    if not isinstance(node, MappingNode):
+        return None
+    return next((value for k, value in node.value if k.value == key), None)
+
+
+def _rank_change(parent: MappingNode, child: MappingNode, target: str) -> dict[int, Problem]:
+    """A child's single-number ``input.size`` over a 1-D or 3-D parent: refused, at the child's size.
+
+    One number means a square image, so ``size: 2048`` under ``densenet121-1d`` would silently
+    build a 2-D network: almost always a slip for ``[2048]``. A list of another length is a
+    deliberate change of rank and stays allowed. The problem comes keyed by the id of the size
+    node, which a spec further down the chain may override.
+    """
+    size = _entry(_entry(child, "input"), "size")
+    before = _entry(_entry(parent, "input"), "size")
+    if not (isinstance(size, ScalarNode) and size.tag == TAG + "int" and isinstance(before, SequenceNode)):
+        return {}
+    rank = len(before.value)
+    if rank not in (1, 3) or not all(isinstance(item, ScalarNode) for item in before.value):
+        return {}
+    shown = ", ".join(str(item.value) for item in before.value)
+    keep = ", ".join([size.value] * rank)
+    message = (
+        f"{_one_line(target[:200])} is {rank}-D ([{shown}]); write [{keep}] to keep it {rank}-D "
+        "(or a list of 2 sizes for a 2-D network)"
+    )
+    return {id(size): node_problem(size, message, "input.size")}
+
+
+def _read_parent(path: Path, shown: str, child: str) -> MappingNode:
+    """A parent's tree (``shown`` is how messages call it); its problems (empty, binary, bad YAML)
+    also say which spec (``child``, as messages call it) extends it."""
     try:
-        return read_tree(path, _display(path))
+        return read_tree(path, shown)
     except SpecError as exc:
-        by = f" (extended by {_display(child)})"
+        by = f" (extended by {child})"
         raise SpecError(replace(p, message=p.message + by) for p in exc.problems) from None
 
 
 # ----------------------------------------------------------------------------- nodes to data
 
 
-def _to_data(node: Node, path: FieldPath, source: SourceMap) -> Any:
-    """Plain Python data from checked nodes, recording where each field was written."""
+def _to_data(node: Node, path: FieldPath, source: SourceMap, found: list[Problem]) -> Any:
+    """Plain Python data from checked nodes, recording where each field was written; a value
+    refused on its text (an octal-looking number) goes to ``found`` and is kept as YAML read it,
+    so that the schema still checks the rest."""
     if isinstance(node, ScalarNode):
         source.values[path] = location(node)
-        return _scalar(node, path, source)
+        return _scalar(node, path, source, found)
     if isinstance(node, SequenceNode):
         source.values.setdefault(path, location(node))
-        return [_to_data(item, (*path, i), source) for i, item in enumerate(node.value)]
+        return [_to_data(item, (*path, i), source, found) for i, item in enumerate(node.value)]
     assert isinstance(node, MappingNode)
     source.values.setdefault(path, location(node))
     data = {}
@@ -249,7 +315,7 @@ def _to_data(node: Node, path: FieldPath, source: SourceMap) -> Any:
         source.keys[sub] = location(key)
         if not isinstance(value, ScalarNode) and not value.flow_style:
             source.values[sub] = location(key)
-        data[key.value] = _to_data(value, sub, source)
+        data[key.value] = _to_data(value, sub, source, found)
     return data
 
 
@@ -261,7 +327,7 @@ _TEXT_FIELDS = frozenset({("name",), ("description",)})
 _SURPRISING_NUMBER = re.compile(r"[-+]?0[0-7_]+|[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?")
 
 
-def _scalar(node: ScalarNode, path: FieldPath, source: SourceMap) -> Any:
+def _scalar(node: ScalarNode, path: FieldPath, source: SourceMap, found: list[Problem]) -> Any:
     """A scalar's value; for a text field, its text where YAML 1.1 read it as text (``name: 1e5``)."""
     if path in _TEXT_FIELDS and text_in_yaml11(node):
         return node.value
@@ -274,17 +340,27 @@ def _scalar(node: ScalarNode, path: FieldPath, source: SourceMap) -> Any:
     if numeric and _SURPRISING_NUMBER.fullmatch(node.value):
         kind = "a leading 0 as octal" if ":" not in node.value else "n:m as base 60"
         message = f"{node.value} reads as {value} (YAML 1.1 reads {kind}); write the number you mean without it"
-        raise SpecError([node_problem(node, message, format_path(path))])
+        found.append(node_problem(node, message, format_path(path)))
     return value
 
 
-def spec_from_data(data: dict[str, Any], source: SourceMap | None = None) -> Spec:
-    """Validate plain data (already merged along ``extends``) into a Spec."""
+def spec_from_data(data: dict[str, Any], source: SourceMap | None = None, found: Sequence[Problem] = ()) -> Spec:
+    """Validate plain data (already merged along ``extends``) into a Spec.
+
+    ``found`` holds the problems the loader met before validation (in the file's nodes, or in
+    merging them); they are reported together with the schema's, so that one problem never hides
+    the others. A schema problem of a field already in ``found`` is left out: it is the same one.
+    """
     source = source or SourceMap()
+    earlier = [replace(p, message=p.message + inherited_note(p.location, source)) for p in found]
     try:
         spec = Spec.model_validate(data, context={"extends_resolved": bool(source.values)})
     except ValidationError as exc:
-        raise SpecError(validation_problems(exc, data, source)) from None
+        fields = {p.field for p in earlier}
+        schema = [p for p in validation_problems(exc, data, source) if p.field not in fields]
+        raise SpecError(sorted([*earlier, *schema], key=reading_order)) from None
+    if earlier:
+        raise SpecError(sorted(earlier, key=reading_order))
     spec._source = source
     return spec
 
@@ -292,7 +368,8 @@ def spec_from_data(data: dict[str, Any], source: SourceMap | None = None) -> Spe
 def load_spec(source: str | os.PathLike[str]) -> Spec:
     """Load a spec from a YAML file or a preset name; raises SpecError with every problem found."""
     path = resolve_source(source)
-    tree = _load_tree(path)
+    found: list[Problem] = []
+    tree = _load_tree(path, _given_name(source, path), found)
     where = SourceMap()
-    data = _to_data(tree, (), where)
-    return spec_from_data(data, where)
+    data = _to_data(tree, (), where, found)
+    return spec_from_data(data, where, found)

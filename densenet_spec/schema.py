@@ -99,13 +99,15 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-def field_error(path: FieldPath, message: str) -> PydanticCustomError:
+def field_error(path: FieldPath, message: str, more: list[tuple[FieldPath, str]] | None = None) -> PydanticCustomError:
     """An error about the field at ``path`` (relative to the model that raises it).
 
     A model validator's ValueError is located at the model as a whole; this one carries the
-    field, so that the loader can point at that key's line and name it.
+    field, so that the loader can point at that key's line and name it. A validator raises one
+    error; ``more`` carries the other fields' (path, message), which the loader reports as
+    problems of their own (every unused parameter of a mapping, not the first only).
     """
-    return PydanticCustomError("field_error", "{message}", {"message": message, "path": path})
+    return PydanticCustomError("field_error", "{message}", {"message": message, "path": path, "more": more or []})
 
 
 def unused_params(
@@ -115,17 +117,32 @@ def unused_params(
     noun: str = "",
     notes: Mapping[str, str] | None = None,
 ) -> None:
-    """Refuse the first parameter in ``given`` that ``kind`` does not use, naming the kinds that do.
+    """Refuse every parameter in ``given`` that ``kind`` does not use, naming the kinds that do.
 
     ``params_of`` is the table of which kind takes which parameter: a parameter that would have no
     effect is an error, not silently ignored, so that a spec never says more than the network does.
     ``notes`` explains a parameter whose owner is not obvious.
     """
     used = params_of.get(kind, ())
-    for name in sorted(given - {"kind"} - set(used)):
-        owners = [k for k, params in params_of.items() if name in params]
-        note = (notes or {}).get(name, "")
-        raise field_error((name,), f"{name} applies to {_join(owners)}{noun} only{note}, not {kind}; remove it")
+    unused: list[tuple[FieldPath, str]] = [
+        ((name,), other_kind_message(name, kind, params_of, noun, (notes or {}).get(name, "")))
+        for name in sorted(given - {"kind"} - set(used))
+    ]
+    if unused:
+        (path, message), *more = unused
+        raise field_error(path, message, more)
+
+
+def other_kind_message(
+    name: str, kind: str, params_of: Mapping[str, tuple[str, ...]], noun: str, note: str = ""
+) -> str:
+    """``mid_channels applies to deep stems only, not cifar; remove it``: a parameter of other kinds.
+
+    One wording for every field with kinds (norm, activation, stem), whether the schema's
+    validator or the unknown-key message finds the parameter.
+    """
+    owners = [k for k, params in params_of.items() if name in params]
+    return f"{name} applies to {_join(owners)}{noun} only{note}, not {kind}; remove it"
 
 
 def _join(words: list[str]) -> str:
@@ -224,8 +241,13 @@ def _stem_tag(value: Any) -> str | None:
 
 
 STEM_KINDS = ("imagenet", "cifar", "deep")
-STEM_MODELS = (ImagenetStem, CifarStem, DeepStem)
+STEM_MODELS: tuple[type[_StemModel], ...] = (ImagenetStem, CifarStem, DeepStem)
 STEM_KEYS = frozenset(key for model in STEM_MODELS for key in model.model_fields)
+STEM_PARAMS = {
+    kind: tuple(key for key in model.model_fields if key != "kind")
+    for kind, model in zip(STEM_KINDS, STEM_MODELS, strict=True)
+}
+"""The keys each stem kind takes besides ``kind`` (a stem model forbids the others as unknown keys)."""
 
 Stem = Annotated[
     Annotated[ImagenetStem, Tag("imagenet")] | Annotated[CifarStem, Tag("cifar")] | Annotated[DeepStem, Tag("deep")],

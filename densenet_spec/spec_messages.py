@@ -26,7 +26,10 @@ from .errors import Location, Problem
 from .schema import (
     KIND_NAMES,
     RANGES,
+    STEM_KEYS,
     STEM_KINDS,
+    STEM_MODELS,
+    STEM_PARAMS,
     ActivationSpec,
     BlockSpec,
     FieldPath,
@@ -37,6 +40,7 @@ from .schema import (
     SourceMap,
     Spec,
     format_path,
+    other_kind_message,
 )
 from .yaml_nodes import SpecLoader
 
@@ -47,8 +51,11 @@ def did_you_mean(word: str, choices: list[str]) -> str:
 
 
 def _closest(word: str, choices: list[str]) -> str | None:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return close[0] if close else None
+    """The choice nearest ``word``, ignoring case: ``BLOCKS`` is as near ``blocks`` as ``blocks`` is
+    (difflib alone finds no letter in common)."""
+    by_lower = {choice.lower(): choice for choice in choices}
+    close = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
+    return by_lower[close[0]] if close else None
 
 
 def _data_path(loc: tuple[int | str, ...], data: Any) -> FieldPath:
@@ -76,9 +83,15 @@ _MODELS: dict[str, type[BaseModel]] = {
 }
 
 
-def _model_of(parent: FieldPath) -> type[BaseModel]:
-    """The schema model of the mapping at ``parent``."""
+def _model_of(parent: FieldPath, data: Any = None) -> type[BaseModel]:
+    """The schema model of the mapping at ``parent``; for the stem, its kind's model (in ``data``)."""
+    if parent == ("stem",) and isinstance(data, dict) and isinstance(data.get("stem"), dict):
+        kind = data["stem"].get("kind", "imagenet")
+        return _STEM_MODEL_OF.get(kind if isinstance(kind, str) else None, ImagenetStem)
     return _MODELS.get(str(parent[0]), Spec) if parent else Spec
+
+
+_STEM_MODEL_OF: dict[str | None, type[BaseModel]] = dict(zip(STEM_KINDS, STEM_MODELS, strict=True))
 
 
 @dataclass(frozen=True)
@@ -96,6 +109,8 @@ class _Error:
     msg: str
     text: str | None = None
     quoted: bool = False
+    owner: type[BaseModel] = Spec
+    """The model of the mapping that holds the field (a stem: its kind's)."""
 
     @property
     def leaf(self) -> str:
@@ -134,9 +149,13 @@ def _missing(e: _Error) -> str:
 
 
 def _unknown_key(e: _Error) -> str:
-    fields = list(_model_of(e.path[:-1]).model_fields)
-    hint = did_you_mean(str(e.path[-1]), fields) or f"; allowed keys: {', '.join(fields)}"
-    return f"unknown key '{e.path[-1]}'{hint}"
+    key = str(e.path[-1])
+    kind = next((k for k, model in _STEM_MODEL_OF.items() if model is e.owner), None)
+    if kind is not None and key in STEM_KEYS:  # `mid_channels` under a cifar stem: the deep stem's key
+        return other_kind_message(key, kind, STEM_PARAMS, " stems")
+    fields = list(e.owner.model_fields)
+    hint = did_you_mean(key, fields) or f"; allowed keys: {', '.join(fields)}"
+    return f"unknown key '{key}'{hint}"
 
 
 _SYNONYMS = {
@@ -332,7 +351,22 @@ def _as_a_key(e: _Error, model: type[BaseModel]) -> str:
 
 
 def _not_a_list(e: _Error) -> str:
-    return f"must be a list, not {e.shown}"
+    return f"must be a list, not {e.shown}{_as_a_list(e)}"
+
+
+def _as_a_list(e: _Error) -> str:
+    """``: write [6]`` for ``blocks: 6`` (and ``[6, 12]`` for ``blocks: 6, 12``, which YAML reads as
+    text); '' for a value that is no whole number or numbers. ``mid_channels`` takes two widths."""
+    got = e.got
+    if isinstance(got, int) and not isinstance(got, bool):
+        items = [str(got)]
+    elif isinstance(got, str) and re.fullmatch(r"\s*\d+(?:\s*[,\s]\s*\d+)*\s*", got):
+        items = re.findall(r"\d+", got)
+    else:
+        return ""
+    if e.leaf == "mid_channels" and len(items) == 1:
+        items *= 2
+    return f": write [{', '.join(items)}]"
 
 
 def _checked(e: _Error) -> str:
@@ -381,11 +415,13 @@ def validation_problems(exc: ValidationError, data: Any, source: SourceMap) -> l
     """One located, readable problem per pydantic error; a missing key that an unknown key's
     did-you-mean names is left to that key's line (``Growth_Rate: 12`` is one mistake, not two)."""
     problems = []
-    errors = exc.errors()
+    errors = _one_per_field(exc.errors())
     meant = _meant_keys(errors, data)
+    adopted = _unindented(data, source)
+    strays = {(key,) for keys in adopted.values() for key in keys}
     for error in errors:
         path = _error_path(error, data)
-        if error["type"] == "missing" and path in meant:
+        if (error["type"] == "missing" and path in meant) or (error["type"] == "extra_forbidden" and path in strays):
             continue
         e = _Error(
             error["type"],
@@ -395,11 +431,65 @@ def validation_problems(exc: ValidationError, data: Any, source: SourceMap) -> l
             error["msg"],
             source.texts.get(path),
             path in source.quoted,
+            _model_of(path[:-1], data),
         )
         located = source.locate(path, key=e.kind in ("extra_forbidden", "missing"))
         inherited = _inherited(located, source, e.kind, functools.partial(_null_clears, data, path))
-        problems.append(Problem(located, format_path(path), _message(e) + inherited))
-    return sorted(problems, key=_reading_order)
+        message = _unindented_message(path, adopted) or _message(e)
+        problems.append(Problem(located, format_path(path), message + inherited))
+    return sorted(problems, key=reading_order)
+
+
+def _one_per_field(errors: list[ErrorDetails]) -> list[ErrorDetails]:
+    """pydantic's errors, a ``field_error`` about several fields (:func:`~.schema.field_error`'s
+    ``more``) split into one error per field."""
+    out = []
+    for error in errors:
+        out.append(error)
+        ctx = error.get("ctx", {})
+        if error["type"] == "field_error":
+            out += [ErrorDetails(**{**error, "ctx": {**ctx, "message": m, "path": p}}) for p, m in ctx.get("more", ())]
+    return out
+
+
+def _unindented(data: Any, source: SourceMap) -> dict[str, list[str]]:
+    """The keys written without indentation under an empty mapping key, by that key.
+
+    ``input:`` followed by ``channels: 1`` at the same column is an empty ``input`` and a
+    top-level ``channels``; the keys on the next lines of the same file that are the mapping's and
+    not the top level's (stopping at the first other one) are what the user meant to indent.
+    """
+    if not isinstance(data, dict):
+        return {}
+    top = sorted((where.line or 0, path[0]) for path, where in source.keys.items() if len(path) == 1)
+    adopted: dict[str, list[str]] = {}
+    for key, value in data.items():
+        opened = source.keys.get((key,))
+        if value is not None or key not in _MODELS or opened is None:
+            continue
+        own = STEM_KEYS if key == "stem" else _MODELS[key].model_fields.keys()
+        keys = []
+        for line, name in top:
+            if line <= (opened.line or 0) or source.keys[(name,)].file != opened.file:
+                continue
+            if name in Spec.model_fields or name not in own:
+                break
+            keys.append(str(name))
+        if keys:
+            adopted[key] = keys
+    return adopted
+
+
+def _unindented_message(path: FieldPath, adopted: dict[str, list[str]]) -> str:
+    """For an empty mapping key whose keys follow it unindented, what to do (instead of the type
+    error's own advice, such as ``write norm: none``); '' for any other field."""
+    keys = adopted.get(str(path[0])) if len(path) == 1 else None
+    if not keys:
+        return ""
+    return (
+        f"is empty, and the lines below hold its keys ({', '.join(keys)}) at the top level: "
+        f"indent them under '{path[0]}:'"
+    )
 
 
 def _meant_keys(errors: list[ErrorDetails], data: Any) -> set[FieldPath]:
@@ -408,26 +498,46 @@ def _meant_keys(errors: list[ErrorDetails], data: Any) -> set[FieldPath]:
     for error in errors:
         if error["type"] == "extra_forbidden":
             path = _error_path(error, data)
-            close = _closest(str(path[-1]), list(_model_of(path[:-1]).model_fields))
+            close = _closest(str(path[-1]), list(_model_of(path[:-1], data).model_fields))
             if close is not None:
                 meant.add((*path[:-1], close))
     return meant
+
+
+def _inheritor(located: Location | None, source: SourceMap) -> str | None:
+    """The spec's own file when ``located`` lies in another (a parent, through ``extends``); else None."""
+    root = source.values.get(())
+    if located is None or root is None or located.file == root.file:
+        return None
+    return root.file
+
+
+def inherited_note(located: Location | None, source: SourceMap) -> str:
+    """`` (inherited by CHILD: override it there)`` for a problem located in a parent file, '' otherwise.
+
+    A problem in a parent's file is often caused by the spec that extends it (its growth rate
+    makes the parent's groups fail), and the user may not own the parent (a preset): the message
+    names the spec being read, where the fix belongs. Used for every problem found after the
+    files are merged: the loader's, the schema's and the compiler's.
+    """
+    child = _inheritor(located, source)
+    return f" (inherited by {child}: override it there)" if child is not None else ""
 
 
 def _inherited(located: Location | None, source: SourceMap, kind: str, null_clears: Callable[[], bool]) -> str:
     """Where a value came from a parent file (``extends``), say so: the user may not own that file,
     and the fix then belongs in the spec that extends it. ``null`` is offered only where it
     clears the error (tried on the merged data)."""
-    root = source.values.get(())
-    if located is None or root is None or located.file == root.file:
+    child = _inheritor(located, source)
+    if child is None:
         return ""
     if kind == "extra_forbidden":  # a key of the parent's stem kind, say, under the child's kind
         if null_clears():
-            return f" (inherited by {root.file}: set it to null there to drop it)"
-        return f" (inherited by {root.file}, which cannot remove a key: fix it in this file)"
+            return f" (inherited by {child}: set it to null there to drop it)"
+        return f" (inherited by {child}, which cannot remove a key: fix it in this file)"
     if null_clears():
-        return f" (inherited by {root.file}: override it there, or set it to null for its default)"
-    return f" (inherited by {root.file}: override it there)"
+        return f" (inherited by {child}: override it there, or set it to null for its default)"
+    return inherited_note(located, source)
 
 
 def _null_clears(data: Any, path: FieldPath) -> bool:
@@ -452,6 +562,7 @@ def _null_clears(data: Any, path: FieldPath) -> bool:
     return True
 
 
-def _reading_order(problem: Problem) -> tuple[str, int, int]:
+def reading_order(problem: Problem) -> tuple[str, int, int]:
+    """A key to sort problems as a reader meets them: by file, line and column."""
     where = problem.location
     return (where.file, where.line or 0, where.column or 0) if where else ("", 0, 0)

@@ -354,7 +354,10 @@ def read_tree(path: Path, name: str) -> MappingNode:
 
     ``name`` is how messages call the file (the loader shortens paths relative to the working directory).
     """
-    node, aliases = _compose(_read_text(path, name), name)
+    text = _read_text(path, name)
+    if path.suffix.lower() == ".json":
+        text = json_tabs_as_spaces(text)
+    node, aliases = _compose(text, name)
     if node is None:
         raise SpecError(
             [Problem(Location(name), "", "the file is empty; a spec needs at least name, growth_rate and blocks")]
@@ -364,11 +367,45 @@ def read_tree(path: Path, name: str) -> MappingNode:
         raise SpecError(
             [node_problem(node, f"the top level must be a mapping (name: ..., growth_rate: ...), not {kind}")]
         )
+    made_by = _output_of(node)
+    if made_by is not None:  # before the checker: an IR holds thousands of values, over its budget
+        message = (
+            f"this is what {made_by} writes from a spec, not a spec: give the spec it was made from "
+            "(a .yaml file or a preset name)"
+        )
+        raise SpecError([node_problem(node, message)])
     checker = _Checker(node, aliases)
     tree = checker.mapping(node, (), 0)
     if checker.problems:
         raise SpecError(dict.fromkeys(checker.problems))  # an alias reports a problem once, not per use
     return tree
+
+
+_JSON_STRING_OR_TAB = re.compile(r'"(?:[^"\\\n]|\\.)*"|\t')
+
+
+def json_tabs_as_spaces(text: str) -> str:
+    """A JSON file's text with each tab outside its strings read as a space.
+
+    Specs are read as YAML, of which JSON is nearly a subset; tabs are the exception: JSON takes
+    them as whitespace anywhere between tokens (``json.dump(d, f, indent="\t")``), YAML refuses
+    them in indentation. One space per tab keeps every line and column of the file, and a tab
+    inside a string (which JSON does not allow unescaped) is left for the string's own check.
+    """
+    return _JSON_STRING_OR_TAB.sub(lambda m: " " if m.group() == "\t" else m.group(), text)
+
+
+_OUTPUT_KEYS = frozenset({"passes", "params", "macs", "flops"})
+"""The top-level keys of the JSON that ``build --to json`` and ``summary --format json`` write
+(the IR's totals), none of which a spec has."""
+
+
+def _output_of(node: MappingNode) -> str | None:
+    """The command whose JSON output ``node`` is, fed back as a spec by mistake; None for anything else."""
+    keys = {key.value for key, _ in node.value if isinstance(key, ScalarNode)}
+    if not _OUTPUT_KEYS.issubset(keys):
+        return None
+    return "`densenet-spec build --to json`" if "layers" in keys else "`densenet-spec summary --format json`"
 
 
 TAG = "tag:yaml.org,2002:"

@@ -125,8 +125,11 @@ Draw it (`densenet-spec build densenet121-k48-c100.yaml --to svg`):
 
 Build it for training (`densenet-spec build densenet121-k48-c100.yaml --to torch` writes
 standalone source; `build_model("densenet121-k48-c100.yaml")` gives the module in process), or
-export it (`--to onnx`). When something is wrong, every problem is reported at once, with its
-place and a fix. For this `broken.yaml`:
+export it (`--to onnx`). When something is wrong, the problems with the spec's fields (unknown
+keys, wrong types, values out of range) are reported together, each with its place and a fix;
+the channel and size checks (group norm's groups, maps that shrink to nothing) run once the fields
+are valid, and YAML that does not parse, or an `extends` parent that cannot be read, stops the
+rest. For this `broken.yaml`:
 
 ```yaml
 {broken}```
