@@ -7,6 +7,7 @@ optimisation passes — happens here, once, for the Python API and the command l
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -293,6 +294,19 @@ def optimize_for_inference(model: DenseNet) -> DenseNet:
     return fast.to(device=weight.device, dtype=weight.dtype)
 
 
+def _files_read(spec: object, weights: object) -> list[str | os.PathLike[str]]:
+    """The files behind ``spec`` (a path or a preset's name) and ``weights`` (a checkpoint path)."""
+    from .loader import resolve_source
+
+    files: list[str | os.PathLike[str]] = []
+    if isinstance(spec, str | os.PathLike):
+        with contextlib.suppress(SpecError):  # no such file: nothing to protect; as_ir says what is wrong
+            files.append(resolve_source(spec))
+    if isinstance(weights, str | os.PathLike):
+        files.append(weights)
+    return files
+
+
 def _to_float(value: Tensor, dtype: torch.dtype) -> Tensor:
     return value.to(dtype) if value.is_floating_point() else value
 
@@ -401,7 +415,8 @@ def export_onnx(
     """Write the ONNX model of ``spec`` to ``path`` atomically and return the path.
 
     Raises:
-        ValueError: ``path`` ends in a slash (a folder), or the opset or seed is out of range.
+        ValueError: ``path`` ends in a slash (a folder), names a spec or checkpoint file (by its
+            suffix, or the spec or weights file read), or the opset or seed is out of range.
         SpecError: the spec is invalid, or the weights do not fit it.
         ToolError: the file cannot be written (a missing folder, no permission, a full disk).
 
@@ -418,15 +433,18 @@ def export_onnx(
             (``feature0``, ...; 0 is the stem), as ``build_model(features_only=True)`` computes them.
     """
     from .backends.onnx import check_opset
-    from .outputs import folder_problem, write_atomic
+    from .outputs import folder_problem, protected_kind, write_atomic
 
     problem = folder_problem(os.fspath(path))
     if problem:
         raise ValueError(problem.removeprefix("-o "))
+    given = weights if weights is not None else state_dict
+    kind = protected_kind(path, _files_read(spec, given))
+    if kind:
+        raise ValueError(f"{os.fspath(path)}: that names {kind}, which export_onnx does not write; choose another name")
     if weights is not None and state_dict is not None:
         raise ValueError("weights and state_dict are one argument under two names: give one")
     check_opset(opset)  # before the weights are drawn
-    given = weights if weights is not None else state_dict
     options: dict[str, Any] = {"weights": given, "opset": opset, "optimize": optimize, "seed": seed}
     if adapt:
         options["adapt"] = True

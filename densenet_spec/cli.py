@@ -38,7 +38,7 @@ from .compiler import compile_spec
 from .errors import Problem, SpecError, ToolError, UsageError
 from .ir import IR
 from .loader import load_spec, preset_names, resolve_source
-from .outputs import StdoutError, emit, folder_problem, guarded_stdout
+from .outputs import StdoutError, emit, folder_problem, guarded_stdout, protected_kind, same_file
 from .schema import json_schema
 from .summary import (
     HEADERS,
@@ -499,15 +499,8 @@ def _check_output(output: str | None, example: str = "") -> None:
 
 def _check_not_the_input(output: str | None, source: str | os.PathLike[str], what: str) -> None:
     """``-o`` must not name a file the command reads: writing would destroy it (``-o ckpt.pt``)."""
-    if output and output != "-" and _same_file(output, source):
+    if output and output != "-" and same_file(output, source):
         usage_error(f"-o {output}: that is {what}, which this command would overwrite; choose another name")
-
-
-def _same_file(output: str, source: str | os.PathLike[str]) -> bool:
-    """Whether both name one existing file (a link or another spelling included)."""
-    with suppress(OSError):
-        return os.path.exists(output) and os.path.exists(source) and os.path.samefile(output, source)
-    return False
 
 
 def _spec_file(spec: str) -> str | Path:
@@ -517,10 +510,6 @@ def _spec_file(spec: str) -> str | Path:
         return resolve_source(spec)
     except SpecError:
         return spec
-
-
-CHECKPOINT_SUFFIXES = frozenset({".pt", ".pth", ".tar", ".ckpt", ".bin", ".safetensors"})
-"""What checkpoints are called: no target writes one, and ``-o w.pt`` for ``w.py`` replaced weights."""
 
 
 def _torch_weights_hint(spec: str, given: Mapping[str, Any]) -> str:
@@ -539,11 +528,10 @@ def _check_not_an_input(output: str | None, spec: str | None, command: str = "bu
     file: ``--to torch -o net.yaml`` replaced a spec with Python source) or a checkpoint."""
     if not output or output == "-":
         return
-    suffix = Path(output).suffix.lower()
-    if (spec is not None and _same_file(output, _spec_file(spec))) or suffix in (".yaml", ".yml"):
-        usage_error(f"-o {output}: that names a spec file, which {command} does not write; choose another name")
-    if suffix in CHECKPOINT_SUFFIXES:  # one letter from .py: a typo that would overwrite weights
-        usage_error(f"-o {output}: that names a checkpoint file, which {command} does not write; choose another name")
+    kind = protected_kind(output, [_spec_file(spec)] if spec is not None else [])
+    if kind:
+        kind = "a spec file" if kind == "a file it reads" else kind
+        usage_error(f"-o {output}: that names {kind}, which {command} does not write; choose another name")
 
 
 def _format_of(output: str | None, target: BuildTarget) -> str | None:

@@ -32,7 +32,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
@@ -206,6 +206,33 @@ def _sync_directory(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+SPEC_SUFFIXES = frozenset({".yaml", ".yml"})
+CHECKPOINT_SUFFIXES = frozenset({".pt", ".pth", ".tar", ".ckpt", ".bin", ".safetensors"})
+"""What specs and checkpoints are called: no output is one, and ``-o w.pt`` for ``w.py`` (a
+one-letter typo) replaced weights, ``-o net.yaml`` a spec."""
+
+
+def protected_kind(output: str | os.PathLike[str], reads: Iterable[str | os.PathLike[str]] = ()) -> str:
+    """``"a spec file"`` or ``"a checkpoint file"`` where ``output`` names one (by its suffix, or
+    as one of the files ``reads`` that the call reads, under any spelling), else ``""``: what a
+    build must not write over."""
+    suffix = Path(output).suffix.lower()
+    if suffix in SPEC_SUFFIXES:
+        return "a spec file"
+    if suffix in CHECKPOINT_SUFFIXES:
+        return "a checkpoint file"
+    if any(same_file(output, read) for read in reads):
+        return "a file it reads"
+    return ""
+
+
+def same_file(one: str | os.PathLike[str], other: str | os.PathLike[str]) -> bool:
+    """Whether both name one existing file (a link or another spelling included)."""
+    with contextlib.suppress(OSError):
+        return os.path.exists(one) and os.path.exists(other) and os.path.samefile(one, other)
+    return False
 
 
 def emit(output: str, data: bytes | str) -> str:

@@ -75,3 +75,28 @@ def test_compile_spec_of_a_mapping_says_what_compiles_one() -> None:
         compile_spec({"name": "x"})  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"or as_ir\('densenet121'\) does both"):
         compile_spec("densenet121")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["net.yaml", "NET.YML", "w.pt", "w.pth", "w.ckpt", "w.safetensors", "model.bin"])
+def test_export_onnx_does_not_write_over_a_spec_or_a_checkpoint(tmp_path: Path, name: str) -> None:
+    """As the CLI's -o: a file named like a spec or a checkpoint is left as it is."""
+    target = tmp_path / name
+    target.write_text("precious")
+    with pytest.raises(ValueError, match=r"that names a (spec|checkpoint) file, which export_onnx does not write"):
+        export_onnx("densenet-40-k12", target)
+    assert target.read_text() == "precious"
+
+
+def test_export_onnx_does_not_write_over_the_files_it_reads(tmp_path: Path) -> None:
+    """The spec file read, and the checkpoint read, whatever they are called."""
+    spec = tmp_path / "spec.txt"
+    spec.write_text("name: s\ngrowth_rate: 4\nblocks: [2]\ninput: {size: 32}\nstem: cifar\n")
+    weights = tmp_path / "weights"
+    torch.save(build_model(spec).state_dict(), weights)
+    before = weights.read_bytes()
+    with pytest.raises(ValueError, match="that names a file it reads"):
+        export_onnx(spec, spec)
+    with pytest.raises(ValueError, match="that names a file it reads"):
+        export_onnx(spec, str(weights), weights=weights)
+    assert spec.read_text().startswith("name: s") and weights.read_bytes() == before
+    assert export_onnx(spec, tmp_path / "spec.onnx", weights=weights).is_file()
