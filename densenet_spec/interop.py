@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .backends.torch_runtime import seeded
 from .errors import Location, Problem, SpecError
 from .ir import IR
 from .weights import Layout, article, at_most, canonical_state, check_state_dict, read_state, unwrap_state
@@ -164,12 +165,8 @@ def _adapt_classifier(out: dict[str, Tensor], expected: Mapping[str, tuple[int, 
 def fresh_classifier(features: int, classes: int, seed: int | None, *, bias: bool = True) -> dict[str, Tensor]:
     """A classifier as the reference initialisation makes it: torch's Linear weights, bias 0.
     With ``seed`` None, drawn from torch's global generator (as a model built without a seed)."""
-    if seed is None:
+    with seeded(seed):
         linear = torch.nn.Linear(features, classes, bias=bias)
-    else:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            linear = torch.nn.Linear(features, classes, bias=bias)
     made = {"classifier.weight": linear.weight.detach().clone()}
     return made | ({"classifier.bias": torch.zeros(classes)} if bias else {})
 

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from ..ir import IR
 from . import torch_runtime
 from .torch_plan import BlockPlan, Call, Ops, Plan, plan
-from .torch_runtime import DenseBlock, DenseLayer, DenseNet, init_weights
+from .torch_runtime import DenseBlock, DenseLayer, DenseNet, init_weights, seeded
 
 __all__ = ["NAMESPACE", "DenseBlock", "DenseLayer", "DenseNet", "build_module", "instantiate"]
 
@@ -76,9 +76,7 @@ def build_module(
     ``dtype`` converts the modules before the state is loaded, so that float64 weights keep their
     precision. The model keeps its IR as ``model.ir``, for exports and optimisation.
     """
-    with torch.random.fork_rng(devices=[], enabled=seed is not None):
-        if seed is not None:
-            torch.manual_seed(seed)
+    with seeded(seed):
         model = instantiate(plan(ir), memory_efficient)
         if state_dict is None:
             init_weights(model)

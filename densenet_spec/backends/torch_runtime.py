@@ -27,11 +27,12 @@ statistics move once, in the forward pass.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -732,6 +733,26 @@ def _check_batched(x: Tensor, features: nn.Module) -> None:
     spatial = {1: "L", 2: "H, W", 3: "D, H, W"}.get(stem.weight.dim() - 2, "...")
     expected, got = f"(N, {stem.in_channels}, {spatial})", tuple(x.shape)
     raise ValueError(f"expected a batch of shape {expected}, got one of shape {got}")
+
+
+_SEEDED = threading.RLock()
+
+
+@contextlib.contextmanager
+def seeded(seed: int | None) -> Iterator[None]:
+    """torch's global generator seeded with ``seed`` inside the block and restored after it, one
+    seeded block at a time across threads (two seeded builds in two threads interleaved their
+    draws); with ``seed`` None, the generator as it is.
+
+    A thread that draws random numbers without this, while a seeded block runs, still moves the
+    generator under it: build in one thread, or load the weights, where that matters.
+    """
+    if seed is None:
+        yield
+        return
+    with _SEEDED, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def init_weights(model: nn.Module) -> None:

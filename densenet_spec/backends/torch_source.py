@@ -220,9 +220,8 @@ def generate_source(ir: IR) -> str:
     build = (
         "\n\ndef build(seed: int | None = None) -> DenseNet:\n"
         f'    """{ir.info.name}, as its spec describes it; `seed` makes the initial weights reproducible\n'
-        '    (the caller\'s random state is left as it was)."""\n'
-        "    if seed is None:\n        return _build()\n"
-        "    with torch.random.fork_rng(devices=[]):\n        torch.manual_seed(seed)\n        return _build()\n"
+        '    (the caller\'s random state is left as it was; see seeded())."""\n'
+        "    with seeded(seed):\n        return _build()\n"
         "\n\ndef _build() -> DenseNet:\n" + "\n".join(_build_lines(tree, functions)) + "\n"
     )
     return header + "\n" + _runtime() + constants + _function_defs(functions) + build + MAIN

@@ -8,11 +8,12 @@ load with strict=True. `python densenet121.py` prints the parameter count and an
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -715,6 +716,26 @@ def _check_batched(x: Tensor, features: nn.Module) -> None:
     raise ValueError(f"expected a batch of shape {expected}, got one of shape {got}")
 
 
+_SEEDED = threading.RLock()
+
+
+@contextlib.contextmanager
+def seeded(seed: int | None) -> Iterator[None]:
+    """torch's global generator seeded with ``seed`` inside the block and restored after it, one
+    seeded block at a time across threads (two seeded builds in two threads interleaved their
+    draws); with ``seed`` None, the generator as it is.
+
+    A thread that draws random numbers without this, while a seeded block runs, still moves the
+    generator under it: build in one thread, or load the weights, where that matters.
+    """
+    if seed is None:
+        yield
+        return
+    with _SEEDED, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def init_weights(model: nn.Module) -> None:
     """The reference initialisation: kaiming-normal convolutions, norms 1 and 0, linear bias 0;
     in an inference-optimised network, clamps at 0 from below (a BN-ReLU of such norms, folded;
@@ -753,11 +774,8 @@ def dense_layer(c: int) -> DenseLayer:
 
 def build(seed: int | None = None) -> DenseNet:
     """densenet121, as its spec describes it; `seed` makes the initial weights reproducible
-    (the caller's random state is left as it was)."""
-    if seed is None:
-        return _build()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    (the caller's random state is left as it was; see seeded())."""
+    with seeded(seed):
         return _build()
 
 
