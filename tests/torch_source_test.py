@@ -91,7 +91,16 @@ def test_running_the_file_prints_params_and_shape(tmp_path: Path) -> None:
 def test_source_imports_torch_only(tmp_path: Path) -> None:
     source = generate_source(compile_spec(load_spec("densenet121")))
     imports = {line.split()[1].split(".")[0] for line in source.splitlines() if line.startswith(("import ", "from "))}
-    assert imports == {"__future__", "collections", "sys", "threading", "typing", "torch", "weakref"}  # torch, stdlib
+    assert imports == {
+        "__future__",
+        "collections",
+        "contextlib",
+        "sys",
+        "threading",
+        "typing",
+        "torch",
+        "weakref",
+    }  # torch, stdlib
 
 
 def test_build_to_torch_default_path_and_stdout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
