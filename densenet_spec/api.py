@@ -44,6 +44,9 @@ def as_ir(spec: SpecLike, *, strict: bool = False) -> IR:
     if isinstance(spec, IR):
         return spec
     if isinstance(spec, Mapping):
+        if spec.get("extends") is not None and set(Spec.model_fields) <= set(spec):
+            # Every field given: a resolved spec's model_dump(), where extends is a record of its parent.
+            spec = {key: value for key, value in spec.items() if key != "extends"}
         if spec.get("extends") is not None:
             raise ValueError(
                 "extends is resolved when a spec file is read: write the mapping to a .yaml file and "

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from densenet_spec import SpecError, as_ir, build_model, export_onnx
+from densenet_spec import SpecError, as_ir, build_model, export_onnx, load_spec
 
 
 def test_a_mapping_of_fields_is_a_spec() -> None:
@@ -34,6 +34,17 @@ def test_a_bad_mapping_names_the_field() -> None:
 def test_a_mapping_with_extends_says_where_extends_works() -> None:
     with pytest.raises(ValueError, match="extends is resolved when a spec file is read"):
         as_ir({"name": "m", "extends": "densenet121", "growth_rate": 8})
+
+
+def test_a_dump_of_a_spec_that_extended_another_goes_back_in(tmp_path: Path) -> None:
+    """model_dump() of a loaded child keeps extends as a record beside every resolved field: it
+    is the same network again (a mapping with only some fields and extends is still refused)."""
+    child = tmp_path / "gray.yaml"
+    child.write_text("name: gray\nextends: densenet-40-k12\ninput: {channels: 1}\n")
+    dumped = load_spec(child).model_dump()
+    assert dumped["extends"] == "densenet-40-k12"
+    again = as_ir(dumped)
+    assert (again.params, again.info.input_channels) == (as_ir(child).params, 1)
 
 
 def test_what_is_not_a_spec_is_named() -> None:
