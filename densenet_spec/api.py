@@ -297,6 +297,31 @@ def optimize_for_inference(model: DenseNet) -> DenseNet:
     return fast.to(device=weight.device, dtype=weight.dtype)
 
 
+_CHOICES = {"detail": ("blocks", "layers"), "rankdir": ("LR", "TB"), "labels": ("short", "full", "none")}
+
+
+def _diagram_problem(given: Mapping[str, Any], ir: IR) -> str:
+    """What is wrong with the diagram options' values, or ``""``: the CLI's types check them
+    there, and a value a drawing does not know was ignored or failed deep in it."""
+    for name, choices in _CHOICES.items():
+        if name in given and given[name] not in choices:
+            return f"{name}: {given[name]!r} is not one of {', '.join(choices)}"
+    if "legend" in given and not isinstance(given["legend"], bool):
+        return f"legend: True or False, not {given['legend']!r}"
+    dpi = given.get("dpi")
+    if dpi is not None and (isinstance(dpi, bool) or not isinstance(dpi, int | float) or not 10 <= dpi <= 2400):
+        return f"dpi: a number from 10 to 2400, not {dpi!r}"
+    blocks, count = given.get("blocks"), len(ir.blocks())
+    if blocks is None:
+        return ""
+    numbers = isinstance(blocks, Sequence) and not isinstance(blocks, str) and bool(blocks)
+    if not numbers or not all(type(b) is int and 1 <= b <= count for b in blocks):
+        return f"blocks: a list of block numbers 1..{count}, not {blocks!r}"
+    if given.get("detail") != "layers":
+        return "blocks: the blocks to draw apply to detail='layers'"
+    return ""
+
+
 def _files_read(spec: object, weights: object) -> list[str | os.PathLike[str]]:
     """The files behind ``spec`` (a path or a preset's name) and ``weights`` (a checkpoint path)."""
     from .loader import resolve_source
@@ -315,13 +340,13 @@ def _to_float(value: Tensor, dtype: torch.dtype) -> Tensor:
 
 
 def emit(
-    ir: IR,
+    ir: SpecLike,
     target: str,
     options: Mapping[str, Any] | None = None,
     *,
     on_report: Callable[[str], None] | None = None,
 ) -> bytes | str:
-    """What ``build --to TARGET`` writes for ``ir``.
+    """What ``build --to TARGET`` writes for ``ir`` (an IR, or any spec that :func:`as_ir` takes).
 
     ``options`` may hold ``optimize``, ``weights``, ``adapt`` and ``seed`` (handled here) and the
     target's own options (passed on); each must be one that the target declares. A target with
@@ -331,6 +356,10 @@ def emit(
     from .backends import target as find_target
 
     chosen = find_target(target)
+    if options is not None and not isinstance(options, Mapping):
+        raise TypeError(f"options must be a mapping of option names to values, not {type(options).__name__}")
+    if not isinstance(ir, IR):
+        ir = as_ir(ir)  # a Spec, a mapping, a spec file or a preset's name, as elsewhere
     given = dict(options or {})
     unknown = sorted(set(given) - chosen.options - ({"format"} if chosen.formats else set()))
     if unknown:
@@ -340,7 +369,7 @@ def emit(
         raise ValueError(f"--to {target} needs {', '.join('--' + name for name in missing)}")
     if chosen.formats and given.setdefault("format", chosen.formats[0]) not in chosen.formats:
         raise ValueError(f"--to {target} writes {', '.join(chosen.formats)}, not {given['format']}")
-    problem = title_problem(given.get("title"))
+    problem = title_problem(given.get("title")) or _diagram_problem(given, ir)
     if problem:
         raise ValueError(problem)
     if chosen.name == "onnx":

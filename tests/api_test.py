@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,37 @@ def test_export_onnx_does_not_write_over_the_files_it_reads(tmp_path: Path) -> N
         export_onnx(spec, str(weights), weights=weights)
     assert spec.read_text().startswith("name: s") and weights.read_bytes() == before
     assert export_onnx(spec, tmp_path / "spec.onnx", weights=weights).is_file()
+
+
+@pytest.mark.parametrize(
+    ("target", "options", "message"),
+    [
+        ("dot", {"detail": "nope"}, "detail: 'nope' is not one of blocks, layers"),
+        ("dot", {"rankdir": "XX"}, "rankdir: 'XX' is not one of LR, TB"),
+        ("dot", {"labels": "bogus"}, "labels: 'bogus' is not one of short, full, none"),
+        ("dot", {"legend": "no"}, "legend: True or False, not 'no'"),
+        ("png", {"dpi": "x"}, "dpi: a number from 10 to 2400, not 'x'"),
+        ("png", {"dpi": -1}, "dpi: a number from 10 to 2400, not -1"),
+        ("dot", {"detail": "layers", "blocks": [9]}, "blocks: a list of block numbers 1..3, not [9]"),
+        ("dot", {"detail": "layers", "blocks": [-1]}, "blocks: a list of block numbers 1..3, not [-1]"),
+        ("dot", {"detail": "layers", "blocks": "1"}, "blocks: a list of block numbers 1..3, not '1'"),
+        ("dot", {"blocks": [1]}, "blocks: the blocks to draw apply to detail='layers'"),
+        ("mermaid", {"rankdir": "XX"}, "rankdir: 'XX' is not one of LR, TB"),
+    ],
+)
+def test_emit_checks_the_diagram_options_values(target: str, options: dict[str, object], message: str) -> None:
+    """As the CLI's option types do: a value a drawing does not know is named, not ignored or a
+    traceback from inside the drawing."""
+    from densenet_spec import emit
+
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        emit(as_ir("densenet-40-k12"), target, options)
+
+
+def test_emit_takes_any_spec_and_names_options_of_another_type() -> None:
+    from densenet_spec import emit
+
+    assert emit("densenet-40-k12", "dot") == emit(as_ir("densenet-40-k12"), "dot")
+    assert "denselayer1" in str(emit("densenet-40-k12", "dot", {"detail": "layers", "blocks": [2]}))
+    with pytest.raises(TypeError, match="options must be a mapping of option names to values, not list"):
+        emit("densenet-40-k12", "json", ["x"])  # type: ignore[arg-type]
