@@ -442,7 +442,7 @@ def export_onnx(
     optimize: bool = False,
     seed: int = 0,
     adapt: bool = False,
-    features: Sequence[int] | None = None,
+    features: Sequence[int] | Literal["all"] | None = None,
 ) -> Path:
     """Write the ONNX model of ``spec`` to ``path`` atomically and return the path.
 
@@ -462,7 +462,8 @@ def export_onnx(
         optimize: apply the optimisation passes (BN folding, pool before the transition conv).
         adapt: fit the checkpoint's first conv and classifier to the spec (see :func:`build_model`).
         features: export the backbone instead: one output per feature tap at these indices
-            (``feature0``, ...; 0 is the stem), as ``build_model(features_only=True)`` computes them.
+            (``feature0``, ...; 0 is the stem; ``"all"`` for every tap), as
+            ``build_model(features_only=True)`` computes them.
     """
     from .backends.onnx import check_opset
     from .outputs import folder_problem, protected_kind, write_atomic
@@ -480,9 +481,13 @@ def export_onnx(
     options: dict[str, Any] = {"weights": given, "opset": opset, "optimize": optimize, "seed": seed}
     if adapt:
         options["adapt"] = True
+    ir = as_ir(spec)
     if features is not None:
-        options["features"] = tuple(features)
-    data = emit(as_ir(spec), "onnx", options)
+        from .backends.taps import feature_taps, select
+
+        wanted = None if isinstance(features, str) and features == "all" else features  # the CLI's --features all
+        options["features"] = tuple(t.index for t in select(feature_taps(ir), wanted, "features"))
+    data = emit(ir, "onnx", options)
     target = Path(path)
     write_atomic(target, data)
     return target

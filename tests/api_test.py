@@ -146,3 +146,15 @@ def test_emit_takes_any_spec_and_names_options_of_another_type() -> None:
     assert "denselayer1" in str(emit("densenet-40-k12", "dot", {"detail": "layers", "blocks": [2]}))
     with pytest.raises(TypeError, match="options must be a mapping of option names to values, not list"):
         emit("densenet-40-k12", "json", ["x"])  # type: ignore[arg-type]
+
+
+def test_export_onnx_features_as_build_model_takes_out_indices(tmp_path: Path) -> None:
+    """The features "all" as on the command line; a number or a string is named, not a bare TypeError."""
+    import onnx
+
+    path = export_onnx("densenet-40-k12", tmp_path / "b.onnx", features="all")
+    assert [o.name for o in onnx.load(path).graph.output] == ["feature0", "feature1", "feature2", "feature3"]
+    for wrong in (3, "al"):
+        with pytest.raises(TypeError, match=r"^features takes a sequence of tap numbers such as \(1, 2\)"):
+            export_onnx("densenet-40-k12", tmp_path / "c.onnx", features=wrong)  # type: ignore[arg-type]
+    assert not (tmp_path / "c.onnx").exists()
