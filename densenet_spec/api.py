@@ -161,6 +161,20 @@ def build_model(
 ) -> FeatureNet: ...
 
 
+@overload
+def build_model(
+    spec: SpecLike,
+    *,
+    memory_efficient: bool = ...,
+    channels_last: bool = ...,
+    seed: int | None = ...,
+    weights: Weights | None = ...,
+    adapt: bool = ...,
+    features_only: bool,
+    out_indices: Sequence[int] | None = ...,
+) -> DenseNet | FeatureNet: ...
+
+
 def build_model(
     spec: SpecLike,
     *,
@@ -204,6 +218,11 @@ def build_model(
     if isinstance(out_indices, Iterator):  # read more than once below
         out_indices = tuple(out_indices)
     ir = as_ir(spec)
+    if features_only and ir.info.passes:  # the final norm moved into the classifier: not the last map
+        raise ValueError(
+            "features_only takes the plain network's IR, not an optimised one; build the backbone from "
+            "the plain IR, or export it folded with export_onnx(features=..., optimize=True)"
+        )
     report = None
     state = None
     if weights is not None:
@@ -213,7 +232,7 @@ def build_model(
     model = build_module(ir, memory_efficient=memory_efficient, seed=seed, state_dict=None if partial else state)
     if partial and state is not None:  # a backbone's own weights, checked: the modules it leaves out keep theirs
         model.load_state_dict(state, strict=False)
-    model.load_report = report  # type: ignore[assignment,unused-ignore]
+    model.load_report = report
     if channels_last:
         model.set_channels_last()
     if not features_only:
@@ -221,7 +240,7 @@ def build_model(
             raise ValueError("out_indices applies to features_only=True")
         return model
     backbone = build_features(model, ir, out_indices)
-    backbone.load_report = report  # type: ignore[assignment,unused-ignore]
+    backbone.load_report = report
     return backbone
 
 

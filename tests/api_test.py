@@ -158,3 +158,43 @@ def test_export_onnx_features_as_build_model_takes_out_indices(tmp_path: Path) -
         with pytest.raises(TypeError, match=r"^features takes a sequence of tap numbers such as \(1, 2\)"):
             export_onnx("densenet-40-k12", tmp_path / "c.onnx", features=wrong)  # type: ignore[arg-type]
     assert not (tmp_path / "c.onnx").exists()
+
+
+def test_the_model_classes_and_load_report_are_exported_without_importing_torch_first() -> None:
+    """import densenet_spec stays torch-free (validating a spec is fast); DenseNet, FeatureNet,
+    LoadReport and load_weights come when asked for."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, densenet_spec; assert 'torch' not in sys.modules; "
+        "from densenet_spec import DenseNet, FeatureNet, LoadReport, load_weights, state_for; "
+        "assert DenseNet.__name__ == 'DenseNet' and 'torch' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_typed_program_checks_under_mypy_strict(tmp_path: Path) -> None:
+    """The annotations say what the calls return: features_only given as a bool, the load
+    report, the IR a model was built from."""
+    mypy = pytest.importorskip("mypy.api")
+    program = tmp_path / "typed.py"
+    program.write_text(
+        "from densenet_spec import DenseNet, FeatureNet, LoadReport, build_model, load_weights\n\n\n"
+        "def make(flag: bool) -> DenseNet | FeatureNet:\n"
+        "    return build_model('densenet-40-k12', features_only=flag)\n\n\n"
+        "model = build_model('densenet-40-k12')\n"
+        "report: LoadReport | None = model.load_report\n"
+        "state, loaded = load_weights(model.state_dict(), model.ir)\n"
+        "lines: list[str] = loaded.lines()\n"
+    )
+    out, err, status = mypy.run(["--strict", "--no-incremental", "--cache-dir", str(tmp_path / "cache"), str(program)])
+    assert status == 0, out + err
+
+
+def test_a_backbone_of_an_optimised_ir_is_refused() -> None:
+    from densenet_spec import optimize
+
+    fast_ir, _ = optimize("densenet-40-k12")
+    with pytest.raises(ValueError, match="features_only takes the plain network's IR, not an optimised one"):
+        build_model(fast_ir, features_only=True)

@@ -67,6 +67,9 @@ class FeatureNet(nn.Module):
     backward hook on ``features``, any tap module or ``features.norm5`` works as on the model.
     """
 
+    load_report: Any = None  # what build_model's weights= read (a densenet_spec.LoadReport), or None
+    ir: IR | None = None  # the IR it was built from
+
     def __init__(
         self, features: nn.Sequential, taps: Sequence[Tap], final_act: nn.Module | None, every: Sequence[Tap]
     ) -> None:
@@ -99,5 +102,5 @@ def build_features(model: DenseNet, ir: IR, out_indices: Sequence[int] | None = 
     taps = select(every, out_indices)
     act = taps[-1].act
     net = FeatureNet(model.features, taps, construct(module_call(act)) if act is not None else None, every)
-    net.ir = ir  # type: ignore[assignment,unused-ignore]
+    net.ir = ir
     return net.train(model.training)

@@ -86,5 +86,5 @@ def build_module(
         model.load_state_dict(state_dict, strict=True)
     if ir.info.inference_only:
         model.eval()
-    model.ir = ir  # type: ignore[assignment,unused-ignore]
+    model.ir = ir
     return model

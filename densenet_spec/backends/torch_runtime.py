@@ -661,6 +661,9 @@ class DenseNet(nn.Module):
     ``channels_last`` the input is converted on the way in, where CPU convolutions are fastest.
     """
 
+    load_report: Any = None  # what densenet_spec.build_model's weights= read, or None
+    ir: Any = None  # the densenet_spec.IR it was built from, if densenet_spec built it
+
     def __init__(
         self,
         features: nn.Sequential,
@@ -681,7 +684,8 @@ class DenseNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
     def forward_features(self, x: Tensor) -> Tensor:
-        """The last block's map after the final norm, before the head (timm's method of this name)."""
+        """The last block's map after the final norm, before its activation and the head (as
+        torchvision's ``features``; timm's method of this name also applies the activation)."""
         if not vmapped(x):  # vmap hands each sample without its batch axis
             _check_batched(x, self.features)
         if self.channels_last and x.dim() == 4 and not vmapped(x):
