@@ -81,6 +81,8 @@ def load_weights(
         raise TypeError(f"weights must be a checkpoint file or a state_dict, not {type(weights).__name__}{hint}")
     source = "<state_dict>" if isinstance(weights, Mapping) else str(weights)
     raw = unwrap_state(weights, Location(source)) if isinstance(weights, Mapping) else read_state(Path(weights))
+    if not raw:  # else every key of the network listed as missing, "of 0"
+        raise SpecError([Problem(Location(source), "", "the checkpoint holds no tensors (an empty state_dict)")])
     state, layout = canonical_state(raw)
     keys = frozenset(backbone) if backbone is not None and _only_a_backbone(state, ir, backbone) else None
     report = LoadReport(source, layout, backbone=keys is not None)

@@ -135,7 +135,8 @@ def article(noun: str) -> str:
 
 
 def _tensor_problems(key: str, value: Tensor) -> list[str]:
-    """Why a tensor cannot be weights: sparse or meta storage, a non-float dtype, NaN or infinite values."""
+    """Why a tensor cannot be weights: sparse or meta storage, a non-float dtype, NaN or infinite
+    values, a negative running variance."""
     if value.layout != torch.strided:
         return [f"is a {str(value.layout).removeprefix('torch.')} tensor; save dense tensors (tensor.to_dense())"]
     if value.is_meta:
@@ -153,6 +154,9 @@ def _tensor_problems(key: str, value: Tensor) -> list[str]:
     if not bool(finite.all()):
         bad = int(finite.numel() - finite.sum())
         return [f"holds {bad:,} NaN or infinite values (of {value.numel():,})"]
+    if key.endswith("running_var") and bool((value < 0).any()):  # its square root makes NaN outputs
+        negative = int((value < 0).sum())
+        return [f"holds {negative:,} negative variances (of {value.numel():,}); a variance is never below 0"]
     return []
 
 

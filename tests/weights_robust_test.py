@@ -87,6 +87,22 @@ def test_values_that_are_not_dense_finite_floats_are_refused(
     assert fragment in error.problems[0].message
 
 
+def test_a_negative_running_variance_is_refused(tmp_path: Path) -> None:
+    """Its square root made every output NaN, with the file accepted."""
+    state = {"features.norm5.running_var": torch.tensor([1.0, -0.5, -2.0]), "norm.weight": torch.tensor([-1.0])}
+    error = _refusal(_saved(tmp_path, state))
+    assert [p.message for p in error.problems] == [
+        "features.norm5.running_var holds 2 negative variances (of 3); a variance is never below 0"
+    ]
+
+
+def test_an_empty_checkpoint_is_one_line(tmp_path: Path) -> None:
+    small = compile_spec(load_spec("densenet-40-k12"))
+    with pytest.raises(SpecError) as info:
+        load_weights(_saved(tmp_path, {}), small)
+    assert [p.message for p in info.value.problems] == ["the checkpoint holds no tensors (an empty state_dict)"]
+
+
 def test_clamp_bounds_may_be_infinite_but_not_nan(tmp_path: Path) -> None:
     bounds = {"norm1.lo": torch.tensor([float("-inf"), 0.5]), "norm1.hi": torch.tensor([float("inf"), 2.0])}
     assert read_checkpoint(_saved(tmp_path, bounds)).keys() == bounds.keys()
