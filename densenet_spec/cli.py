@@ -45,6 +45,7 @@ from .summary import (
     format_count,
     format_dims,
     format_gmacs,
+    format_macs,
     headers,
     optimized_note,
     presets_markdown,
@@ -214,7 +215,7 @@ def validate(
         try:
             with _reporting():
                 ir = _compile(spec, strict)
-                costs = f"{format_count(ir.params)} params, {format_gmacs(ir.macs)} GMACs"
+                costs = f"{format_count(ir.params)} params, {format_macs(ir.macs)}"
                 typer.echo(f"{spec}: ok ({ir.info.name}: {costs})")
         except typer.Exit:
             failed = True
@@ -252,6 +253,12 @@ def _optimize(ir: IR) -> IR:
     return api.optimize(ir)[0]
 
 
+def _short_macs(macs: int) -> str:
+    """`` (2.834 G)`` after the full count, `` (0.389 M)`` for a small network, nothing for a tiny one."""
+    short = format_macs(macs).removesuffix("MACs").rstrip()
+    return f" ({short})" if short[-1] in "GM" else ""
+
+
 def _print_summary(ir: IR, unoptimized: IR | None) -> None:
     """The summary table of ``ir``; with ``unoptimized`` (``summary --optimize``), ``ir`` is its
     optimised form and the plain network's MACs and the saving are added, as in every format."""
@@ -262,7 +269,7 @@ def _print_summary(ir: IR, unoptimized: IR | None) -> None:
     for row in stage_rows(ir, unoptimized):
         table.add_row(*row, end_section=row[0] == "head")
     footer = (
-        f"params {format_count(ir.params)}   MACs {format_count(ir.macs)} ({format_gmacs(ir.macs)} G)   "
+        f"params {format_count(ir.params)}   MACs {format_count(ir.macs)}{_short_macs(ir.macs)}   "
         f"FLOPs {format_count(2 * ir.macs)} (2 x MACs)   "
         f"input {format_dims((ir.info.input_channels, *ir.info.input_size))}"
     )

@@ -33,6 +33,16 @@ def format_count(n: int) -> str:
     return "about " + _scientific(n)
 
 
+def format_macs(macs: int) -> str:
+    """MACs with a unit that shows them: ``2.834 GMACs``; a small network's ``0.389 MMACs`` or
+    ``2,304 MACs`` (it read ``0.000 GMACs``)."""
+    if abs(macs) >= 10**7:
+        return f"{format_gmacs(macs)} GMACs"
+    if abs(macs) >= 10**4:
+        return f"{macs / 1e6:,.3f} MMACs"
+    return f"{macs:,} MACs"
+
+
 def format_gmacs(macs: int) -> str:
     """MACs in billions with three decimals (``2.834``), or ``about 7.6e151`` past 10**15 G.
 

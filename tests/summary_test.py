@@ -128,3 +128,20 @@ def test_one_dimensional_windows_read_as_taps_not_counts() -> None:
     rows = {row[0]: row[2] for row in stage_rows(compile_spec(load_spec("densenet121-1d")))}
     assert rows["stem"] == "7-tap conv/2, 3-tap max pool/2"
     assert rows["transition1"] == "1-tap conv, 2-tap avg pool/2"
+
+
+@pytest.mark.parametrize(
+    ("macs", "shown"),
+    [
+        (2_834_161_664, "2.834 GMACs"),
+        (10**7, "0.010 GMACs"),
+        (1_744_512, "1.745 MMACs"),
+        (24_176, "0.024 MMACs"),
+        (2_304, "2,304 MACs"),
+    ],
+)
+def test_macs_are_shown_in_a_unit_that_shows_them(macs: int, shown: str) -> None:
+    """A small network's MACs read 0.000 GMACs in diagram titles and validate's line."""
+    from densenet_spec.summary import format_macs
+
+    assert format_macs(macs) == shown

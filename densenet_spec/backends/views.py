@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..ir import IR, Layer, format_size
-from ..summary import Stage, stages
+from ..summary import Stage, format_macs, stages
 
 Labels = Literal["short", "full", "none"]
 
@@ -116,7 +116,7 @@ def title_problem(title: str | None, name: str = "the title") -> str | None:
 
 
 def blocks_title(ir: IR) -> str:
-    return f"{ir.info.name}: {ir.params:,} params, {ir.macs / 1e9:.3f} GMACs"
+    return f"{ir.info.name}: {ir.params:,} params, {format_macs(ir.macs)}"
 
 
 def blocks_legend(ir: IR, labels: Labels) -> list[tuple[str, str]]:
