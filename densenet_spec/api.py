@@ -336,6 +336,8 @@ def _diagram_problem(given: Mapping[str, Any], ir: IR) -> str:
     numbers = isinstance(blocks, Sequence) and not isinstance(blocks, str) and bool(blocks)
     if not numbers or not all(type(b) is int and 1 <= b <= count for b in blocks):
         return f"blocks: a list of block numbers 1..{count}, not {blocks!r}"
+    if len(set(blocks)) != len(blocks):
+        return f"blocks: {list(blocks)} names a block twice"
     if given.get("detail") != "layers":
         return "blocks: the blocks to draw apply to detail='layers'"
     return ""

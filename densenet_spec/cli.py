@@ -684,13 +684,15 @@ def _check_list_items(option: str, text: str, what: str) -> None:
 def _parse_blocks(text: str, ir: IR) -> list[int]:
     count = len(ir.blocks())
     try:
-        chosen = sorted({int(part) for part in text.split(",") if part.strip()})
+        given = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        chosen = []
-    if not chosen or not all(1 <= b <= count for b in chosen):
+        given = []
+    if not given or not all(1 <= b <= count for b in given):
         typer.echo(f"error: --blocks: expected block numbers 1..{count} separated by commas, got {text!r}", err=True)
         raise typer.Exit(2)
-    return chosen
+    if len(set(given)) != len(given):  # as --features 1,1
+        usage_error(f"--blocks: {text} names a block twice")
+    return sorted(given)
 
 
 def _parse_features(text: str, ir: IR) -> tuple[int, ...]:

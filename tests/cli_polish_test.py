@@ -404,6 +404,15 @@ def test_features_naming_a_tap_twice_is_refused_as_in_python() -> None:
     assert _error_line(result) == "error: --features: 1,1 names a tap twice"
 
 
+def test_blocks_naming_a_block_twice_is_refused_as_in_python() -> None:
+    from densenet_spec import emit
+
+    result = RUNNER.invoke(app, ["build", "densenet121", "--to", "dot", "--detail", "layers", "--blocks", "2,2"])
+    assert result.exit_code == 2 and _error_line(result) == "error: --blocks: 2,2 names a block twice"
+    with pytest.raises(ValueError, match=r"^blocks: \[2, 2\] names a block twice$"):
+        emit("densenet121", "dot", {"detail": "layers", "blocks": [2, 2]})
+
+
 def test_piped_tables_do_not_wrap_their_rows() -> None:
     """summary --optimize's extra columns wrapped every row at 120 columns when piped (27 lines
     against the plain table's 17)."""
