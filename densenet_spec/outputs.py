@@ -238,6 +238,8 @@ def same_file(one: str | os.PathLike[str], other: str | os.PathLike[str]) -> boo
 def emit(output: str, data: bytes | str) -> str:
     """Write ``data`` to ``output`` (``-`` is stdout); returns where it went, for messages."""
     if output == "-":
+        if isinstance(data, bytes) and _is_terminal(sys.stdout):
+            raise ToolError("-o -: refusing to write binary output to a terminal; redirect it (> file) or give -o FILE")
         _write_stdout(data)
         return "stdout"
     problem = folder_problem(output)
@@ -245,6 +247,12 @@ def emit(output: str, data: bytes | str) -> str:
         raise ToolError(problem)
     write_atomic(Path(output), data)
     return output
+
+
+def _is_terminal(stream: Any) -> bool:
+    with contextlib.suppress(AttributeError, OSError, ValueError):  # closed or replaced streams
+        return bool(stream.isatty())
+    return False
 
 
 def folder_problem(output: str, example: str = "") -> str:

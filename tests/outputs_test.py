@@ -282,3 +282,20 @@ def test_guarded_stdout_when_stdout_is_closed(monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(StdoutError, match=r"^densenet-spec: cannot write to stdout: it is closed"), guarded_stdout():
         typer.echo("a line")
     assert sys.stdout is None
+
+
+def test_binary_output_is_not_written_to_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PNG, PDF and ONNX bytes on a terminal are noise that can upset it; text (SVG, DOT) is fine."""
+    import io
+
+    from densenet_spec.outputs import emit
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stdout", terminal)
+    with pytest.raises(ToolError, match="refusing to write binary output to a terminal"):
+        emit("-", b"\x89PNG")
+    assert emit("-", "digraph {}\n") == "stdout" and terminal.getvalue() == "digraph {}\n"
