@@ -218,7 +218,7 @@ the head after the last; the layer that ends a row starts the next again, dashed
 |---|---|---|
 | `--detail blocks\\|layers` | one node per stage, or per layer | `blocks` |
 | `--blocks 1,3` | the layer view of these blocks only | all |
-| `--labels short\\|full\\|none` | `L3`, `T1` with a legend; module paths; no text on the layers (a block keeps its caption) | `short` |
+| `--labels short\\|full\\|none` | `L3`, `T1` with a legend; module paths; none on layers (captions stay) | `short` |
 | `--legend/--no-legend` | the legend under the drawing (beside the title with `--rankdir TB`) | `--legend` |
 | `--title TEXT` | the title; `--title ''` for none | name and what is shown |
 | `--dpi N` | resolution of `png` output (kept in `.dot`; svg and pdf refuse it) | Graphviz's 96 |

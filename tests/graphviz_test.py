@@ -149,3 +149,11 @@ def test_unusable_titles_refused(title: str) -> None:
 
 def test_longest_title_drawn() -> None:
     assert "x" * 300 in str(emit(as_ir("densenet-40-k12"), "dot", {"title": "x" * 300}))
+
+
+def test_an_ampersand_in_a_title_is_drawn_as_written() -> None:
+    """Graphviz reads entities in quoted labels: "a &lt; b" drew "a < b"."""
+    from densenet_spec import emit
+
+    dot = str(emit("densenet-40-k12", "dot", {"title": "a &lt; b & c"}))
+    assert '"a &amp;lt; b &amp; c"' in dot

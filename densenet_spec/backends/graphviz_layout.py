@@ -234,7 +234,8 @@ class Drawing:
 def _quote(text: str) -> str:
     if text.startswith("<") and text.endswith(">"):
         return text  # an HTML-like label
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    # Graphviz reads entities (&lt;) in quoted labels too: a title's own & must stay an &.
+    escaped = text.replace("&", "&amp;").replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return f'"{escaped}"'
 
 
