@@ -234,3 +234,22 @@ def test_api_arguments_of_the_wrong_type_say_what_is_wanted(tmp_path: Path) -> N
         build_model("densenet-40-k12", weights=model)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"^opset must be an integer, not '17'$"):
         export_onnx("densenet-40-k12", tmp_path / "x.onnx", opset="17")  # type: ignore[arg-type]
+
+
+def test_a_network_without_a_classifier_outputs_pooled_features() -> None:
+    """num_classes 0: the output holds the pooled features, named so ('logits' said otherwise)."""
+    import onnxruntime as ort
+
+    from densenet_spec import Spec, build_model, emit
+
+    spec = Spec.model_validate(
+        {"name": "p", "growth_rate": 4, "blocks": [2, 2], "input": {"size": 32}, "num_classes": 0}
+    )
+    model = build_model(spec, seed=0).eval()
+    data = emit(spec, "onnx", {"weights": model.state_dict()})
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["pooled"]
+    x = torch.randn(3, 3, 32, 32)
+    (got,) = session.run(None, {"input": x.numpy()})
+    with torch.no_grad():
+        np.testing.assert_allclose(got, model(x).numpy(), rtol=1e-4, atol=1e-5)

@@ -30,6 +30,7 @@ from ..summary import format_count, format_plain
 from .taps import Tap, feature_taps, select
 
 INPUT, OUTPUT = "input", "logits"
+POOLED = "pooled"  # the output of a network without a classifier (num_classes 0): pooled features
 MIN_OPSET = 13
 DEFAULT_OPSET = 17
 INT64_MAX = 2**63 - 1
@@ -122,6 +123,7 @@ class Emitter:
         self.initializers: list[onnx.TensorProto] = []
         self.outputs: dict[str, str] = {}  # layer name -> name of the tensor it produces
         self.concats: dict[tuple[str, ...], str] = {}  # concatenated tensors -> the Concat's output
+        self.output = OUTPUT  # the name of the last layer's output
 
     def weight(self, op: Op, key: str) -> str:
         """An initialiser from the state_dict entry ``<op path>.<key>``; returns its name."""
@@ -171,7 +173,7 @@ class Emitter:
         x = self.concat(sources, f"{layer.name}.cat")
         emitted = [op for op in layer.ops if not isinstance(op, Dropout)]  # identity at inference
         for i, op in enumerate(emitted):
-            out = OUTPUT if is_last and i == len(emitted) - 1 else op.path
+            out = self.output if is_last and i == len(emitted) - 1 else op.path
             node_emitter(op)(self, op, x, out)
             x = out
         self.outputs[layer.name] = x
@@ -418,11 +420,12 @@ def to_onnx(
     refuse_unexportable(ir)
     emitter = Emitter(state, opset)
     if features is None:
+        emitter.output = OUTPUT if ir.info.num_classes else POOLED
         layers = list(ir.layers())
         for i, layer in enumerate(layers):
             emitter.layer(layer, ir.inputs(layer.name), is_last=i == len(layers) - 1)
         shape: list[str | int] = ["batch", ir.output.out_channels]
-        outputs = [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, shape)]
+        outputs = [helper.make_tensor_value_info(emitter.output, TensorProto.FLOAT, shape)]
     else:
         outputs = _feature_outputs(emitter, ir, select(feature_taps(ir), features, "features"))
     graph = helper.make_graph(
