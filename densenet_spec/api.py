@@ -213,6 +213,8 @@ def build_model(
     from .backends.torch_module import build_module
 
     _check_seed(seed)
+    flags = {"memory_efficient": memory_efficient, "channels_last": channels_last, "adapt": adapt}
+    _check_flags(**flags, features_only=features_only)
     if adapt and weights is None:
         raise ValueError("adapt=True fits a checkpoint to the spec: give it with weights=")
     if isinstance(out_indices, Iterator):  # read more than once below
@@ -242,6 +244,13 @@ def build_model(
     backbone = build_features(model, ir, out_indices)
     backbone.load_report = report
     return backbone
+
+
+def _check_flags(**flags: object) -> None:
+    """A flag given as anything but True or False ("no" is true) is named."""
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} takes True or False, not {value!r}")
 
 
 def optimize(
@@ -428,9 +437,12 @@ def _refuse_for_onnx(ir: IR) -> None:
         raise SpecError(Problem(_locate(ir, p.path), ".".join(p.path), p.message) for p in problems)
 
 
-def infer_spec(state: Mapping[str, Tensor], *, name: str = "inferred", file: str = "<state_dict>") -> Spec:
-    """The spec of the network whose weights ``state`` holds (torchvision, timm or MONAI layout):
-    what ``densenet-spec infer`` writes. See :func:`densenet_spec.infer.infer_spec`.
+def infer_spec(
+    state: Mapping[str, Tensor] | str | os.PathLike[str], *, name: str = "inferred", file: str = "<state_dict>"
+) -> Spec:
+    """The spec of the network whose weights ``state`` holds (a state_dict, or a checkpoint file
+    as ``densenet-spec infer`` reads it; torchvision, timm or MONAI layout): what ``densenet-spec
+    infer`` writes. See :func:`densenet_spec.infer.infer_spec`.
 
     Raises:
         SpecError: ``state`` is not the state_dict of a DenseNet that a spec can describe.
@@ -438,6 +450,11 @@ def infer_spec(state: Mapping[str, Tensor], *, name: str = "inferred", file: str
     """
     from .infer import infer_spec as infer  # imports torch: on first use, as build_model does
 
+    if isinstance(state, str | os.PathLike):
+        from .weights import read_state
+
+        file = os.fspath(state)
+        state = read_state(Path(file))
     return infer(state, name=name, file=file)
 
 

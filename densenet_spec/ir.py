@@ -414,13 +414,22 @@ class IR:
             yield layer
 
     def layer(self, name: str) -> Layer:
+        """The layer called ``name`` (a module path such as ``features.denseblock1.denselayer3``)."""
+        self._check_name(name)
         layer: Layer = self.graph.nodes[name]["layer"]
         return layer
 
     def inputs(self, name: str) -> list[str]:
         """The layers whose outputs ``name`` concatenates, in concatenation order."""
+        self._check_name(name)
         edges = sorted(self.graph.in_edges(name, data="slot"), key=lambda e: e[2])
         return [source for source, _, _ in edges]
+
+    def _check_name(self, name: str) -> None:
+        """A KeyError that says what the layers are called (networkx's says only the name)."""
+        if name not in self.graph:
+            first = next(iter(self.graph), "")
+            raise KeyError(f"{name!r} is not a layer of {self.info.name}; layers are named as modules, e.g. {first!r}")
 
     def lowered(self) -> Lowered:
         """Every layer with its inputs, in order: what :func:`build_ir` takes, for passes to edit."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import replace
 from importlib import resources
@@ -367,6 +367,9 @@ def spec_from_data(data: dict[str, Any], source: SourceMap | None = None, found:
 
 def load_spec(source: str | os.PathLike[str]) -> Spec:
     """Load a spec from a YAML file or a preset name; raises SpecError with every problem found."""
+    if not isinstance(source, str | os.PathLike):
+        hint = ": as_ir() and build_model() take a mapping of fields" if isinstance(source, Mapping) else ""
+        raise TypeError(f"load_spec takes a spec file or a preset name, not {type(source).__name__}{hint}")
     path = resolve_source(source)
     found: list[Problem] = []
     tree = _load_tree(path, _given_name(source, path), found)

@@ -177,7 +177,7 @@ def test_the_model_classes_and_load_report_are_exported_without_importing_torch_
 def test_a_typed_program_checks_under_mypy_strict(tmp_path: Path) -> None:
     """The annotations say what the calls return: features_only given as a bool, the load
     report, the IR a model was built from."""
-    mypy = pytest.importorskip("mypy.api")
+    pytest.importorskip("mypy")  # run in a process of its own: mypy raises the recursion limit for good
     program = tmp_path / "typed.py"
     program.write_text(
         "from densenet_spec import DenseNet, FeatureNet, LoadReport, build_model, load_weights\n\n\n"
@@ -188,8 +188,12 @@ def test_a_typed_program_checks_under_mypy_strict(tmp_path: Path) -> None:
         "state, loaded = load_weights(model.state_dict(), model.ir)\n"
         "lines: list[str] = loaded.lines()\n"
     )
-    out, err, status = mypy.run(["--strict", "--no-incremental", "--cache-dir", str(tmp_path / "cache"), str(program)])
-    assert status == 0, out + err
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--cache-dir", str(tmp_path / "c")]
+    run = subprocess.run([*command, str(program)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
 
 
 def test_a_backbone_of_an_optimised_ir_is_refused() -> None:
@@ -198,3 +202,23 @@ def test_a_backbone_of_an_optimised_ir_is_refused() -> None:
     fast_ir, _ = optimize("densenet-40-k12")
     with pytest.raises(ValueError, match="features_only takes the plain network's IR, not an optimised one"):
         build_model(fast_ir, features_only=True)
+
+
+def test_misused_entry_points_say_what_they_take(tmp_path: Path) -> None:
+    """A wrong type names the argument (not pathlib's or networkx's message); infer_spec takes a
+    checkpoint file as the CLI's infer does."""
+    from densenet_spec import infer_spec
+
+    for wrong in (None, 123, {"name": "x"}):
+        with pytest.raises(TypeError, match="load_spec takes a spec file or a preset name, not"):
+            load_spec(wrong)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="memory_efficient takes True or False, not 'no'"):
+        build_model("densenet-40-k12", memory_efficient="no")  # type: ignore[arg-type]
+    ir = as_ir("densenet-40-k12")
+    for call in (ir.layer, ir.inputs):
+        with pytest.raises(KeyError, match="'nope' is not a layer of densenet-40-k12; layers are named as modules"):
+            call("nope")
+    path = tmp_path / "w.pt"
+    torch.save(build_model(ir, seed=0).state_dict(), path)
+    assert infer_spec(path).block_configs == infer_spec(str(path)).block_configs
+    assert [b.layers for b in infer_spec(path).block_configs] == [12, 12, 12]
