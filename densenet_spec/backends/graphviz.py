@@ -384,10 +384,12 @@ def _layers_legend(ir: IR, rows: list[Row], style: Style) -> list[tuple[str, str
     """Legend lines ``(key, meaning)``."""
     lines: list[tuple[str, str]] = []
     if style.labels == "short":
-        numbers = [row_plan for row_plan in sorted({_block_of(ir, row) for row in rows})]
+        numbers = sorted({_block_of(ir, row) for row in rows})
         for b in numbers:
             count = len(ir.blocks()[b - 1])
-            lines.append((views.span("L", count), views.span(f"features.denseblock{b}.denselayer", count)))
+            key = views.span("L", count)  # each row's layers count from L1: say whose they are
+            key = f"B{b}: {key}" if len(numbers) > 1 else key
+            lines.append((key, views.span(f"features.denseblock{b}.denselayer", count)))
         drawn = sorted({_ir_name(box.name) for row in rows for box in row.boxes})
         lines += [(views.short_name(ir.layer(n)), n) for n in drawn if ir.layer(n).kind == "transition"]
     box_side = "height" if style.rankdir == "LR" else "width"
