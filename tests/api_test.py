@@ -222,3 +222,19 @@ def test_misused_entry_points_say_what_they_take(tmp_path: Path) -> None:
     torch.save(build_model(ir, seed=0).state_dict(), path)
     assert infer_spec(path).block_configs == infer_spec(str(path)).block_configs
     assert [b.layers for b in infer_spec(path).block_configs] == [12, 12, 12]
+
+
+def test_python_keeps_the_warnings_and_strict_raises_them() -> None:
+    """What the README says of warnings in Python: in ir.warnings; strict=True raises them."""
+    spec = {
+        "name": "o",
+        "growth_rate": 12,
+        "blocks": [5, 5],
+        "compression": 0.3,
+        "input": {"size": 32},
+        "stem": "cifar",
+    }
+    ir = as_ir(spec)
+    assert [w.field for w in ir.warnings] == ["compression"] and "25 are kept (floor)" in ir.warnings[0].message
+    with pytest.raises(SpecError, match="25 are kept"):
+        as_ir(spec, strict=True)
