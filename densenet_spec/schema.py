@@ -559,6 +559,10 @@ def json_schema() -> dict[str, Any]:
     # before-validators): say so to editors too.
     for key, kinds in KIND_NAMES.items():
         _take_kind_name(schema["properties"][key], kinds)
+    # A norm or activation takes another kind's parameter only as null (the default), as the
+    # validators have it: editors then flag `{kind: relu, negative_slope: 0.2}` too.
+    for kinded, params_of in ((NormSpec, NORM_PARAMS), (ActivationSpec, ACTIVATION_PARAMS)):
+        schema["$defs"][kinded.__name__]["allOf"] = _kind_rules(kinded, params_of)
     # A stem takes null for another kind's key (what a child writes to drop an inherited one).
     for model in STEM_MODELS:
         properties = schema["$defs"][model.__name__]["properties"]
@@ -572,6 +576,22 @@ def json_schema() -> dict[str, Any]:
         "$id": "https://densenet-spec.dev/schema/v1.json",
         **schema,
     }
+
+
+def _kind_rules(model: type[BaseModel], params_of: Mapping[str, tuple[str, ...]]) -> list[dict[str, Any]]:
+    """JSON Schema ``if``/``then`` rules: under each kind, the parameters of other kinds are null."""
+    kinds = model.model_fields["kind"].annotation.__args__  # type: ignore[union-attr]
+    default = model.model_fields["kind"].default
+    params = sorted({p for taken in params_of.values() for p in taken})
+    rules = []
+    for kind in kinds:
+        chosen: dict[str, Any] = {"properties": {"kind": {"const": kind}}, "required": ["kind"]}
+        if kind == default:  # the kind when none is written
+            chosen = {"anyOf": [chosen, {"not": {"required": ["kind"]}}]}
+        others = [p for p in params if p not in params_of.get(kind, ())]
+        if others:
+            rules.append({"if": chosen, "then": {"properties": {p: {"type": "null"} for p in others}}})
+    return rules
 
 
 def _take_kind_name(prop: dict[str, Any], kinds: tuple[str, ...]) -> None:

@@ -102,3 +102,31 @@ def test_json_schema_takes_the_stem_shorthand_the_loader_takes(stem: str) -> Non
 def test_compile_spec_of_a_name_says_to_load_it_first() -> None:
     with pytest.raises(TypeError, match=r"compile_spec\(load_spec\('densenet121'\)\)"):
         compile_spec("densenet121")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "valid"),
+    [
+        ("activation", {"kind": "relu", "negative_slope": 0.2}, False),
+        ("activation", {"negative_slope": 0.2}, False),  # relu, the default kind
+        ("activation", {"kind": "leaky_relu", "negative_slope": 0.2}, True),
+        ("activation", {"kind": "gelu", "alpha": 1.0}, False),
+        ("norm", {"kind": "instance", "groups": 4}, False),
+        ("norm", {"kind": "none", "affine": True}, False),
+        ("norm", {"groups": 4}, False),  # batch, the default kind
+        ("norm", {"kind": "group", "groups": 4, "momentum": 0.1}, True),
+        ("norm", {"kind": "batch", "groups": None}, True),  # null is the default: allowed
+    ],
+)
+def test_json_schema_takes_a_kinds_own_parameters_only(key: str, value: dict[str, object], valid: bool) -> None:
+    """As the loader: an editor flags a parameter of another kind (they passed the schema before)."""
+    data = {"name": "x", "growth_rate": 12, "blocks": [1], key: value}
+    errors = list(jsonschema.Draft202012Validator(json_schema()).iter_errors(data))
+    assert not errors if valid else errors
+    from densenet_spec import SpecError, as_ir
+
+    if valid:
+        as_ir(data)
+    else:
+        with pytest.raises(SpecError):
+            as_ir(data)
