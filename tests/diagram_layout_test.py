@@ -421,3 +421,23 @@ def test_drawing_options_reach_the_dot(tmp_path: Path) -> None:
     dot = out.read_text()
     assert 'label="Fig. 2"' in dot and 'dpi="150"' in dot and "features.denseblock1" in dot
     assert '"legend"' not in dot
+
+
+@needs_neato
+def test_heatmap_cells_are_evenly_spaced() -> None:
+    """Each block's grid keeps one step between its columns: the caption and colour bar, wider
+    than the grid, spread its columns unevenly (gaps of 57.5, 38.5, 32 for 18-point cells)."""
+    from densenet_spec import Spec, emit
+
+    spec = Spec.model_validate(
+        {"name": "s", "growth_rate": 6, "blocks": [3, 4, 2], "input": {"size": 32}, "stem": "cifar"}
+    )
+    svg = emit(spec, "heatmap", {"weights": build_model(spec, seed=0).state_dict()})
+    text = svg.decode() if isinstance(svg, bytes) else svg
+    cells = re.findall(r'<polygon fill="(#[0-9a-f]{6})" stroke="transparent" points="([-0-9.]+),([-0-9.]+)', text)
+    rows: dict[float, list[float]] = {}
+    for colour, x, y in cells:
+        if colour != "#ffffff":
+            rows.setdefault(round(float(y), 1), []).append(float(x))
+    steps = {round(b - a, 1) for xs in rows.values() for a, b in itertools.pairwise(sorted(xs)) if b - a < 40}
+    assert max(steps) - min(steps) <= 1, steps  # Graphviz rounds to whole points

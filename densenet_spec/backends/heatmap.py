@@ -95,6 +95,9 @@ def strengths(ir: IR, state: Mapping[str, Any]) -> list[BlockStrengths]:
 # ----------------------------------------------------------------------------- drawing
 
 
+_LABEL_WIDTH = 18  # the row labels' column: "in", "12", "T1", "FC" at 7 points
+
+
 def _cell_size(count: int) -> int:
     return max(9, min(18, 360 // max(count, 1)))
 
@@ -117,7 +120,8 @@ def _block_table(ir: IR, block: BlockStrengths) -> str:
     header = "".join(
         f'<TD {cell}><FONT POINT-SIZE="{font}">{html.escape(_short(ir, t))}</FONT></TD>' for t in block.targets
     )
-    rows = [f"<TR><TD></TD>{header}</TR>"]
+    label_cell = f'WIDTH="{_LABEL_WIDTH}" HEIGHT="{size}" FIXEDSIZE="TRUE"'
+    rows = [f"<TR><TD {label_cell}></TD>{header}</TR>"]
     for s, source in enumerate(block.sources):
         label = "in" if s == 0 else _short(ir, source)
         cells = []
@@ -129,12 +133,24 @@ def _block_table(ir: IR, block: BlockStrengths) -> str:
                 tip = html.escape(f"{source} -> {target}: {value:.4g}")
                 colour = scale_colour(value / largest)
                 cells.append(f'<TD {cell} BGCOLOR="{colour}" TITLE="{tip}" TOOLTIP="{tip}" HREF="#"></TD>')
-        rows.append(f'<TR><TD ALIGN="RIGHT"><FONT POINT-SIZE="{font}">{label}</FONT></TD>{"".join(cells)}</TR>')
-    span = len(block.targets) + 1
+        name = f'<TD {label_cell} ALIGN="RIGHT"><FONT POINT-SIZE="{font}">{label}</FONT></TD>'
+        rows.append(f"<TR>{name}{''.join(cells)}</TR>")
+    # Fixed widths everywhere: a wider neighbour (the caption) then leaves the grid's columns alone.
+    width = len(block.targets) * (size + 1) + _LABEL_WIDTH + 2
+    height = (len(block.sources) + 1) * (size + 1) + 1
+    grid = (
+        '<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="1" CELLPADDING="0" '
+        f'WIDTH="{width}" HEIGHT="{height}" FIXEDSIZE="TRUE">'
+        f"{''.join(rows)}</TABLE>"
+    )
     caption = f"Dense Block {block.block}: target layer (columns) reads source (rows)"
-    rows.insert(0, f'<TR><TD COLSPAN="{span}"><FONT POINT-SIZE="10">{caption}</FONT></TD></TR>')
-    rows.append(f'<TR><TD COLSPAN="{span}">{_colour_bar(largest)}</TD></TR>')
-    return f'<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="1" CELLPADDING="0">{"".join(rows)}</TABLE>'
+    # The caption and the colour bar sit outside the grid's table: as rows spanning its columns,
+    # being wider than the grid, they made Graphviz widen its columns unevenly.
+    return (
+        '<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="1" CELLPADDING="0">'
+        f'<TR><TD><FONT POINT-SIZE="10">{caption}</FONT></TD></TR>'
+        f"<TR><TD>{grid}</TD></TR><TR><TD>{_colour_bar(largest)}</TD></TR></TABLE>"
+    )
 
 
 def _colour_bar(largest: float) -> str:
