@@ -352,6 +352,14 @@ def _diagram_problem(given: Mapping[str, Any], ir: IR) -> str:
     return ""
 
 
+def _suffix_owner(path: str | os.PathLike[str]) -> str | None:
+    """The target whose files have ``path``'s suffix (``.json``: json), or None."""
+    from .backends import TARGETS
+
+    suffix = Path(path).suffix.lstrip(".").lower()
+    return next((t.name for t in TARGETS.values() if not t.formats and t.extension == suffix), None)
+
+
 def _files_read(spec: object, weights: object) -> list[str | os.PathLike[str]]:
     """The files behind ``spec`` (a path or a preset's name) and ``weights`` (a checkpoint path)."""
     from .loader import resolve_source
@@ -513,6 +521,9 @@ def export_onnx(
     kind = protected_kind(path, _files_read(spec, given))
     if kind:
         raise ValueError(f"{os.fspath(path)}: that names {kind}, which export_onnx does not write; choose another name")
+    owner = _suffix_owner(path)
+    if owner not in (None, "onnx"):  # as the CLI's -o: a .json file may be a spec, a .py one source
+        raise ValueError(f"{os.fspath(path)}: export_onnx writes an ONNX model, not a file of --to {owner}'s kind")
     if weights is not None and state_dict is not None:
         raise ValueError("weights and state_dict are one argument under two names: give one")
     check_opset(opset)  # before the weights are drawn
@@ -524,7 +535,10 @@ def export_onnx(
         from .backends.taps import feature_taps, select
 
         wanted = None if isinstance(features, str) and features == "all" else features  # the CLI's --features all
-        options["features"] = tuple(t.index for t in select(feature_taps(ir), wanted, "features"))
+        try:
+            options["features"] = tuple(t.index for t in select(feature_taps(ir), wanted, "features"))
+        except TypeError as exc:
+            raise TypeError(f'{exc}, or "all"') from None
     data = emit(ir, "onnx", options)
     target = Path(path)
     write_atomic(target, data)

@@ -238,7 +238,7 @@ def same_file(one: str | os.PathLike[str], other: str | os.PathLike[str]) -> boo
 def emit(output: str, data: bytes | str) -> str:
     """Write ``data`` to ``output`` (``-`` is stdout); returns where it went, for messages."""
     if output == "-":
-        if isinstance(data, bytes) and _is_terminal(sys.stdout):
+        if isinstance(data, bytes) and _binary(data) and _is_terminal(sys.stdout):
             raise ToolError("-o -: refusing to write binary output to a terminal; redirect it (> file) or give -o FILE")
         _write_stdout(data)
         return "stdout"
@@ -247,6 +247,17 @@ def emit(output: str, data: bytes | str) -> str:
         raise ToolError(problem)
     write_atomic(Path(output), data)
     return output
+
+
+def _binary(data: bytes) -> bool:
+    """Whether ``data`` is not text: a NUL byte, or not UTF-8 (PNG, PDF, ONNX; SVG comes as bytes too)."""
+    if b"\x00" in data:
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
 
 
 def _is_terminal(stream: Any) -> bool:

@@ -89,6 +89,17 @@ def test_compile_spec_of_a_mapping_says_what_compiles_one() -> None:
         compile_spec("densenet121")  # type: ignore[arg-type]
 
 
+def test_export_onnx_refuses_a_suffix_another_target_writes(tmp_path: Path) -> None:
+    """A .json file may be a spec (JSON specs load), a .py one source: as the CLI's -o, refused."""
+    for name in ("spec.json", "net.py", "d.svg"):
+        target = tmp_path / name
+        target.write_text("{}")
+        with pytest.raises(ValueError, match=r"export_onnx writes an ONNX model, not a file of --to \w+'s kind"):
+            export_onnx("densenet-40-k12", target)
+        assert target.read_text() == "{}"
+    assert export_onnx("densenet-40-k12", tmp_path / "model.bin.onnx").is_file()
+
+
 @pytest.mark.parametrize("name", ["net.yaml", "NET.YML", "w.pt", "w.pth", "w.ckpt", "w.safetensors", "model.bin"])
 def test_export_onnx_does_not_write_over_a_spec_or_a_checkpoint(tmp_path: Path, name: str) -> None:
     """As the CLI's -o: a file named like a spec or a checkpoint is left as it is."""
@@ -155,7 +166,7 @@ def test_export_onnx_features_as_build_model_takes_out_indices(tmp_path: Path) -
     path = export_onnx("densenet-40-k12", tmp_path / "b.onnx", features="all")
     assert [o.name for o in onnx.load(path).graph.output] == ["feature0", "feature1", "feature2", "feature3"]
     for wrong in (3, "al"):
-        with pytest.raises(TypeError, match=r"^features takes a sequence of tap numbers such as \(1, 2\)"):
+        with pytest.raises(TypeError, match=r'^features takes a sequence of tap numbers such as \(1, 2\).*, or "all"$'):
             export_onnx("densenet-40-k12", tmp_path / "c.onnx", features=wrong)  # type: ignore[arg-type]
     assert not (tmp_path / "c.onnx").exists()
 

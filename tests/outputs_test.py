@@ -299,3 +299,6 @@ def test_binary_output_is_not_written_to_a_terminal(monkeypatch: pytest.MonkeyPa
     with pytest.raises(ToolError, match="refusing to write binary output to a terminal"):
         emit("-", b"\x89PNG")
     assert emit("-", "digraph {}\n") == "stdout" and terminal.getvalue() == "digraph {}\n"
+    svg = '<svg xmlns="http://www.w3.org/2000/svg"><text>ü</text></svg>\n'
+    monkeypatch.setattr(sys.stdout, "buffer", io.BytesIO(), raising=False)
+    assert emit("-", svg.encode()) == "stdout"  # rendered SVG comes as bytes: text all the same

@@ -94,6 +94,8 @@ def test_a_negative_running_variance_is_refused(tmp_path: Path) -> None:
     assert [p.message for p in error.problems] == [
         "features.norm5.running_var holds 2 negative variances (of 3); a variance is never below 0"
     ]
+    noise = {"features.norm5.running_var": torch.tensor([1.0, -1e-9])}  # rounding in a converted checkpoint
+    assert read_checkpoint(_saved(tmp_path, noise)).keys() == noise.keys()
 
 
 def test_an_empty_checkpoint_is_one_line(tmp_path: Path) -> None:

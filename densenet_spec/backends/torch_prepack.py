@@ -48,7 +48,7 @@ class PackedConv2d(nn.Conv2d):
 
     oneDNN picks the weights' layout by the input's spatial size (not its batch): a copy packed
     for 32x32 was reordered again on every call at 224x224 (67 reorders a densenet121 forward).
-    So one copy is kept per spatial size, for the last :attr:`max_packs` sizes seen.
+    So one copy is kept per spatial size, for the :attr:`max_packs` sizes used last.
     """
 
     _packs: dict[tuple[int, ...], Tensor] | None = None  # the packed weights by input spatial size
@@ -96,7 +96,7 @@ class PackedConv2d(nn.Conv2d):
         with _PACKS_LOCK:  # threads calling at once share one table
             if self._packs is None or source != self._packed_from:
                 self._packs, self._packed_from = {}, source
-            packed = self._packs.get(size)
+            packed = self._packs.pop(size, None)  # put back last below: the last used stay
             if packed is None:
                 packed = torch.ops.mkldnn._reorder_convolution_weight(
                     weight.detach(),
@@ -107,8 +107,8 @@ class PackedConv2d(nn.Conv2d):
                     list(x.shape),
                 )
                 while len(self._packs) >= self.max_packs:
-                    del self._packs[next(iter(self._packs))]  # the oldest size
-                self._packs[size] = packed
+                    del self._packs[next(iter(self._packs))]  # the size least recently used
+            self._packs[size] = packed
         return packed
 
     def __getstate__(self) -> dict[str, Any]:
