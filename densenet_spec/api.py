@@ -401,7 +401,9 @@ def emit(
     given = dict(options or {})
     unknown = sorted(set(given) - chosen.options - ({"format"} if chosen.formats else set()))
     if unknown:
-        raise ValueError(f"{', '.join(unknown)} do not apply to --to {target}; it takes {chosen.describe_options()}")
+        verb = "does" if len(unknown) == 1 else "do"
+        takes = ", ".join(sorted(chosen.options)) or "no options"
+        raise ValueError(f"{', '.join(unknown)} {verb} not apply to the {target} target; it takes {takes}")
     missing = sorted(name for name in chosen.requires if given.get(name) is None)
     if missing:
         raise ValueError(f"--to {target} needs {', '.join('--' + name for name in missing)}")

@@ -249,3 +249,10 @@ def test_python_keeps_the_warnings_and_strict_raises_them() -> None:
     assert [w.field for w in ir.warnings] == ["compression"] and "25 are kept (floor)" in ir.warnings[0].message
     with pytest.raises(SpecError, match="25 are kept"):
         as_ir(spec, strict=True)
+
+
+def test_emit_names_an_option_its_target_does_not_take_in_python_terms() -> None:
+    from densenet_spec import emit
+
+    with pytest.raises(ValueError, match=r"^bogus does not apply to the dot target; it takes blocks, detail, dpi,"):
+        emit("densenet-40-k12", "dot", {"bogus": 1})
