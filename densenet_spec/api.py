@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from .backends.views import title_problem
+from .backends.views import DPI_RANGE, Detail, LabelStyle, RankDir, title_problem
 from .compiler import compile_spec
 from .errors import Location, Problem, RenderWarning, SpecError
 from .ir import IR
@@ -325,20 +325,19 @@ def optimize_for_inference(model: DenseNet) -> DenseNet:
     return fast.to(device=weight.device, dtype=weight.dtype)
 
 
-_CHOICES = {"detail": ("blocks", "layers"), "rankdir": ("LR", "TB"), "labels": ("short", "full", "none")}
-
-
 def _diagram_problem(given: Mapping[str, Any], ir: IR) -> str:
-    """What is wrong with the diagram options' values, or ``""``: the CLI's types check them
-    there, and a value a drawing does not know was ignored or failed deep in it."""
-    for name, choices in _CHOICES.items():
+    """What is wrong with the diagram options' values, or ``""``: the CLI's types (the same
+    enums and range) check them there, and a value a drawing does not know was ignored or failed
+    deep in it."""
+    for name, kind in (("detail", Detail), ("rankdir", RankDir), ("labels", LabelStyle)):
+        choices = [member.value for member in kind]
         if name in given and given[name] not in choices:
             return f"{name}: {given[name]!r} is not one of {', '.join(choices)}"
     if "legend" in given and not isinstance(given["legend"], bool):
         return f"legend: True or False, not {given['legend']!r}"
-    dpi = given.get("dpi")
-    if dpi is not None and (isinstance(dpi, bool) or not isinstance(dpi, int | float) or not 10 <= dpi <= 2400):
-        return f"dpi: a number from 10 to 2400, not {dpi!r}"
+    dpi, (low, high) = given.get("dpi"), DPI_RANGE
+    if dpi is not None and (isinstance(dpi, bool) or not isinstance(dpi, int | float) or not low <= dpi <= high):
+        return f"dpi: a number from {low} to {high}, not {dpi!r}"
     blocks, count = given.get("blocks"), len(ir.blocks())
     if blocks is None:
         return ""
@@ -350,14 +349,6 @@ def _diagram_problem(given: Mapping[str, Any], ir: IR) -> str:
     if given.get("detail") != "layers":
         return "blocks: the blocks to draw apply to detail='layers'"
     return ""
-
-
-def _suffix_owner(path: str | os.PathLike[str]) -> str | None:
-    """The target whose files have ``path``'s suffix (``.json``: json), or None."""
-    from .backends import TARGETS
-
-    suffix = Path(path).suffix.lstrip(".").lower()
-    return next((t.name for t in TARGETS.values() if not t.formats and t.extension == suffix), None)
 
 
 def _files_read(spec: object, weights: object) -> list[str | os.PathLike[str]]:
@@ -513,6 +504,7 @@ def export_onnx(
             (``feature0``, ...; 0 is the stem; ``"all"`` for every tap), as
             ``build_model(features_only=True)`` computes them.
     """
+    from .backends import suffix_owner
     from .backends.onnx import check_opset
     from .outputs import folder_problem, protected_kind, write_atomic
 
@@ -523,7 +515,7 @@ def export_onnx(
     kind = protected_kind(path, _files_read(spec, given))
     if kind:
         raise ValueError(f"{os.fspath(path)}: that names {kind}, which export_onnx does not write; choose another name")
-    owner = _suffix_owner(path)
+    owner = suffix_owner(Path(path).suffix.lstrip(".").lower())
     if owner not in (None, "onnx"):  # as the CLI's -o: a .json file may be a spec, a .py one source
         raise ValueError(f"{os.fspath(path)}: export_onnx writes an ONNX model, not a file of --to {owner}'s kind")
     if weights is not None and state_dict is not None:

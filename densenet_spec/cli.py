@@ -29,7 +29,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from . import __version__, api
-from .backends import TARGETS, views
+from .backends import TARGETS, suffix_owner, views
 from .backends import Target as BuildTarget
 from .backends.mermaid import markdown_block
 from .bench import BenchConfig
@@ -111,22 +111,6 @@ class SummaryFormat(str, Enum):
 
 
 Target = Enum("Target", [(name, name) for name in TARGETS], type=str)  # type: ignore[misc]
-
-
-class Detail(str, Enum):
-    blocks = "blocks"
-    layers = "layers"
-
-
-class RankDir(str, Enum):
-    LR = "LR"
-    TB = "TB"
-
-
-class LabelStyle(str, Enum):
-    short = "short"
-    full = "full"
-    none = "none"
 
 
 def _seed_in_range(seed: int | None) -> int | None:
@@ -341,17 +325,17 @@ def build(
         typer.Option("--optimize", help="Apply the optimisation passes (BN folding, pool first).", show_default=False),
     ] = None,
     detail: Annotated[
-        Detail | None, typer.Option("--detail", help="Diagrams: one node per block (default) or per layer.")
+        views.Detail | None, typer.Option("--detail", help="Diagrams: one node per block (default) or per layer.")
     ] = None,
     blocks: Annotated[
         str | None, typer.Option("--blocks", help="Diagrams at layer detail: only these blocks, e.g. 1,3.")
     ] = None,
     rankdir: Annotated[
-        RankDir | None,
+        views.RankDir | None,
         typer.Option("--rankdir", help="Diagrams: layers and stages left to right (default) or top to bottom."),
     ] = (None),
     labels: Annotated[
-        LabelStyle | None,
+        views.LabelStyle | None,
         typer.Option("--labels", help="Diagrams: short names (L3, T1; default) with a legend, module paths, or none."),
     ] = None,
     legend: Annotated[
@@ -362,7 +346,12 @@ def build(
     ] = None,
     dpi: Annotated[
         float | None,
-        typer.Option("--dpi", min=10, max=2400, help="Diagrams: resolution of png output (Graphviz's default 96)."),
+        typer.Option(
+            "--dpi",
+            min=views.DPI_RANGE[0],
+            max=views.DPI_RANGE[1],
+            help="Diagrams: resolution of png output (Graphviz's default 96).",
+        ),
     ] = None,
     strict: StrictOpt = False,
 ) -> None:
@@ -553,11 +542,7 @@ def _format_of(output: str | None, target: BuildTarget) -> str | None:
         if suffix and suffix not in target.formats:
             usage_error(f"-o {output}: the suffix must be one of {', '.join('.' + f for f in target.formats)}")
         return suffix or target.formats[0]
-    owners: dict[str, str] = {}
-    for other in TARGETS.values():
-        if not other.formats:
-            owners.setdefault(other.extension, other.name)
-    owner = owners.get(suffix)
+    owner = suffix_owner(suffix)
     if output and owner and suffix != target.extension:
         renamed = Path(output).with_suffix(f".{target.extension}").name
         usage_error(

@@ -70,6 +70,12 @@ def register_target(target: Target) -> None:
     TARGETS[target.name] = target
 
 
+def suffix_owner(suffix: str) -> str | None:
+    """The target of one format whose files end in ``.suffix`` (``json``: json), or None: a file
+    of that suffix is that target's, and another target must not write it."""
+    return next((t.name for t in TARGETS.values() if not t.formats and t.extension == suffix), None)
+
+
 def target(name: str) -> Target:
     try:
         return TARGETS[name]

@@ -8,12 +8,39 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass
+from enum import Enum
 from typing import Literal
 
 from ..ir import IR, Layer, format_size
 from ..summary import Stage, format_macs, stages
 
 Labels = Literal["short", "full", "none"]
+
+
+class Detail(str, Enum):
+    """A diagram's view: a node per stage, or per layer."""
+
+    blocks = "blocks"
+    layers = "layers"
+
+
+class RankDir(str, Enum):
+    """Which way a diagram runs: left to right, or top to bottom."""
+
+    LR = "LR"
+    TB = "TB"
+
+
+class LabelStyle(str, Enum):
+    """How layers are named: ``L3`` with a legend, module paths, or not at all."""
+
+    short = "short"
+    full = "full"
+    none = "none"
+
+
+DPI_RANGE = (10, 2400)
+"""The png resolutions a diagram takes (Graphviz's default is 96)."""
 
 
 def short_name(layer: Layer) -> str:
