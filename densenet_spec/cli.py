@@ -385,22 +385,15 @@ def build(
     if wrong:
         options = ", ".join(f"--{name}" for name in wrong)
         if target.name == "torch" and wrong == ["weights"]:
-            typer.echo(f"error: --weights does not apply to --to torch: {_torch_weights_hint(spec, given)}", err=True)
-            raise typer.Exit(2)
-        typer.echo(
-            f"error: {options} does not apply to --to {target.name}; it takes {target.describe_options()}", err=True
-        )
-        raise typer.Exit(2)
+            usage_error(f"--weights does not apply to --to torch: {_torch_weights_hint(spec, given)}")
+        usage_error(f"{options} does not apply to --to {target.name}; it takes {target.describe_options()}")
     if given.get("adapt") and "weights" not in given:
-        typer.echo("error: --adapt fits a checkpoint to the spec: give it with --weights", err=True)
-        raise typer.Exit(2)
+        usage_error("--adapt fits a checkpoint to the spec: give it with --weights")
     if "blocks" in given and given.get("detail") != "layers":
-        typer.echo("error: --blocks selects blocks of the layer view: add --detail layers", err=True)
-        raise typer.Exit(2)
+        usage_error("--blocks selects blocks of the layer view: add --detail layers")
     missing = sorted(name for name in target.requires if name not in given)
     if missing:
-        typer.echo(f"error: --to {target.name} needs {', '.join('--' + m for m in missing)}", err=True)
-        raise typer.Exit(2)
+        usage_error(f"--to {target.name} needs {', '.join('--' + m for m in missing)}")
     title_problem = views.title_problem(title, "--title")
     if title_problem:
         usage_error(title_problem)
@@ -673,8 +666,7 @@ def _parse_blocks(text: str, ir: IR) -> list[int]:
     except ValueError:
         given = []
     if not given or not all(1 <= b <= count for b in given):
-        typer.echo(f"error: --blocks: expected block numbers 1..{count} separated by commas, got {text!r}", err=True)
-        raise typer.Exit(2)
+        usage_error(f"--blocks: expected block numbers 1..{count} separated by commas, got {text!r}")
     if len(set(given)) != len(given):  # as --features 1,1
         usage_error(f"--blocks: {text} names a block twice")
     return sorted(given)
@@ -950,8 +942,7 @@ def _bench_failure(text: str, batch: int) -> str:
 
 def _refuse_bench_usage(problem: str) -> None:
     if problem:
-        typer.echo(f"error: {problem}", err=True)
-        raise typer.Exit(2)
+        usage_error(problem)
 
 
 BENCH_CAPTION = (
