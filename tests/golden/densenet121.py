@@ -667,10 +667,11 @@ class DenseNet(nn.Module):
     def forward_features(self, x: Tensor) -> Tensor:
         """The last block's map after the final norm, before its activation and the head (as
         torchvision's ``features``; timm's method of this name also applies the activation)."""
-        if not vmapped(x):  # vmap hands each sample without its batch axis
+        # Under vmap each sample comes without its batch axis and answers no layout questions.
+        if not vmapped(x):
             _check_batched(x, self.features)
-        if self.channels_last and x.dim() == 4 and not vmapped(x):
-            x = x.contiguous(memory_format=torch.channels_last)
+            if self.channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
         return self.features(x)  # type: ignore[no-any-return]
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
